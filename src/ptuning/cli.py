@@ -1,0 +1,189 @@
+"""``ptuning`` command line: train, eval, predict, tasks, demo.
+
+Flag names follow Hugging Face ``run_glue.py`` where one exists. Errors the
+user can fix print one line and exit with status 2; nothing else is written.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from .errors import PTuningError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="P-Tuning v2: deep prompt tuning for NLU.")
+
+
+@app.command()
+def train(
+    task: str = typer.Option(..., help="Task name (see `ptuning tasks`)."),
+    data: str = typer.Option(..., help="Directory with the official split files, or a Hugging Face dataset id."),
+    output: Path = typer.Option(..., help="Output directory: artifact, metrics.json, metrics.jsonl, checkpoint."),
+    model: Optional[str] = typer.Option(None, help="Backbone path or hub id (default: bundled all-MiniLM-L6-v2)."),
+    method: str = typer.Option("ptv2", help="ptv2 | prompt-tuning | ptv1 | finetune | linear-probe."),
+    prompt_length: int = typer.Option(20, help="Prompt length P (prefix slots per layer, or input prompt tokens)."),
+    reparam: bool = typer.Option(False, help="Reparameterise the prefix through an MLP (ptv2)."),
+    reparam_hidden: int = typer.Option(512, help="Hidden width of the reparameterisation MLP."),
+    prefix_dropout: float = typer.Option(0.0, help="Dropout on the prefix during training."),
+    prompt_encoder: str = typer.Option("lstm", help="ptv1 prompt encoder: lstm | mlp."),
+    epochs: int = typer.Option(10, help="Maximum epochs."),
+    lr: Optional[float] = typer.Option(None, help="Peak learning rate (default per method: ptv2 5e-3, finetune 5e-5…)."),
+    batch_size: int = typer.Option(16, help="Training batch size (per process)."),
+    eval_batch_size: int = typer.Option(64, help="Evaluation batch size."),
+    max_length: int = typer.Option(128, help="Maximum tokens per input (deep prompts take none of these)."),
+    max_train_samples: Optional[int] = typer.Option(None, help="Use only the first N training examples."),
+    max_eval_samples: Optional[int] = typer.Option(None, help="Use only the first N evaluation examples."),
+    seed: int = typer.Option(42, help="Random seed."),
+    weight_decay: float = typer.Option(0.01, help="AdamW weight decay (not on prompts or biases)."),
+    warmup_ratio: float = typer.Option(0.06, help="Fraction of steps for linear warmup."),
+    scheduler: str = typer.Option("linear", help="linear | exponential | constant decay after warmup."),
+    decay_gamma: float = typer.Option(0.9, help="Per-epoch factor of the exponential decay."),
+    max_grad_norm: float = typer.Option(1.0, help="Gradient clipping norm."),
+    eval_steps: Optional[int] = typer.Option(None, help="Evaluate every N steps instead of every epoch."),
+    patience: Optional[int] = typer.Option(None, help="Stop after N evaluations without improvement."),
+    grad_accum: int = typer.Option(1, help="Gradient accumulation steps."),
+    gradient_checkpointing: bool = typer.Option(False, help="Recompute activations to save memory."),
+    pooling: str = typer.Option("auto", help="auto | cls | mean | last (auto: cls for encoders, last for decoders)."),
+    text_column: Optional[str] = typer.Option(None, help="text-classification: the text column."),
+    text_pair_column: Optional[str] = typer.Option(None, help="text-classification: the second text column."),
+    label_column: Optional[str] = typer.Option(None, help="text-classification: the label column."),
+    resume: bool = typer.Option(False, help="Continue from OUTPUT/checkpoint (optimizer, scheduler, RNG)."),
+    overwrite: bool = typer.Option(False, help="Replace a non-empty OUTPUT."),
+) -> None:
+    """Train a prompt (or a baseline) and keep the best-dev artifact in OUTPUT."""
+    from .model import MethodConfig
+    from .pipeline import TrainRequest
+    from .pipeline import train as run
+    from .train import SCHEDULERS, TrainConfig
+
+    if scheduler not in SCHEDULERS:
+        raise PTuningError(f"unknown --scheduler {scheduler!r}; choose one of {', '.join(SCHEDULERS)}")
+    if epochs < 1 or batch_size < 1:
+        raise PTuningError("--epochs and --batch-size must be at least 1")
+    request = TrainRequest(
+        task=task,
+        data=data,
+        output=output,
+        model=model,
+        method=MethodConfig(method, prompt_length, reparam, reparam_hidden, prefix_dropout, prompt_encoder),
+        train=TrainConfig(
+            epochs=epochs, lr=lr, batch_size=batch_size, eval_batch_size=eval_batch_size,
+            weight_decay=weight_decay, warmup_ratio=warmup_ratio, scheduler=scheduler, decay_gamma=decay_gamma,
+            max_grad_norm=max_grad_norm, eval_steps=eval_steps, patience=patience, seed=seed,
+            grad_accum=grad_accum, gradient_checkpointing=gradient_checkpointing, resume=resume,
+        ),
+        max_length=max_length,
+        max_train_samples=max_train_samples,
+        max_eval_samples=max_eval_samples,
+        pooling=pooling,
+        task_options={"text_column": text_column, "text_pair_column": text_pair_column, "label_column": label_column},
+        overwrite=overwrite,
+    )
+    summary = run(request)
+    best = summary.get("best") or {}
+    typer.echo(
+        f"best {summary['main_metric']} {best.get(summary['main_metric'], float('nan')):.4f} at epoch "
+        f"{summary['best_epoch']}; artifact in {output} ({summary['artifact_bytes']:,} bytes)"
+    )
+
+
+@app.command("eval")
+def evaluate(
+    artifact: Path = typer.Argument(..., help="Artifact directory written by `ptuning train`."),
+    data: str = typer.Option(..., help="Directory with the split files, or a hub dataset id."),
+    split: str = typer.Option("validation", help="train | validation | test."),
+    model: Optional[str] = typer.Option(None, help="Backbone path, when it moved since training."),
+    batch_size: int = typer.Option(64),
+) -> None:
+    """Print the task's metrics on a split as one JSON object."""
+    from .pipeline import evaluate as run
+
+    typer.echo(json.dumps(run(artifact, data, split, model, batch_size)))
+
+
+@app.command()
+def predict(
+    artifact: Path = typer.Argument(..., help="Artifact directory written by `ptuning train`."),
+    input: Path = typer.Option(..., "--input", help="File in the task's format (labels optional)."),
+    output: Path = typer.Option(..., "--output", help="JSONL file: one prediction per input line."),
+    model: Optional[str] = typer.Option(None, help="Backbone path, when it moved since training."),
+    batch_size: int = typer.Option(64),
+) -> None:
+    """Write one JSON line (label and score) per input."""
+    from .pipeline import predict as run
+
+    count = run(artifact, input, output, model, batch_size)
+    typer.echo(f"wrote {count} predictions to {output}")
+
+
+@app.command()
+def tasks() -> None:
+    """List every task with its data format and metric."""
+    from .tasks import TASKS
+
+    for task in TASKS.values():
+        typer.echo(f"{task.name:20} {task.family:15} metric: {', '.join(task.metric_names)}")
+        typer.echo(f"{'':20} {task.description}")
+        typer.echo(f"{'':20} format: {task.data_format}")
+
+
+@app.command()
+def demo(
+    output: Path = typer.Option(Path("ptuning-demo"), help="Where to write the demo artifact."),
+    epochs: int = typer.Option(15),
+) -> None:
+    """Train a P-Tuning v2 prompt on the bundled sample data, evaluate it, and predict."""
+    from importlib.resources import files
+
+    from .model import MethodConfig
+    from .pipeline import TrainRequest, evaluate as run_eval, predict as run_predict, train as run_train
+    from .train import TrainConfig
+
+    sample = str(files("ptuning") / "samples" / "sentiment")
+    typer.echo(f"training ptv2 (P=20) on {sample} with the bundled MiniLM backbone")
+    summary = run_train(
+        TrainRequest(
+            task="sst2", data=sample, output=output, method=MethodConfig("ptv2", 20),
+            train=TrainConfig(epochs=epochs, lr=1e-2, batch_size=8, seed=42), max_length=64, overwrite=True,
+        )
+    )
+    typer.echo(f"trainable parameters: {summary['trainable_params']:,} of {summary['backbone_params']:,}")
+    typer.echo("dev metrics: " + json.dumps(run_eval(output, sample)))
+    with tempfile.TemporaryDirectory() as tmp:
+        source = Path(tmp) / "input.tsv"
+        source.write_text("sentence\nan utterly charming and beautifully acted film\na tedious , joyless slog\n")
+        run_predict(output, source, Path(tmp) / "out.jsonl")
+        for line in (Path(tmp) / "out.jsonl").read_text().splitlines():
+            typer.echo("prediction: " + line)
+    typer.echo(f"artifact: {output} ({summary['artifact_bytes']:,} bytes)")
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=False)
+    except PTuningError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)
+    except Exception as exc:  # click usage errors arrive here in non-standalone mode
+        import click
+
+        if isinstance(exc, click.exceptions.Exit):
+            sys.exit(exc.exit_code)
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        if isinstance(exc, click.exceptions.Abort):
+            sys.exit(1)
+        raise
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,43 @@
+"""Task heads: plain linear layers on the backbone's hidden states.
+
+P-Tuning v2 drops verbalizers for a randomly initialised linear head; one head
+per task family, shared by every backbone and every method.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+POOLINGS = ("auto", "cls", "mean", "last")
+
+
+def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, how: str) -> torch.Tensor:
+    """Reduce ``(B, L, H)`` to ``(B, H)``.
+
+    ``cls`` takes the first token (encoders), ``last`` the last non-pad token
+    (decoders, which only see the whole input there), ``mean`` averages real tokens.
+    """
+    if how == "cls":
+        return hidden[:, 0]  # (B, H)
+    if how == "last":
+        last = attention_mask.long().sum(dim=1).clamp(min=1) - 1  # (B,)
+        return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]  # (B, H)
+    if how == "mean":
+        weights = attention_mask.unsqueeze(-1).to(hidden.dtype)  # (B, L, 1)
+        return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)  # (B, H)
+    raise ValueError(f"unknown pooling {how!r}; choose one of {POOLINGS}")
+
+
+class SequenceClassificationHead(nn.Module):
+    """Pool, dropout, linear. ``num_labels == 1`` is regression."""
+
+    def __init__(self, hidden_size: int, num_labels: int, pooling: str, dropout: float = 0.1) -> None:
+        super().__init__()
+        self.pooling = pooling
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(hidden_size, num_labels)
+
+    def forward(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        pooled = pool(hidden, attention_mask, self.pooling)  # (B, H)
+        return self.classifier(self.dropout(pooled))  # (B, num_labels)

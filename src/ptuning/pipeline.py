@@ -1,0 +1,148 @@
+"""Train / evaluate / predict as functions: what the CLI and the benchmarks call.
+
+Everything that can fail because of user input (data, flags, artifacts) is
+checked before the output directory is touched.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import artifact, backbones, checkpoint
+from .errors import DataError, PTuningError
+from .heads import POOLINGS
+from .model import MethodConfig, PTuningModel
+from .tasks import get_task, load_records
+from .tasks.readers import read_records
+from .train import TrainConfig, predict_logits
+from .train import train as run_loop
+
+
+@dataclass
+class TrainRequest:
+    task: str
+    data: str
+    output: Path
+    model: str | None = None
+    method: MethodConfig = field(default_factory=MethodConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    max_length: int = 128
+    max_train_samples: int | None = None
+    max_eval_samples: int | None = None
+    pooling: str = "auto"
+    task_options: dict = field(default_factory=dict)
+    overwrite: bool = False
+
+
+def collator(tokenizer):
+    from transformers import DataCollatorWithPadding
+
+    return DataCollatorWithPadding(tokenizer)
+
+
+def _pooling(requested: str, backbone) -> str:
+    if requested not in POOLINGS:
+        raise PTuningError(f"unknown pooling {requested!r}; choose one of {', '.join(POOLINGS)}")
+    if requested != "auto":
+        return requested
+    return "last" if backbones.geometry(backbone).is_decoder else "cls"
+
+
+def _token_budget(max_length: int, model: PTuningModel) -> int:
+    """Input tokens allowed: input-level prompts occupy positions too; deep prompts do not."""
+    limit = getattr(model.backbone.config, "max_position_embeddings", None)
+    budget = max_length - model.input_prompt_length
+    if budget < 8:
+        raise PTuningError(f"--max-length {max_length} leaves no room for the {model.input_prompt_length}-token prompt")
+    if limit and max_length > limit:
+        raise PTuningError(f"--max-length {max_length} exceeds the backbone's {limit} positions")
+    return budget
+
+
+def _check_output(output: Path, resume: bool, overwrite: bool) -> None:
+    if not output.exists() or not any(output.iterdir()):
+        return
+    if resume and checkpoint.exists(output):
+        return
+    if overwrite:
+        shutil.rmtree(output)
+        return
+    raise PTuningError(f"{output} is not empty; pass --resume to continue it or --overwrite to replace it")
+
+
+def train(request: TrainRequest) -> dict:
+    task = get_task(request.task, **request.task_options)
+    train_records = load_records(task.files, request.data, "train")
+    eval_records = load_records(task.files, request.data, "validation")
+    if hasattr(task, "with_labels_from"):
+        task = task.with_labels_from(train_records)
+    train_examples = task.records_to_examples(train_records, labelled=True)[: request.max_train_samples]
+    eval_examples = task.records_to_examples(eval_records, labelled=True)[: request.max_eval_samples]
+    output = Path(request.output)
+    if output.exists() and not output.is_dir():
+        raise PTuningError(f"--output {output} is a file; give a directory")
+    if request.train.resume and not checkpoint.exists(output):
+        raise PTuningError(f"--resume: {output} holds no checkpoint to resume from")
+
+    backbone, tokenizer, name = backbones.load_backbone(request.model)
+    fingerprint = backbones.fingerprint(backbone)
+    pooling = _pooling(request.pooling, backbone)
+    model = PTuningModel(backbone, request.method, task.build_head(backbone.config.hidden_size, pooling))
+    budget = _token_budget(request.max_length, model)
+    train_features = task.featurize(train_examples, tokenizer, budget)
+    eval_features = task.featurize(eval_examples, tokenizer, budget)
+    _check_output(output, request.train.resume, request.overwrite)
+    output.mkdir(parents=True, exist_ok=True)
+
+    def save_best(trained: PTuningModel) -> None:
+        artifact.save_artifact(
+            output,
+            trained,
+            task=task,
+            backbone_name=name,
+            backbone_fingerprint=fingerprint,
+            max_length=request.max_length,
+            pooling=pooling,
+        )
+
+    summary = run_loop(
+        model, task, train_features, eval_features, eval_examples, collator(tokenizer), request.train, output, save_best
+    )
+    if summary.get("interrupted"):
+        return summary
+    summary.update(task=task.name, method=request.method.to_dict(), backbone=name, max_length=request.max_length)
+    summary["artifact_bytes"] = artifact_size(output)
+    artifact.atomic_write_json(output / "metrics.json", summary)
+    return summary
+
+
+def artifact_size(directory: Path) -> int:
+    names = (artifact.WEIGHTS, artifact.META, artifact.BACKBONE_WEIGHTS)
+    return sum((Path(directory) / n).stat().st_size for n in names if (Path(directory) / n).exists())
+
+
+def evaluate(artifact_dir: Path, data: str, split: str = "validation", model_name: str | None = None,
+             batch_size: int = 64) -> dict:
+    model, tokenizer, task, meta = artifact.load_artifact(artifact_dir, model_name=model_name)
+    examples = task.records_to_examples(load_records(task.files, data, split), labelled=True)
+    features = task.featurize(examples, tokenizer, _token_budget(meta["max_length"], model))
+    logits = predict_logits(model, features, collator(tokenizer), batch_size)
+    return {"task": task.name, "split": split, "examples": len(examples), **task.evaluate(logits, examples)}
+
+
+def predict(artifact_dir: Path, input_file: Path, output_file: Path, model_name: str | None = None,
+            batch_size: int = 64) -> int:
+    input_file = Path(input_file)
+    if not input_file.is_file():
+        raise DataError("input file not found", input_file)
+    model, tokenizer, task, meta = artifact.load_artifact(artifact_dir, model_name=model_name)
+    examples = task.records_to_examples(read_records(input_file), labelled=False)
+    features = task.featurize(examples, tokenizer, _token_budget(meta["max_length"], model))
+    logits = predict_logits(model, features, collator(tokenizer), batch_size)
+    rows = task.predictions(logits, examples)
+    text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+    artifact.atomic_write_bytes(Path(output_file), text.encode("utf-8"))
+    return len(rows)

@@ -1,0 +1,153 @@
+"""Sentence and sentence-pair classification (SuperGLUE CB/RTE/BoolQ, GLUE SST-2, any CSV/TSV/JSONL).
+
+Adding a task of this family is one :class:`ClassificationTask` entry in
+``tasks/__init__.py``: its columns, labels, files and metric.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import torch
+from torch import nn
+
+from ..errors import DataError
+from ..heads import SequenceClassificationHead
+from . import metrics
+from .base import DataFiles, Example
+from .readers import Record
+
+
+def _label_key(value) -> str:
+    """Labels compare as strings: JSON ``true`` and TSV ``1`` become ``"True"`` and ``"1"``."""
+    return str(value) if not isinstance(value, bool) else ("True" if value else "False")
+
+
+@dataclass(frozen=True)
+class ClassificationTask:
+    """A classification task described by data only.
+
+    ``labels`` None means "whatever the training data holds" (generic task).
+    ``aliases`` maps other spellings of a label (hub class names) to ours.
+    """
+
+    name: str
+    description: str
+    text_columns: tuple[str, ...]
+    label_column: str
+    labels: tuple[str, ...] | None
+    files: DataFiles
+    metric_names: tuple[str, ...] = ("accuracy",)
+    aliases: dict = field(default_factory=dict)
+    id_column: str | None = "idx"
+    family: str = "classification"
+
+    @property
+    def main_metric(self) -> str:
+        return self.metric_names[0]
+
+    @property
+    def data_format(self) -> str:
+        cols = " + ".join(self.text_columns)
+        files = "/".join(self.files.train + self.files.validation)
+        return f"{files}: {cols} -> {self.label_column}"
+
+    def with_options(self, **options) -> ClassificationTask:
+        """The generic task takes its columns from the command line."""
+        text = tuple(c for c in (options.get("text_column"), options.get("text_pair_column")) if c)
+        changes = {}
+        if text:
+            changes["text_columns"] = text
+        if options.get("label_column"):
+            changes["label_column"] = options["label_column"]
+        if options.get("labels"):
+            changes["labels"] = tuple(options["labels"])
+        return replace(self, **changes) if changes else self
+
+    def with_labels_from(self, records: list[Record]) -> ClassificationTask:
+        if self.labels is not None:
+            return self
+        found = sorted({_label_key(r.get(self.label_column)) for r in records})
+        if len(found) < 2:
+            raise DataError(f"the training data has {len(found)} distinct label(s); need at least 2", records[0].path)
+        return replace(self, labels=tuple(found))
+
+    # -- reader -> examples -------------------------------------------------------
+    def records_to_examples(self, records: list[Record], *, labelled: bool) -> list[Example]:
+        examples = []
+        for record in records:
+            texts = []
+            for column in self.text_columns:
+                value = record.get(column)
+                if not isinstance(value, str) or not value.strip():
+                    raise DataError(f"column {column!r} must be non-empty text", record.path, record.line)
+                texts.append(value)
+            label = None
+            if labelled or self.label_column in record.fields:
+                label = self._label(record)
+            example_id = record.fields.get(self.id_column) if self.id_column else None
+            examples.append(Example(tuple(texts), label, f"{record.path}:{record.line}", example_id))
+        return examples
+
+    def _label(self, record: Record) -> str:
+        raw = _label_key(record.get(self.label_column))
+        label = self.aliases.get(raw, raw)
+        if self.labels is not None and label not in self.labels:
+            raise DataError(
+                f"unknown label {raw!r} in column {self.label_column!r} (expected one of {', '.join(self.labels)})",
+                record.path,
+                record.line,
+            )
+        return label
+
+    # -- features, head, loss -------------------------------------------------------
+    def featurize(self, examples: list[Example], tokenizer, max_length: int) -> list[dict]:
+        columns = list(zip(*(e.texts for e in examples)))
+        encoded = tokenizer(*columns, truncation=True, max_length=max_length)
+        index = {label: i for i, label in enumerate(self.labels or ())}
+        features = []
+        for i, example in enumerate(examples):
+            row = {key: encoded[key][i] for key in encoded.keys()}
+            if example.label is not None:
+                row["labels"] = index[example.label]
+            features.append(row)
+        return features
+
+    def build_head(self, hidden_size: int, pooling: str) -> nn.Module:
+        return SequenceClassificationHead(hidden_size, len(self.labels), pooling)
+
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return nn.functional.cross_entropy(logits, labels)
+
+    # -- outputs ------------------------------------------------------------------------
+    def evaluate(self, logits: torch.Tensor, examples: list[Example]) -> dict:
+        predicted = [self.labels[i] for i in logits.argmax(dim=-1).tolist()]
+        gold = [e.label for e in examples]
+        return metrics.compute(self.metric_names, predicted, gold, self.labels)
+
+    def predictions(self, logits: torch.Tensor, examples: list[Example]) -> list[dict]:
+        probs = logits.float().softmax(dim=-1)
+        rows = []
+        for i, example in enumerate(examples):
+            best = int(probs[i].argmax())
+            row = {"label": self.labels[best], "score": round(float(probs[i, best]), 6)}
+            row["scores"] = {label: round(float(p), 6) for label, p in zip(self.labels, probs[i].tolist())}
+            if example.id is not None:
+                row = {"id": example.id, **row}
+            rows.append(row)
+        return rows
+
+    def state(self) -> dict:
+        return {
+            "text_columns": list(self.text_columns),
+            "label_column": self.label_column,
+            "labels": list(self.labels or ()),
+        }
+
+    def from_state(self, state: dict) -> ClassificationTask:
+        return replace(
+            self,
+            text_columns=tuple(state["text_columns"]),
+            label_column=state["label_column"],
+            labels=tuple(state["labels"]),
+        )

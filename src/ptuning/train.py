@@ -1,0 +1,259 @@
+"""The training loop, on Hugging Face Accelerate.
+
+Accelerate handles devices and data-parallel processes (``accelerate launch
+--num_processes 2 --cpu ptuning train ...``); this file adds what P-Tuning
+needs on top: AdamW over the trainable parameters only, warmup then linear or
+exponential decay, clipping, evaluation every epoch (or every N steps), the
+best-dev artifact, early stopping, resumable checkpoints and metric logs.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch.utils.data import DataLoader, RandomSampler, SequentialSampler
+from tqdm.auto import tqdm
+
+from . import checkpoint
+from .model import PTuningModel
+
+DEFAULT_LR = {"ptv2": 5e-3, "prompt-tuning": 3e-2, "ptv1": 5e-3, "finetune": 5e-5, "linear-probe": 5e-3}
+SCHEDULERS = ("linear", "exponential", "constant")
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 10
+    lr: float | None = None
+    batch_size: int = 16
+    eval_batch_size: int = 64
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.06
+    scheduler: str = "linear"
+    decay_gamma: float = 0.9
+    max_grad_norm: float = 1.0
+    eval_steps: int | None = None
+    patience: int | None = None
+    seed: int = 42
+    grad_accum: int = 1
+    gradient_checkpointing: bool = False
+    resume: bool = False
+    stop_after_steps: int | None = None  # simulate an interruption (tests)
+
+
+def lr_lambda(kind: str, warmup: int, total: int, gamma: float, steps_per_epoch: int) -> Callable[[int], float]:
+    """Warmup to the peak rate, then linear decay to 0 or ``gamma`` per epoch."""
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        if kind == "linear":
+            return max(0.0, (total - step) / max(1, total - warmup))
+        if kind == "exponential":
+            return gamma ** ((step - warmup) / max(1, steps_per_epoch))
+        return 1.0
+
+    return factor
+
+
+class JsonlLog:
+    """``metrics.jsonl`` and, when tensorboard is installed, a TensorBoard run."""
+
+    def __init__(self, directory: Path, enabled: bool) -> None:
+        self.path = directory / "metrics.jsonl"
+        self.enabled = enabled
+        self.board = None
+        if enabled:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.board = SummaryWriter(str(directory / "tensorboard"))
+            except ImportError:
+                self.board = None
+
+    def write(self, row: dict) -> None:
+        if not self.enabled:
+            return
+        with self.path.open("a") as handle:
+            handle.write(json.dumps(row) + "\n")
+        if self.board is not None:
+            for key, value in row.items():
+                if isinstance(value, (int, float)) and key not in ("step", "epoch"):
+                    self.board.add_scalar(key, value, row["step"])
+            self.board.flush()
+
+    def close(self) -> None:
+        if self.board is not None:
+            self.board.close()
+
+
+def _loader(features, collate, batch_size: int, seed: int | None) -> DataLoader:
+    if seed is None:
+        sampler = SequentialSampler(features)
+    else:
+        sampler = RandomSampler(features, generator=torch.Generator().manual_seed(seed))
+    return DataLoader(features, batch_size=batch_size, sampler=sampler, collate_fn=collate)
+
+
+def evaluate(model, task, features, examples, collate, batch_size: int, accelerator) -> dict:
+    """Task metrics on ``examples`` (gathered over processes)."""
+    logits = predict_logits(model, features, collate, batch_size, accelerator)
+    return task.evaluate(logits, examples)
+
+
+@torch.no_grad()
+def predict_logits(model, features, collate, batch_size: int, accelerator=None) -> torch.Tensor:
+    model.eval()
+    loader = _loader([{k: v for k, v in f.items() if k != "labels"} for f in features], collate, batch_size, None)
+    if accelerator is not None:
+        loader = accelerator.prepare_data_loader(loader)
+    outputs = []
+    for batch in loader:
+        logits = model(**batch)
+        if accelerator is not None:
+            logits = accelerator.gather_for_metrics(logits)
+        outputs.append(logits.float().cpu())
+    return torch.cat(outputs)
+
+
+def train(
+    model: PTuningModel,
+    task,
+    train_features: list[dict],
+    eval_features: list[dict],
+    eval_examples: list,
+    collate,
+    config: TrainConfig,
+    output_dir: Path,
+    save_best: Callable[[PTuningModel], None],
+) -> dict:
+    """Train ``model`` and keep the best-dev artifact; return the summary for ``metrics.json``."""
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+
+    accelerator = Accelerator(gradient_accumulation_steps=config.grad_accum)
+    set_seed(config.seed)
+    main = accelerator.is_main_process
+    output_dir = Path(output_dir)
+    lr = config.lr or DEFAULT_LR[model.config.method]
+    if config.gradient_checkpointing:
+        model.enable_gradient_checkpointing()
+
+    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    decay = [p for n, p in trainable if p.dim() >= 2 and "embedding" not in n and "prompt" not in n]
+    no_decay = [p for n, p in trainable if not (p.dim() >= 2 and "embedding" not in n and "prompt" not in n)]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=lr
+    )
+    steps_per_epoch = math.ceil(len(train_features) / config.batch_size / config.grad_accum)
+    total = steps_per_epoch * config.epochs
+    warmup = int(total * config.warmup_ratio)
+    schedule = lr_lambda(config.scheduler, warmup, total, config.decay_gamma, steps_per_epoch)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+
+    loop = {"epoch": 0, "batches_done": 0, "step": 0, "best": None, "best_metrics": None, "bad_evals": 0}
+    loop.update({"best_epoch": None, "history": [], "elapsed_s": 0.0})
+    if config.resume and checkpoint.exists(output_dir):
+        loop = checkpoint.load(output_dir, model, optimizer, scheduler)
+        accelerator.print(f"resumed from {output_dir / checkpoint.CHECKPOINT} at epoch {loop['epoch']} step {loop['step']}")
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    unwrapped = accelerator.unwrap_model(model)
+    n_train, n_backbone = unwrapped.trainable_parameters(), unwrapped.backbone_parameters()
+    accelerator.print(
+        f"method {unwrapped.config.method}: {n_train:,} trainable parameters "
+        f"({100 * n_train / n_backbone:.3f}% of the {n_backbone:,}-parameter backbone); lr {lr:g}"
+    )
+    log = JsonlLog(output_dir, main)
+    metric = task.main_metric
+    started = time.perf_counter() - loop["elapsed_s"]
+    stop = False
+    steps_this_run = 0
+
+    def evaluate_and_keep(epoch_float: float, train_loss: float) -> bool:
+        """Evaluate, keep the best artifact, checkpoint; True when patience ran out."""
+        scores = evaluate(model, task, eval_features, eval_examples, collate, config.eval_batch_size, accelerator)
+        model.train()
+        row = {"epoch": round(epoch_float, 3), "step": loop["step"], "train_loss": train_loss, **scores}
+        row["elapsed_s"] = round(time.perf_counter() - started, 2)
+        loop["history"].append(row)
+        improved = loop["best"] is None or scores[metric] > loop["best"]
+        if improved:
+            loop.update(best=scores[metric], best_metrics=scores, best_epoch=row["epoch"], bad_evals=0)
+            if main:
+                save_best(accelerator.unwrap_model(model))
+        else:
+            loop["bad_evals"] += 1
+        log.write({**row, "best_" + metric: loop["best"]})
+        accelerator.print(
+            f"epoch {row['epoch']}: " + ", ".join(f"{k} {v:.4f}" for k, v in scores.items())
+            + (" (best)" if improved else "")
+        )
+        loop["elapsed_s"] = time.perf_counter() - started
+        if main:
+            checkpoint.save(output_dir, dict(trainable), optimizer.optimizer, scheduler.scheduler, loop)
+        accelerator.wait_for_everyone()
+        return config.patience is not None and loop["bad_evals"] >= config.patience
+
+    model.train()
+    while loop["epoch"] < config.epochs and not stop:
+        epoch = loop["epoch"]
+        loader = accelerator.prepare_data_loader(
+            _loader(train_features, collate, config.batch_size, config.seed * 1000 + epoch)
+        )
+        if loop["batches_done"]:
+            loader = accelerator.skip_first_batches(loader, loop["batches_done"])
+        total_loss, seen = 0.0, 0
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not main, leave=False)
+        for batch in bar:
+            labels = batch.pop("labels")
+            with accelerator.accumulate(model):
+                loss = task.loss(model(**batch), labels)
+                accelerator.backward(loss)
+                if accelerator.sync_gradients:
+                    accelerator.clip_grad_norm_([p for _, p in trainable], config.max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad()
+            loop["batches_done"] += 1
+            total_loss, seen = total_loss + loss.item(), seen + 1
+            bar.set_postfix(loss=f"{total_loss / seen:.4f}")
+            if accelerator.sync_gradients:
+                loop["step"] += 1
+                steps_this_run += 1
+                if config.eval_steps and loop["step"] % config.eval_steps == 0:
+                    stop = evaluate_and_keep(epoch + loop["batches_done"] / len(loader), total_loss / seen)
+                if stop or (config.stop_after_steps and steps_this_run >= config.stop_after_steps):
+                    break
+        if config.stop_after_steps and steps_this_run >= config.stop_after_steps and not stop:
+            log.close()
+            return {"interrupted": True, **_summary(loop, metric, n_train, n_backbone, started)}
+        if stop:
+            break
+        loop.update(epoch=epoch + 1, batches_done=0)
+        if not config.eval_steps:
+            stop = evaluate_and_keep(float(epoch + 1), total_loss / max(seen, 1))
+    log.close()
+    summary = _summary(loop, metric, n_train, n_backbone, started)
+    summary["stopped_early"] = stop
+    summary["config"] = {**asdict(config), "lr": lr}
+    return summary
+
+
+def _summary(loop: dict, metric: str, n_train: int, n_backbone: int, started: float) -> dict:
+    return {
+        "best": loop["best_metrics"],
+        "best_epoch": loop["best_epoch"],
+        "main_metric": metric,
+        "trainable_params": n_train,
+        "backbone_params": n_backbone,
+        "epochs_run": loop["epoch"],
+        "steps": loop["step"],
+        "train_time_s": round(time.perf_counter() - started, 2),
+        "history": loop["history"],
+    }
