@@ -1,0 +1,103 @@
+"""Compare methods on real SuperGLUE data with the bundled MiniLM, each trained until dev stops improving.
+
+For every (task, method) it runs `ptuning train` (the library's own pipeline)
+with early stopping on the dev metric and records the best dev metric, the
+epoch it was reached at, the epochs run and the wall time. The dev set selects
+the checkpoint and is also the reported set (as in the paper's SuperGLUE dev
+results); there is no separate test set for these tasks.
+
+    python benchmarks/methods.py --data-root ../shared/data --tasks cb,rte \
+        --methods ptv2,finetune,prompt-tuning --out benchmarks/results/methods.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from ptuning.model import MethodConfig
+from ptuning.pipeline import TrainRequest, train
+from ptuning.train import TrainConfig
+
+# Per-method settings: prompts need far larger rates and more epochs than fine-tuning.
+SETTINGS = {
+    "finetune": {"lr": 3e-5, "epochs": 20, "patience": 4},
+    "ptv2": {"lr": 1e-2, "epochs": 60, "patience": 10, "prompt_length": 20},
+    "prompt-tuning": {"lr": 3e-2, "epochs": 60, "patience": 10, "prompt_length": 20},
+    "ptv1": {"lr": 5e-3, "epochs": 60, "patience": 10, "prompt_length": 20},
+    "linear-probe": {"lr": 5e-3, "epochs": 60, "patience": 10},
+}
+DATA_DIRS = {"cb": "superglue/cb", "rte": "superglue/rte", "copa": "superglue/copa", "sst2": "glue/sst2"}
+
+
+def run_one(task: str, method: str, data: Path, args) -> dict:
+    s = SETTINGS[method]
+    with tempfile.TemporaryDirectory() as tmp:
+        started = time.perf_counter()
+        summary = train(
+            TrainRequest(
+                task=task,
+                data=str(data),
+                output=Path(tmp) / "run",
+                model=args.model,
+                method=MethodConfig(method, s.get("prompt_length", 0), reparam=args.reparam),
+                train=TrainConfig(
+                    epochs=args.max_epochs or s["epochs"], lr=s["lr"], batch_size=args.batch_size,
+                    patience=s["patience"], seed=args.seed,
+                ),
+                max_length=args.max_length,
+                max_train_samples=args.max_train_samples,
+            )
+        )
+        wall = time.perf_counter() - started
+    best = summary["best"]
+    return {
+        "task": task, "method": method, **{k: v for k, v in s.items()}, "seed": args.seed,
+        "best": best, "best_epoch": summary["best_epoch"], "epochs_run": summary["epochs_run"],
+        "wall_s": round(wall, 1), "trainable_params": summary["trainable_params"],
+        "backbone_params": summary["backbone_params"], "artifact_bytes": summary["artifact_bytes"],
+        "history": [{k: v for k, v in h.items()} for h in summary["history"]],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-root", type=Path, default=Path("../shared/data"))
+    parser.add_argument("--tasks", default="cb,rte")
+    parser.add_argument("--methods", default="ptv2,finetune,prompt-tuning")
+    parser.add_argument("--model", default=None)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--max-length", type=int, default=256)
+    parser.add_argument("--max-epochs", type=int, default=None, help="Override every method's epoch cap.")
+    parser.add_argument("--max-train-samples", type=int, default=None)
+    parser.add_argument("--reparam", action="store_true")
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/methods.json"))
+    args = parser.parse_args()
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"cpu ({platform.machine()})"
+    import transformers
+
+    rows = []
+    for task in args.tasks.split(","):
+        for method in args.methods.split(","):
+            row = run_one(task, method, args.data_root / DATA_DIRS[task], args)
+            rows.append(row)
+            metrics = ", ".join(f"{k} {v:.4f}" for k, v in row["best"].items())
+            print(f"RESULT {task:5} {method:14} {metrics} | best epoch {row['best_epoch']} of "
+                  f"{row['epochs_run']} run | {row['wall_s']} s", flush=True)
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(json.dumps({
+                "device": device, "torch": torch.__version__, "transformers": transformers.__version__,
+                "batch_size": args.batch_size, "max_length": args.max_length, "reparam": args.reparam,
+                "rows": rows,
+            }, indent=1))
+
+
+if __name__ == "__main__":
+    main()
