@@ -48,8 +48,11 @@ def run_one(task: str, method: str, data: Path, args) -> dict:
                 model=args.model,
                 method=MethodConfig(method, s.get("prompt_length", 0), reparam=args.reparam),
                 train=TrainConfig(
-                    epochs=args.max_epochs or s["epochs"], lr=s["lr"], batch_size=args.batch_size,
-                    patience=s["patience"], seed=args.seed,
+                    epochs=args.max_epochs or s["epochs"],
+                    lr=s["lr"],
+                    batch_size=args.batch_size,
+                    patience=s["patience"],
+                    seed=args.seed,
                 ),
                 max_length=args.max_length,
                 max_train_samples=args.max_train_samples,
@@ -58,10 +61,17 @@ def run_one(task: str, method: str, data: Path, args) -> dict:
         wall = time.perf_counter() - started
     best = summary["best"]
     return {
-        "task": task, "method": method, **{k: v for k, v in s.items()}, "seed": args.seed,
-        "best": best, "best_epoch": summary["best_epoch"], "epochs_run": summary["epochs_run"],
-        "wall_s": round(wall, 1), "trainable_params": summary["trainable_params"],
-        "backbone_params": summary["backbone_params"], "artifact_bytes": summary["artifact_bytes"],
+        "task": task,
+        "method": method,
+        **{k: v for k, v in s.items()},
+        "seed": args.seed,
+        "best": best,
+        "best_epoch": summary["best_epoch"],
+        "epochs_run": summary["epochs_run"],
+        "wall_s": round(wall, 1),
+        "trainable_params": summary["trainable_params"],
+        "backbone_params": summary["backbone_params"],
+        "artifact_bytes": summary["artifact_bytes"],
         "history": [{k: v for k, v in h.items()} for h in summary["history"]],
     }
 
@@ -89,14 +99,26 @@ def main() -> None:
             row = run_one(task, method, args.data_root / DATA_DIRS[task], args)
             rows.append(row)
             metrics = ", ".join(f"{k} {v:.4f}" for k, v in row["best"].items())
-            print(f"RESULT {task:5} {method:14} {metrics} | best epoch {row['best_epoch']} of "
-                  f"{row['epochs_run']} run | {row['wall_s']} s", flush=True)
+            print(
+                f"RESULT {task:5} {method:14} {metrics} | best epoch {row['best_epoch']} of "
+                f"{row['epochs_run']} run | {row['wall_s']} s",
+                flush=True,
+            )
             args.out.parent.mkdir(parents=True, exist_ok=True)
-            args.out.write_text(json.dumps({
-                "device": device, "torch": torch.__version__, "transformers": transformers.__version__,
-                "batch_size": args.batch_size, "max_length": args.max_length, "reparam": args.reparam,
-                "rows": rows,
-            }, indent=1))
+            args.out.write_text(
+                json.dumps(
+                    {
+                        "device": device,
+                        "torch": torch.__version__,
+                        "transformers": transformers.__version__,
+                        "batch_size": args.batch_size,
+                        "max_length": args.max_length,
+                        "reparam": args.reparam,
+                        "rows": rows,
+                    },
+                    indent=1,
+                )
+            )
 
 
 if __name__ == "__main__":

@@ -61,8 +61,10 @@ def main() -> None:
     for method in args.methods.split(","):
         results[method] = step_time(method, args.prompt_length, args.batch_size, args.length, args.steps, args.device)
     base = results.get("finetune")
-    print(f"# step time, MiniLM, batch {args.batch_size}, length {args.length}, P={args.prompt_length}, "
-          f"device {args.device}, torch {torch.__version__}, threads {torch.get_num_threads()}, {platform.machine()}")
+    print(
+        f"# step time, MiniLM, batch {args.batch_size}, length {args.length}, P={args.prompt_length}, "
+        f"device {args.device}, torch {torch.__version__}, threads {torch.get_num_threads()}, {platform.machine()}"
+    )
     for method, seconds in results.items():
         ratio = f"{seconds / base:.3f}" if base else "n/a"
         print(f"{method:14} {seconds * 1000:8.1f} ms/step   ratio to finetune {ratio}")

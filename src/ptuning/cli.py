@@ -32,7 +32,9 @@ def train(
     prefix_dropout: float = typer.Option(0.0, help="Dropout on the prefix during training."),
     prompt_encoder: str = typer.Option("lstm", help="ptv1 prompt encoder: lstm | mlp."),
     epochs: int = typer.Option(10, help="Maximum epochs."),
-    lr: Optional[float] = typer.Option(None, help="Peak learning rate (default per method: ptv2 5e-3, finetune 5e-5…)."),
+    lr: Optional[float] = typer.Option(
+        None, help="Peak learning rate (default per method: ptv2 5e-3, finetune 5e-5…)."
+    ),
     batch_size: int = typer.Option(16, help="Training batch size (per process)."),
     eval_batch_size: int = typer.Option(64, help="Evaluation batch size."),
     max_length: int = typer.Option(128, help="Maximum tokens per input (deep prompts take none of these)."),
@@ -72,10 +74,21 @@ def train(
         model=model,
         method=MethodConfig(method, prompt_length, reparam, reparam_hidden, prefix_dropout, prompt_encoder),
         train=TrainConfig(
-            epochs=epochs, lr=lr, batch_size=batch_size, eval_batch_size=eval_batch_size,
-            weight_decay=weight_decay, warmup_ratio=warmup_ratio, scheduler=scheduler, decay_gamma=decay_gamma,
-            max_grad_norm=max_grad_norm, eval_steps=eval_steps, patience=patience, seed=seed,
-            grad_accum=grad_accum, gradient_checkpointing=gradient_checkpointing, resume=resume,
+            epochs=epochs,
+            lr=lr,
+            batch_size=batch_size,
+            eval_batch_size=eval_batch_size,
+            weight_decay=weight_decay,
+            warmup_ratio=warmup_ratio,
+            scheduler=scheduler,
+            decay_gamma=decay_gamma,
+            max_grad_norm=max_grad_norm,
+            eval_steps=eval_steps,
+            patience=patience,
+            seed=seed,
+            grad_accum=grad_accum,
+            gradient_checkpointing=gradient_checkpointing,
+            resume=resume,
         ),
         max_length=max_length,
         max_train_samples=max_train_samples,
@@ -141,15 +154,23 @@ def demo(
     from importlib.resources import files
 
     from .model import MethodConfig
-    from .pipeline import TrainRequest, evaluate as run_eval, predict as run_predict, train as run_train
+    from .pipeline import TrainRequest
+    from .pipeline import evaluate as run_eval
+    from .pipeline import predict as run_predict
+    from .pipeline import train as run_train
     from .train import TrainConfig
 
     sample = str(files("ptuning") / "samples" / "sentiment")
     typer.echo(f"training ptv2 (P=20) on {sample} with the bundled MiniLM backbone")
     summary = run_train(
         TrainRequest(
-            task="sst2", data=sample, output=output, method=MethodConfig("ptv2", 20),
-            train=TrainConfig(epochs=epochs, lr=1e-2, batch_size=8, seed=42), max_length=64, overwrite=True,
+            task="sst2",
+            data=sample,
+            output=output,
+            method=MethodConfig("ptv2", 20),
+            train=TrainConfig(epochs=epochs, lr=1e-2, batch_size=8, seed=42),
+            max_length=64,
+            overwrite=True,
         )
     )
     typer.echo(f"trainable parameters: {summary['trainable_params']:,} of {summary['backbone_params']:,}")

@@ -87,6 +87,9 @@ def train(request: TrainRequest) -> dict:
     if request.train.resume and not checkpoint.exists(output):
         raise PTuningError(f"--resume: {output} holds no checkpoint to resume from")
 
+    from accelerate.utils import set_seed
+
+    set_seed(request.train.seed)  # the head and prompt initialisation depend on it
     backbone, tokenizer, name = backbones.load_backbone(request.model)
     fingerprint = backbones.fingerprint(backbone)
     pooling = _pooling(request.pooling, backbone)
@@ -124,8 +127,9 @@ def artifact_size(directory: Path) -> int:
     return sum((Path(directory) / n).stat().st_size for n in names if (Path(directory) / n).exists())
 
 
-def evaluate(artifact_dir: Path, data: str, split: str = "validation", model_name: str | None = None,
-             batch_size: int = 64) -> dict:
+def evaluate(
+    artifact_dir: Path, data: str, split: str = "validation", model_name: str | None = None, batch_size: int = 64
+) -> dict:
     model, tokenizer, task, meta = artifact.load_artifact(artifact_dir, model_name=model_name)
     examples = task.records_to_examples(load_records(task.files, data, split), labelled=True)
     features = task.featurize(examples, tokenizer, _token_budget(meta["max_length"], model))
@@ -133,8 +137,9 @@ def evaluate(artifact_dir: Path, data: str, split: str = "validation", model_nam
     return {"task": task.name, "split": split, "examples": len(examples), **task.evaluate(logits, examples)}
 
 
-def predict(artifact_dir: Path, input_file: Path, output_file: Path, model_name: str | None = None,
-            batch_size: int = 64) -> int:
+def predict(
+    artifact_dir: Path, input_file: Path, output_file: Path, model_name: str | None = None, batch_size: int = 64
+) -> int:
     input_file = Path(input_file)
     if not input_file.is_file():
         raise DataError("input file not found", input_file)

@@ -12,9 +12,9 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch.utils.data import DataLoader, RandomSampler, SequentialSampler
@@ -161,7 +161,9 @@ def train(
     loop.update({"best_epoch": None, "history": [], "elapsed_s": 0.0})
     if config.resume and checkpoint.exists(output_dir):
         loop = checkpoint.load(output_dir, model, optimizer, scheduler)
-        accelerator.print(f"resumed from {output_dir / checkpoint.CHECKPOINT} at epoch {loop['epoch']} step {loop['step']}")
+        accelerator.print(
+            f"resumed from {output_dir / checkpoint.CHECKPOINT} at epoch {loop['epoch']} step {loop['step']}"
+        )
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     unwrapped = accelerator.unwrap_model(model)
     n_train, n_backbone = unwrapped.trainable_parameters(), unwrapped.backbone_parameters()
@@ -191,7 +193,8 @@ def train(
             loop["bad_evals"] += 1
         log.write({**row, "best_" + metric: loop["best"]})
         accelerator.print(
-            f"epoch {row['epoch']}: " + ", ".join(f"{k} {v:.4f}" for k, v in scores.items())
+            f"epoch {row['epoch']}: "
+            + ", ".join(f"{k} {v:.4f}" for k, v in scores.items())
             + (" (best)" if improved else "")
         )
         loop["elapsed_s"] = time.perf_counter() - started

@@ -13,9 +13,9 @@ call's context, so it is refused for this family (see ``model.py``).
 from __future__ import annotations
 
 import types
+from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Iterator
 
 import torch
 from torch import nn

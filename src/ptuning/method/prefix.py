@@ -27,8 +27,8 @@ and gradient checkpointing replays the same prefix when it recomputes a layer.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import nn

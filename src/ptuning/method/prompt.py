@@ -49,9 +49,7 @@ class PromptEncoder(nn.Module):
             if kind == "lstm"
             else None
         )
-        self.mlp = nn.Sequential(
-            nn.Linear(hidden_size, hidden_size), nn.ReLU(), nn.Linear(hidden_size, hidden_size)
-        )
+        self.mlp = nn.Sequential(nn.Linear(hidden_size, hidden_size), nn.ReLU(), nn.Linear(hidden_size, hidden_size))
 
     def forward(self) -> torch.Tensor:
         x = self.embedding.weight.unsqueeze(0)  # (1, P, H)

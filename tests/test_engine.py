@@ -1,0 +1,223 @@
+"""The deep-prompt engine on tiny random backbones of every supported family."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
+from conftest import FAMILIES, tiny_backbone
+
+from ptuning.backbones import geometry
+from ptuning.heads import SequenceClassificationHead
+from ptuning.method.prefix import PrefixBatch, PrefixStack
+from ptuning.model import MethodConfig, PTuningModel
+
+
+def build(family: str, method: str = "ptv2", P: int = 5, seed: int = 0, **backbone_kw) -> PTuningModel:
+    backbone = tiny_backbone(family, seed=seed, **backbone_kw)
+    pooling = "last" if geometry(backbone).is_decoder else "cls"
+    torch.manual_seed(seed + 1)
+    model = PTuningModel(backbone, MethodConfig(method, P), SequenceClassificationHead(32, 3, pooling, dropout=0.0))
+    return model.eval()
+
+
+def batch(seed: int = 0, length: int = 9):
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(5, 120, (3, length), generator=g)
+    mask = torch.ones_like(ids)
+    mask[1, length - 3 :] = 0  # one padded row
+    return ids, mask
+
+
+def plain_hidden(backbone, ids, mask):
+    with torch.no_grad():
+        return backbone(input_ids=ids, attention_mask=mask).last_hidden_state
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_zero_length_prompt_reproduces_backbone_exactly(family):
+    backbone = tiny_backbone(family)
+    ids, mask = batch()
+    reference = plain_hidden(backbone, ids, mask)
+    model = PTuningModel(backbone, MethodConfig("ptv2", 0), SequenceClassificationHead(32, 2, "cls")).eval()
+    with torch.no_grad():
+        assert torch.equal(model.encode(ids, mask), reference)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_prefix_changes_output_and_receives_gradients(family):
+    model = build(family)
+    with torch.no_grad():
+        model.prefix_encoder.embedding.weight.normal_(std=1.0)
+    ids, mask = batch()
+    reference = plain_hidden(model.backbone, ids, mask)
+    hidden = model.encode(ids, mask)
+    real = mask.bool()
+    assert (hidden.detach() - reference).abs()[real].max() > 1e-3
+    logits = model.head(hidden, mask)
+    torch.nn.functional.cross_entropy(logits, torch.tensor([0, 1, 2])).backward()
+    grad = model.prefix_encoder.embedding.weight.grad
+    assert grad is not None and grad.abs().sum() > 0
+    assert all(p.grad is None for p in model.backbone.parameters()), "backbone must stay frozen"
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_mixed_batch_equals_each_prompt_alone(family):
+    model = build(family, P=5)
+    g = geometry(model.backbone)
+    torch.manual_seed(3)
+    long = torch.randn(g.num_layers, 2, g.num_kv_heads, 5, g.head_dim)
+    short = torch.randn(g.num_layers, 2, g.num_kv_heads, 2, g.head_dim)
+    stack = PrefixStack.build([long, short])
+    ids, mask = batch()
+    index = torch.tensor([0, 1, 1])
+    with torch.no_grad():
+        mixed = model.encode(ids, mask, prefix_batch=PrefixBatch.from_stack(stack, index))
+        alone = [model.encode(ids, mask, prefix_batch=PrefixBatch.single(p, 3)) for p in (long, short)]
+    expected = torch.stack([alone[i][row] for row, i in enumerate(index.tolist())])
+    real = mask.bool()
+    assert (mixed - expected).abs()[real].max() < 1e-5
+
+
+@pytest.mark.parametrize("family", ["bert", "llama"])
+def test_eager_kernel_matches_sdpa(family):
+    sdpa = build(family, seed=4)
+    eager = build(family, seed=4, attn_implementation="eager")
+    eager.load_state_dict(sdpa.state_dict())
+    ids, mask = batch()
+    with torch.no_grad():
+        assert eager.backbone.config._attn_implementation == "ptuning_eager"
+        assert (sdpa.encode(ids, mask) - eager.encode(ids, mask)).abs()[mask.bool()].max() < 1e-5
+
+
+@pytest.mark.parametrize("family", ["bert", "roberta", "llama"])
+def test_positions_not_shifted_full_length_input_works(family):
+    """A P=20 prompt on an input of the backbone's full length: no position overflow."""
+    model = build(family, P=20)
+    limit = 64 - (2 if family == "roberta" else 0)  # RoBERTa reserves padding_idx + 1 positions
+    ids = torch.randint(5, 120, (2, limit))
+    hidden = model.encode(ids, torch.ones_like(ids))
+    assert hidden.shape == (2, limit, 32)
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_decoder_stays_causal_with_prefix(family):
+    model = build(family, P=4)
+    with torch.no_grad():
+        model.prefix_encoder.embedding.weight.normal_()
+    ids = torch.randint(5, 120, (1, 8))
+    changed = ids.clone()
+    changed[0, 6:] = 7
+    with torch.no_grad():
+        a = model.encode(ids, torch.ones_like(ids))
+        b = model.encode(changed, torch.ones_like(ids))
+    assert torch.allclose(a[0, :6], b[0, :6], atol=1e-6), "a token saw the future"
+    assert not torch.allclose(a[0, 6:], b[0, 6:])
+
+
+def test_two_models_in_threads_do_not_share_prefixes():
+    one, two = build("bert", P=3, seed=1), build("bert", P=7, seed=2)
+    two.backbone.load_state_dict(one.backbone.state_dict())
+    ids, mask = batch()
+    with torch.no_grad():
+        expected = {1: one.encode(ids, mask), 2: two.encode(ids, mask)}
+    results, errors = {}, []
+
+    def work(key, model):
+        try:
+            with torch.no_grad():
+                for _ in range(20):
+                    out = model.encode(ids, mask)
+                    if not torch.allclose(out, expected[key], atol=1e-6):
+                        errors.append(key)
+            results[key] = True
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(repr(exc))
+
+    threads = [threading.Thread(target=work, args=(k, m)) for k, m in ((1, one), (2, two))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and len(results) == 2
+
+
+@pytest.mark.parametrize("family", ["bert", "llama"])
+def test_gradient_checkpointing_gives_same_gradients(family):
+    grads = []
+    for checkpointing in (False, True):
+        model = build(family, P=4, seed=5)
+        model.train()
+        for module in model.modules():
+            if isinstance(module, torch.nn.Dropout):
+                module.p = 0.0
+        if checkpointing:
+            model.enable_gradient_checkpointing()
+        ids, mask = batch()
+        loss = torch.nn.functional.cross_entropy(model(ids, mask), torch.tensor([0, 1, 2]))
+        loss.backward()
+        grads.append(model.prefix_encoder.embedding.weight.grad.clone())
+    assert grads[0].abs().sum() > 0
+    assert torch.allclose(grads[0], grads[1], atol=1e-6)
+
+
+def test_reparam_prefix_folds_to_the_same_output():
+    model = build("bert", P=6)
+    model.config.reparam = True
+    from ptuning.method.prefix import PrefixEncoder
+
+    g = geometry(model.backbone)
+    model.prefix_encoder = PrefixEncoder(g.num_layers, g.num_kv_heads, g.head_dim, 6, reparam=True, hidden_size=16)
+    model.eval()
+    ids, mask = batch()
+    with torch.no_grad():
+        trained = model.encode(ids, mask)
+        folded = model.encode(ids, mask, prefix_batch=PrefixBatch.single(model.prefix_encoder.fold(), 3))
+    assert torch.allclose(trained, folded, atol=1e-6)
+    assert model.prefix_encoder.fold().shape == (g.num_layers, 2, g.num_kv_heads, 6, g.head_dim)
+
+
+@pytest.mark.parametrize("method", ["prompt-tuning", "ptv1"])
+@pytest.mark.parametrize("family", ["bert", "llama"])
+def test_input_prompts_train_and_keep_hidden_aligned(method, family):
+    model = build(family, method=method, P=4)
+    ids, mask = batch()
+    hidden = model.encode(ids, mask)
+    assert hidden.shape == (3, ids.shape[1], 32)
+    reference = plain_hidden(model.backbone, ids, mask)
+    assert (hidden.detach() - reference).abs().max() > 1e-4
+    torch.nn.functional.cross_entropy(model.head(hidden, mask), torch.tensor([0, 1, 2])).backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.prompt.parameters())
+    assert all(p.grad is None for p in model.backbone.parameters())
+
+
+def test_prompt_tuning_applies_embeddings_once():
+    """Soft tokens go in as word embeddings: position and type embeddings are added by the backbone."""
+    model = build("bert", method="prompt-tuning", P=3)
+    ids, mask = batch()
+    emb = model.backbone.embeddings
+    words = emb.word_embeddings(ids)
+    prompt = model.prompt().unsqueeze(0).expand(3, -1, -1)
+    manual = model.backbone(
+        inputs_embeds=torch.cat([prompt, words], 1),
+        attention_mask=torch.cat([torch.ones(3, 3, dtype=mask.dtype), mask], 1),
+        token_type_ids=torch.zeros(3, 3 + ids.shape[1], dtype=torch.long),
+    ).last_hidden_state[:, 3:]
+    with torch.no_grad():
+        assert torch.allclose(model.encode(ids, mask, torch.zeros_like(ids)), manual, atol=1e-6)
+
+
+@pytest.mark.parametrize("method,trainable", [("finetune", True), ("linear-probe", False)])
+def test_baselines_freeze_what_they_should(method, trainable):
+    model = build("bert", method=method)
+    assert all(p.requires_grad == trainable for p in model.backbone.parameters())
+    assert all(p.requires_grad for p in model.head.parameters())
+    assert model.prefix_encoder is None and model.prompt is None
+
+
+def test_deberta_refuses_gradient_checkpointing_with_deep_prompts():
+    from ptuning.errors import PTuningError
+
+    with pytest.raises(PTuningError, match="DeBERTa"):
+        build("deberta-v2").enable_gradient_checkpointing()

@@ -1,0 +1,201 @@
+"""Resume after an interruption, early stopping, and data-parallel training under Accelerate."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from safetensors.torch import load_file
+
+from ptuning import pipeline
+from ptuning.model import MethodConfig
+from ptuning.train import TrainConfig, lr_lambda
+
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1"}
+
+
+def request(data, out, model_dir, **train_kw):
+    return pipeline.TrainRequest(
+        task="sst2",
+        data=str(data),
+        output=out,
+        model=str(model_dir),
+        method=MethodConfig("ptv2", 4),
+        train=TrainConfig(**{"epochs": 3, "lr": 1e-2, "batch_size": 8, "seed": 3, **train_kw}),
+        max_length=32,
+        pooling="mean",
+    )
+
+
+def test_resume_continues_exactly_where_it_stopped(tmp_path, sst2_dir, tiny_bert_dir):
+    straight = tmp_path / "straight"
+    pipeline.train(request(sst2_dir, straight, tiny_bert_dir))
+
+    resumed = tmp_path / "resumed"
+    partial = pipeline.train(request(sst2_dir, resumed, tiny_bert_dir, stop_after_steps=8 + 3))
+    assert partial["interrupted"]  # 8 steps per epoch: killed 3 steps into epoch 2
+    pipeline.train(request(sst2_dir, resumed, tiny_bert_dir, resume=True))
+
+    a = load_file(str(straight / "checkpoint" / "trainable.safetensors"))
+    b = load_file(str(resumed / "checkpoint" / "trainable.safetensors"))
+    assert a.keys() == b.keys()
+    for key in a:
+        assert (a[key] - b[key]).abs().max() < 1e-6, key
+    history = [json.loads(line) for line in (resumed / "metrics.jsonl").read_text().splitlines()]
+    assert [h["epoch"] for h in history] == [1.0, 2.0, 3.0]
+
+
+def test_killed_cli_run_resumes(tmp_path, sst2_dir, tiny_bert_dir):
+    out = tmp_path / "run"
+    args = [
+        sys.executable,
+        "-m",
+        "ptuning.cli",
+        "train",
+        "--task",
+        "sst2",
+        "--data",
+        str(sst2_dir),
+        "--model",
+        str(tiny_bert_dir),
+        "--prompt-length",
+        "4",
+        "--epochs",
+        "40",
+        "--batch-size",
+        "8",
+        "--max-length",
+        "32",
+        "--output",
+        str(out),
+    ]
+    process = subprocess.Popen(args, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (out / "checkpoint" / "state.json").exists() and time.time() < deadline:
+        time.sleep(0.2)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    state = json.loads((out / "checkpoint" / "state.json").read_text())
+    done = state["loop"]["epoch"]
+    assert 1 <= done < 40
+    finished = subprocess.run(
+        [
+            *args[:-6],
+            "--epochs",
+            "40",
+            "--batch-size",
+            "8",
+            "--max-length",
+            "32",
+            "--output",
+            str(out),
+            "--resume",
+            "--patience",
+            "1",
+        ],
+        env=ENV,
+        capture_output=True,
+        text=True,
+    )
+    assert finished.returncode == 0, finished.stderr
+    assert f"resumed from {out / 'checkpoint'} at epoch {done}" in finished.stdout
+    assert (out / "metrics.json").exists()
+
+
+def test_early_stopping_patience(tmp_path, sst2_dir, tiny_bert_dir):
+    summary = pipeline.train(request(sst2_dir, tmp_path / "run", tiny_bert_dir, epochs=30, lr=1e-9, patience=2))
+    assert summary["stopped_early"] and summary["epochs_run"] < 30
+
+
+def test_schedules():
+    linear = lr_lambda("linear", warmup=2, total=10, gamma=0.5, steps_per_epoch=4)
+    assert [round(linear(s), 3) for s in (0, 1, 2, 6, 10)] == [0.5, 1.0, 1.0, 0.5, 0.0]
+    exponential = lr_lambda("exponential", warmup=0, total=10, gamma=0.5, steps_per_epoch=4)
+    assert exponential(4) == pytest.approx(0.5) and exponential(8) == pytest.approx(0.25)
+
+
+def _launch(launcher_args: list[str], out, sst2_dir, tiny_bert_dir, env) -> dict:
+    launcher = shutil.which("accelerate")
+    if launcher is None:
+        pytest.skip("accelerate CLI not on PATH")
+    result = subprocess.run(
+        [
+            launcher,
+            "launch",
+            *launcher_args,
+            "--num_machines",
+            "1",
+            "--mixed_precision",
+            "no",
+            "--dynamo_backend",
+            "no",
+            "-m",
+            "ptuning.cli",
+            "train",
+            "--task",
+            "sst2",
+            "--data",
+            str(sst2_dir),
+            "--model",
+            str(tiny_bert_dir),
+            "--method",
+            "ptv2",
+            "--prompt-length",
+            "4",
+            "--epochs",
+            "10",
+            "--lr",
+            "0.05",
+            "--batch-size",
+            "8",
+            "--max-length",
+            "32",
+            "--pooling",
+            "mean",
+            "--output",
+            str(out),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    return json.loads((out / "metrics.json").read_text())
+
+
+def _trained_well(summary: dict, out, sst2_dir) -> None:
+    history = summary["history"]
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    assert summary["best"]["accuracy"] >= 0.75
+    evaluated = subprocess.run(
+        [sys.executable, "-m", "ptuning.cli", "eval", str(out), "--data", str(sst2_dir)],
+        env=ENV,
+        capture_output=True,
+        text=True,
+    )
+    assert json.loads(evaluated.stdout.splitlines()[-1])["accuracy"] == pytest.approx(summary["best"]["accuracy"])
+
+
+@pytest.mark.slow
+def test_accelerate_launch_cpu_command_trains(tmp_path, sst2_dir, tiny_bert_dir):
+    """The documented `accelerate launch --num_processes 2 --cpu` (accelerate's CPU launcher runs one process)."""
+    out = tmp_path / "cpu"
+    summary = _launch(["--num_processes", "2", "--cpu"], out, sst2_dir, tiny_bert_dir, ENV)
+    _trained_well(summary, out, sst2_dir)
+
+
+@pytest.mark.slow
+def test_accelerate_two_cpu_processes_data_parallel(tmp_path, sst2_dir, tiny_bert_dir):
+    """Two real CPU processes (gloo DDP): each sees half of every epoch."""
+    out = tmp_path / "ddp"
+    env = {**ENV, "ACCELERATE_USE_CPU": "1"}
+    summary = _launch(["--multi_gpu", "--num_processes", "2"], out, sst2_dir, tiny_bert_dir, env)
+    assert summary["steps"] == 10 * 4  # 64 examples, 2 processes x batch 8 -> 4 steps per epoch
+    _trained_well(summary, out, sst2_dir)
