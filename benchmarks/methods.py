@@ -56,6 +56,7 @@ def run_one(task: str, method: str, data: Path, args) -> dict:
                 ),
                 max_length=args.max_length,
                 max_train_samples=args.max_train_samples,
+                pooling=args.pooling,
             )
         )
         wall = time.perf_counter() - started
@@ -87,7 +88,8 @@ def main() -> None:
     parser.add_argument("--max-epochs", type=int, default=None, help="Override every method's epoch cap.")
     parser.add_argument("--max-train-samples", type=int, default=None)
     parser.add_argument("--reparam", action="store_true")
-    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--seeds", default="42", help="Comma-separated seeds; each (task, method) runs once per seed.")
+    parser.add_argument("--pooling", default="auto", help="auto (cls for encoders) | cls | mean | last")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/methods.json"))
     args = parser.parse_args()
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"cpu ({platform.machine()})"
@@ -96,29 +98,31 @@ def main() -> None:
     rows = []
     for task in args.tasks.split(","):
         for method in args.methods.split(","):
-            row = run_one(task, method, args.data_root / DATA_DIRS[task], args)
-            rows.append(row)
-            metrics = ", ".join(f"{k} {v:.4f}" for k, v in row["best"].items())
-            print(
-                f"RESULT {task:5} {method:14} {metrics} | best epoch {row['best_epoch']} of "
-                f"{row['epochs_run']} run | {row['wall_s']} s",
-                flush=True,
-            )
-            args.out.parent.mkdir(parents=True, exist_ok=True)
-            args.out.write_text(
-                json.dumps(
-                    {
-                        "device": device,
-                        "torch": torch.__version__,
-                        "transformers": transformers.__version__,
-                        "batch_size": args.batch_size,
-                        "max_length": args.max_length,
-                        "reparam": args.reparam,
-                        "rows": rows,
-                    },
-                    indent=1,
+            for seed in [int(x) for x in args.seeds.split(",")]:
+                args.seed = seed
+                row = run_one(task, method, args.data_root / DATA_DIRS[task], args)
+                rows.append(row)
+                metrics = ", ".join(f"{k} {v:.4f}" for k, v in row["best"].items())
+                print(
+                    f"RESULT {task:5} {method:14} seed {seed} {args.pooling} {metrics} | best epoch {row['best_epoch']} of "
+                    f"{row['epochs_run']} run | {row['wall_s']} s",
+                    flush=True,
                 )
-            )
+                args.out.parent.mkdir(parents=True, exist_ok=True)
+                args.out.write_text(
+                    json.dumps(
+                        {
+                            "device": device,
+                            "torch": torch.__version__,
+                            "transformers": transformers.__version__,
+                            "batch_size": args.batch_size,
+                            "max_length": args.max_length,
+                            "reparam": args.reparam,
+                            "rows": rows,
+                        },
+                        indent=1,
+                    )
+                )
 
 
 if __name__ == "__main__":

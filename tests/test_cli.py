@@ -201,3 +201,18 @@ def test_minilm_p20_artifact_is_well_under_one_megabyte(tmp_path):
     )
     size = pipeline.artifact_size(tmp_path)
     assert size < 500_000, size  # 6 layers x 2 x 384 x 20 floats = 368 KB + head + json
+
+
+def test_auto_pooling_follows_the_checkpoint(tmp_path, tiny_bert_dir):
+    from ptuning.backbones import load_backbone
+    from ptuning.pipeline import _pooling
+
+    backbone, _, name = load_backbone(str(tiny_bert_dir))
+    assert _pooling("auto", backbone, name) == "cls"
+    declared = tmp_path / "st"
+    (declared / "1_Pooling").mkdir(parents=True)
+    (declared / "1_Pooling" / "config.json").write_text('{"pooling_mode_mean_tokens": true}')
+    assert _pooling("auto", backbone, str(declared)) == "mean"
+    assert _pooling("last", backbone, str(declared)) == "last"
+    with pytest.raises(PTuningError, match="unknown pooling"):
+        _pooling("max", backbone, name)

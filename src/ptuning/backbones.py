@@ -10,6 +10,7 @@ a backbone it was not trained on.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,6 +78,19 @@ def load_backbone(model: str | None, *, attn_implementation: str = "sdpa"):
         raise PTuningError(f"cannot load model {name!r}: {first}") from exc
     prepare_tokenizer(tokenizer)
     return backbone, tokenizer, name
+
+
+def native_pooling(name: str) -> str | None:
+    """The pooling a sentence-transformers checkpoint was trained with (``1_Pooling/config.json``)."""
+    config = Path(name) / "1_Pooling" / "config.json"
+    if not config.is_file():
+        return None
+    modes = json.loads(config.read_text())
+    if modes.get("pooling_mode_mean_tokens"):
+        return "mean"
+    if modes.get("pooling_mode_cls_token"):
+        return "cls"
+    return None
 
 
 def prepare_tokenizer(tokenizer) -> None:

@@ -50,7 +50,10 @@ def train(
     patience: Optional[int] = typer.Option(None, help="Stop after N evaluations without improvement."),
     grad_accum: int = typer.Option(1, help="Gradient accumulation steps."),
     gradient_checkpointing: bool = typer.Option(False, help="Recompute activations to save memory."),
-    pooling: str = typer.Option("auto", help="auto | cls | mean | last (auto: cls for encoders, last for decoders)."),
+    pooling: str = typer.Option(
+        "auto",
+        help="auto | cls | mean | last. auto: the checkpoint's declared pooling, else cls (encoders), last (decoders).",
+    ),
     text_column: Optional[str] = typer.Option(None, help="text-classification: the text column."),
     text_pair_column: Optional[str] = typer.Option(None, help="text-classification: the second text column."),
     label_column: Optional[str] = typer.Option(None, help="text-classification: the label column."),

@@ -43,12 +43,17 @@ def collator(tokenizer):
     return DataCollatorWithPadding(tokenizer)
 
 
-def _pooling(requested: str, backbone) -> str:
+def _pooling(requested: str, backbone, name: str) -> str:
+    """``auto``: the pooling the checkpoint was trained with when it says so
+    (sentence-transformers ``1_Pooling``, e.g. mean for MiniLM), else ``cls`` for
+    encoders and ``last`` for decoders."""
     if requested not in POOLINGS:
         raise PTuningError(f"unknown pooling {requested!r}; choose one of {', '.join(POOLINGS)}")
     if requested != "auto":
         return requested
-    return "last" if backbones.geometry(backbone).is_decoder else "cls"
+    if backbones.geometry(backbone).is_decoder:
+        return "last"
+    return backbones.native_pooling(name) or "cls"
 
 
 def _token_budget(max_length: int, model: PTuningModel) -> int:
@@ -92,7 +97,7 @@ def train(request: TrainRequest) -> dict:
     set_seed(request.train.seed)  # the head and prompt initialisation depend on it
     backbone, tokenizer, name = backbones.load_backbone(request.model)
     fingerprint = backbones.fingerprint(backbone)
-    pooling = _pooling(request.pooling, backbone)
+    pooling = _pooling(request.pooling, backbone, name)
     model = PTuningModel(backbone, request.method, task.build_head(backbone.config.hidden_size, pooling))
     budget = _token_budget(request.max_length, model)
     train_features = task.featurize(train_examples, tokenizer, budget)
