@@ -66,6 +66,7 @@ def run_one(task: str, method: str, data: Path, args) -> dict:
         "method": method,
         **{k: v for k, v in s.items()},
         "seed": args.seed,
+        "pooling": summary["pooling"],
         "best": best,
         "best_epoch": summary["best_epoch"],
         "epochs_run": summary["epochs_run"],
@@ -104,8 +105,8 @@ def main() -> None:
                 rows.append(row)
                 metrics = ", ".join(f"{k} {v:.4f}" for k, v in row["best"].items())
                 print(
-                    f"RESULT {task:5} {method:14} seed {seed} {args.pooling} {metrics} | best epoch {row['best_epoch']} of "
-                    f"{row['epochs_run']} run | {row['wall_s']} s",
+                    f"RESULT {task:5} {method:14} seed {seed} {args.pooling} {metrics} | "
+                    f"best epoch {row['best_epoch']} of {row['epochs_run']} run | {row['wall_s']} s",
                     flush=True,
                 )
                 args.out.parent.mkdir(parents=True, exist_ok=True)

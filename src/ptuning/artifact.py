@@ -119,38 +119,57 @@ def read_meta(directory: Path) -> dict:
     return meta
 
 
-def load_artifact(directory: str | Path, *, backbone=None, tokenizer=None, model_name: str | None = None):
-    """Rebuild ``(model, tokenizer, task, meta)`` from an artifact.
+def read_verified(directory: str | Path, backbone, fingerprint: str | None = None) -> tuple[dict, dict]:
+    """``(meta, tensors)`` of an artifact, after checking it is complete and was trained on ``backbone``.
 
-    ``backbone``/``tokenizer`` may be passed in (to share one backbone among
-    many prompts); otherwise the recorded backbone (or ``model_name``) is
-    loaded. A backbone whose fingerprint differs from the recorded one is refused.
+    Pass ``fingerprint`` when it is already known (a pool computes it once).
     """
     directory = Path(directory)
     meta = read_meta(directory)
     weights = directory / WEIGHTS
     if not weights.is_file() or sha256_file(weights) != meta.get("weights_sha256"):
         raise PTuningError(f"{directory}: {WEIGHTS} is missing or does not match {META}; the artifact is incomplete")
-    if backbone is None:
-        backbone, tokenizer, _ = backbones.load_backbone(model_name or meta["backbone"]["name"])
     expected = meta["backbone"]["fingerprint"]
-    actual = backbones.fingerprint(backbone)
+    actual = fingerprint or backbones.fingerprint(backbone)
     if actual != expected:
         raise PTuningError(
             f"{directory}: this prompt was trained on backbone {meta['backbone']['name']!r} "
             f"(fingerprint {expected}), but the given backbone has fingerprint {actual}; "
             "load it onto the backbone it was trained on"
         )
+    return meta, load_file(str(weights))
+
+
+def inference_config(meta: dict) -> MethodConfig:
+    """The method as inference sees it: reparam folded away, a ptv1 encoder folded into a soft prompt."""
+    config = MethodConfig(**{**meta["method"], "reparam": False, "prefix_dropout": 0.0})
+    if config.method == "ptv1":
+        config = MethodConfig(**{**config.to_dict(), "method": "prompt-tuning"})
+    return config
+
+
+def load_artifact(directory: str | Path, *, backbone=None, tokenizer=None, model_name: str | None = None):
+    """Rebuild ``(model, tokenizer, task, meta)`` from an artifact.
+
+    ``backbone``/``tokenizer`` may be passed in; otherwise the recorded backbone
+    (or ``model_name``) is loaded. A backbone whose fingerprint differs from the
+    recorded one is refused.
+    """
+    directory = Path(directory)
+    meta = read_meta(directory)
+    if backbone is None:
+        backbone, tokenizer, _ = backbones.load_backbone(model_name or meta["backbone"]["name"])
+    meta, tensors = read_verified(directory, backbone)
     if meta["method"]["method"] == "finetune":
         backbone.load_state_dict(load_file(str(directory / BACKBONE_WEIGHTS)))
     task = get_task(meta["task"]["name"]).from_state(meta["task"])
-    config = MethodConfig(**{**meta["method"], "reparam": False, "prefix_dropout": 0.0})
-    if config.method == "ptv1":  # the folded prompt encoder is a plain soft prompt
-        config = MethodConfig(**{**config.to_dict(), "method": "prompt-tuning"})
     head = task.build_head(backbone.config.hidden_size, meta["pooling"])
-    model = PTuningModel(backbone, config, head)
-    tensors = load_file(str(weights))
+    model = PTuningModel(backbone, inference_config(meta), head)
     model.load_folded_prompt(tensors)
-    model.head.load_state_dict({k.removeprefix("head."): v for k, v in tensors.items() if k.startswith("head.")})
+    model.head.load_state_dict(head_state(tensors))
     model.eval()
     return model, tokenizer, task, meta
+
+
+def head_state(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k.removeprefix("head."): v for k, v in tensors.items() if k.startswith("head.")}

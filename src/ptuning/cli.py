@@ -187,6 +187,32 @@ def demo(
     typer.echo(f"artifact: {output} ({summary['artifact_bytes']:,} bytes)")
 
 
+@app.command()
+def serve(
+    artifacts: list[str] = typer.Argument(..., help="Artifact directories to load, each PATH or NAME=PATH."),
+    host: str = typer.Option("127.0.0.1", help="Interface to bind (loopback by default)."),
+    port: int = typer.Option(8000),
+    max_batch: int = typer.Option(64, help="Most inputs in one backbone forward."),
+    max_wait_ms: float = typer.Option(5.0, help="Longest wait to gather a batch."),
+    max_body_bytes: int = typer.Option(1_000_000, help="Largest accepted request body."),
+    max_inputs: int = typer.Option(256, help="Most inputs in one request."),
+    model: Optional[str] = typer.Option(None, help="Backbone path (default: the one the first artifact names)."),
+) -> None:
+    """Serve many prompts from one backbone over HTTP (FastAPI; docs at /docs)."""
+    import uvicorn
+
+    from .serve.pool import PromptPool
+    from .serve.server import Limits, create_app
+
+    specs = [spec.split("=", 1) if "=" in spec else (None, spec) for spec in artifacts]
+    pool = PromptPool.from_artifact(specs[0][1], model_name=model, max_batch=max_batch)
+    for name, path in specs:
+        loaded = pool.load(path, name)
+        typer.echo(f"loaded {loaded.name} ({loaded.task.name}, {loaded.meta['method']['method']}) from {path}")
+    limits = Limits(max_batch=max_batch, max_wait_ms=max_wait_ms, max_body_bytes=max_body_bytes, max_inputs=max_inputs)
+    uvicorn.run(create_app(pool, limits), host=host, port=port, log_level="warning")
+
+
 def main() -> None:
     try:
         app(standalone_mode=False)

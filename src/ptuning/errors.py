@@ -18,3 +18,7 @@ class DataError(PTuningError):
         if path is not None:
             where = f"{path}:{line}: " if line is not None else f"{path}: "
         super().__init__(f"{where}{message}")
+
+
+class InputError(PTuningError):
+    """A prediction input does not have the shape its task reads."""

@@ -122,6 +122,7 @@ def train(request: TrainRequest) -> dict:
     if summary.get("interrupted"):
         return summary
     summary.update(task=task.name, method=request.method.to_dict(), backbone=name, max_length=request.max_length)
+    summary["pooling"] = pooling
     summary["artifact_bytes"] = artifact_size(output)
     artifact.atomic_write_json(output / "metrics.json", summary)
     return summary

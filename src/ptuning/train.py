@@ -212,7 +212,9 @@ def train(
         if loop["batches_done"]:
             loader = accelerator.skip_first_batches(loader, loop["batches_done"])
         total_loss, seen = 0.0, 0
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not main, leave=False)
+        bar = tqdm(
+            loader, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False, **({} if main else {"disable": True})
+        )
         for batch in bar:
             labels = batch.pop("labels")
             with accelerator.accumulate(model):

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, replace
 import torch
 from torch import nn
 
-from ..errors import DataError
+from ..errors import DataError, InputError
 from ..heads import SequenceClassificationHead
 from . import metrics
 from .base import DataFiles, Example
@@ -99,6 +99,24 @@ class ClassificationTask:
                 record.line,
             )
         return label
+
+    def example_from_input(self, value) -> Example:
+        """One serving input: a string (one-text tasks), a list of texts, or an object keyed by column."""
+        n = len(self.text_columns)
+        if isinstance(value, str):
+            texts = [value]
+        elif isinstance(value, (list, tuple)):
+            texts = list(value)
+        elif isinstance(value, dict):
+            missing = [c for c in self.text_columns if c not in value]
+            if missing:
+                raise InputError(f"input object lacks {', '.join(missing)}; task {self.name} reads {self.text_columns}")
+            texts = [value[c] for c in self.text_columns]
+        else:
+            raise InputError(f"task {self.name} takes a string, a list of {n} strings or an object of its columns")
+        if len(texts) != n or not all(isinstance(t, str) and t.strip() for t in texts):
+            raise InputError(f"task {self.name} needs {n} non-empty text(s): {', '.join(self.text_columns)}")
+        return Example(tuple(texts))
 
     # -- features, head, loss -------------------------------------------------------
     def featurize(self, examples: list[Example], tokenizer, max_length: int) -> list[dict]:

@@ -1,0 +1,197 @@
+"""One frozen backbone, many prompts, mixed-task batches.
+
+This is the practical payoff of P-Tuning v2: a task costs a few hundred KB, so
+a server keeps one backbone in memory and any number of prompts beside it. A
+batch whose rows belong to different tasks runs through the backbone **once**:
+each row indexes its own deep prefix in a :class:`PrefixStack` (shorter prompts
+are padded with masked slots), then each row gets its own head and
+post-processing. Head-only (linear-probe) artifacts join the same forward with
+a zero-length prefix. Input-level prompts (prompt-tuning, ptv1) change the
+input sequence itself, so their rows are batched per task. Fine-tuned
+artifacts carry their own backbone weights and cannot share one: they are refused.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .. import artifact, backbones
+from ..errors import InputError, PTuningError
+from ..method.prefix import PrefixBatch, PrefixStack
+from ..model import MethodConfig, PTuningModel
+from ..tasks import Example, Task, get_task
+
+
+class UnknownTask(PTuningError):
+    """No prompt of that name is loaded."""
+
+
+@dataclass
+class LoadedPrompt:
+    name: str
+    task: Task
+    head: nn.Module
+    prefix: torch.Tensor | None  # (layers, 2, kv_heads, P, head_dim); zero-length for head-only
+    prompt: torch.Tensor | None  # (P, H) input-level prompt
+    token_budget: int
+    meta: dict
+    path: str
+
+    @property
+    def nbytes(self) -> int:
+        tensors = [t for t in (self.prefix, self.prompt) if t is not None] + list(self.head.state_dict().values())
+        return sum(t.numel() * t.element_size() for t in tensors)
+
+
+class PromptPool:
+    """Holds a backbone and loaded prompts; predicts for ``(task name, input)`` rows."""
+
+    def __init__(self, backbone, tokenizer, *, max_batch: int = 64, device: str | torch.device = "cpu") -> None:
+        self.device = torch.device(device)
+        self.model = PTuningModel(backbone.to(self.device), MethodConfig("ptv2", 0), nn.Identity()).eval()
+        self.tokenizer = tokenizer
+        self.fingerprint = backbones.fingerprint(backbone)
+        self.max_batch = max_batch
+        self.prompts: dict[str, LoadedPrompt] = {}
+        self._stack: tuple[PrefixStack, dict[str, int]] | None = None
+        self._lock = threading.RLock()
+        from transformers import DataCollatorWithPadding
+
+        self._collate = DataCollatorWithPadding(tokenizer)
+
+    @classmethod
+    def from_artifact(cls, path: str | Path, model_name: str | None = None, **kwargs) -> PromptPool:
+        """A pool on the backbone recorded in ``path`` (or ``model_name``)."""
+        meta = artifact.read_meta(Path(path))
+        backbone, tokenizer, _ = backbones.load_backbone(model_name or meta["backbone"]["name"])
+        return cls(backbone, tokenizer, **kwargs)
+
+    # -- loading ------------------------------------------------------------------
+    def load(self, path: str | Path, name: str | None = None) -> LoadedPrompt:
+        """Load an artifact; memory grows by its prompt and head only."""
+        path = Path(path)
+        name = name or path.resolve().name
+        meta, tensors = artifact.read_verified(path, self.model.backbone, self.fingerprint)
+        config = artifact.inference_config(meta)
+        if config.method == "finetune":
+            raise PTuningError(f"{path}: a fine-tuned model carries its own backbone; serve it on its own")
+        task = get_task(meta["task"]["name"]).from_state(meta["task"])
+        head = task.build_head(self.model.backbone.config.hidden_size, meta["pooling"])
+        head.load_state_dict(artifact.head_state(tensors))
+        head.to(self.device).eval()
+        prefix = tensors.get("prefix")
+        if prefix is None and "prompt" not in tensors:
+            g = self.model.geometry
+            prefix = torch.zeros(g.num_layers, 2, g.num_kv_heads, 0, g.head_dim)
+        prompt = tensors.get("prompt")
+        budget = meta["max_length"] - (prompt.shape[0] if prompt is not None else 0)
+        loaded = LoadedPrompt(
+            name=name,
+            task=task,
+            head=head,
+            prefix=None if prefix is None else prefix.to(self.device),
+            prompt=None if prompt is None else prompt.to(self.device),
+            token_budget=budget,
+            meta=meta,
+            path=str(path),
+        )
+        with self._lock:
+            self.prompts[name] = loaded
+            self._stack = None
+        return loaded
+
+    def unload(self, name: str) -> None:
+        with self._lock:
+            if name not in self.prompts:
+                raise UnknownTask(f"no task named {name!r} is loaded")
+            del self.prompts[name]
+            self._stack = None
+
+    def _prefix_stack(self) -> tuple[PrefixStack, dict[str, int]]:
+        if self._stack is None:
+            deep = [p for p in self.prompts.values() if p.prefix is not None]
+            if deep:
+                stack = PrefixStack.build([p.prefix for p in deep])
+                self._stack = (stack, {p.name: i for i, p in enumerate(deep)})
+            else:
+                self._stack = (None, {})
+        return self._stack
+
+    # -- prediction ---------------------------------------------------------------
+    def get(self, name: str) -> LoadedPrompt:
+        try:
+            return self.prompts[name]
+        except KeyError:
+            raise UnknownTask(f"no task named {name!r} is loaded (GET /v1/tasks lists them)") from None
+
+    def to_example(self, name: str, value) -> Example:
+        """Validate one input against its task; raises UnknownTask or InputError."""
+        return self.get(name).task.example_from_input(value)
+
+    @torch.inference_mode()
+    def predict(self, rows: list[tuple[str, Example]]) -> list[dict]:
+        """Predictions for ``(task name, example)`` rows, in order."""
+        with self._lock:
+            loaded = [self.get(name) for name, _ in rows]
+            features = [
+                p.task.featurize([example], self.tokenizer, p.token_budget)[0]
+                for p, (_, example) in zip(loaded, rows, strict=True)
+            ]
+            results: list[dict | None] = [None] * len(rows)
+            deep = [i for i, p in enumerate(loaded) if p.prefix is not None]
+            self._run(deep, loaded, features, rows, results, mixed=True)
+            by_task: dict[str, list[int]] = defaultdict(list)
+            for i, p in enumerate(loaded):
+                if p.prompt is not None:
+                    by_task[p.name].append(i)
+            for indices in by_task.values():
+                self._run(indices, loaded, features, rows, results, mixed=False)
+            return results
+
+    def _run(self, indices, loaded, features, rows, results, *, mixed: bool) -> None:
+        # sort by length so each chunk pads to similar lengths
+        indices = sorted(indices, key=lambda i: len(features[i]["input_ids"]))
+        for start in range(0, len(indices), self.max_batch):
+            chunk = indices[start : start + self.max_batch]
+            batch = self._collate([{k: v for k, v in features[i].items() if k != "labels"} for i in chunk])
+            batch = {k: v.to(self.device) for k, v in batch.items()}
+            if mixed:
+                stack, position = self._prefix_stack()
+                index = torch.tensor([position[loaded[i].name] for i in chunk], device=self.device)
+                hidden = self.model.encode(**batch, prefix_batch=PrefixBatch.from_stack(stack, index))
+            else:
+                hidden = self.model.encode(**batch, prompt=loaded[chunk[0]].prompt)
+            groups: dict[str, list[int]] = defaultdict(list)
+            for row, i in enumerate(chunk):
+                groups[loaded[i].name].append(row)
+            for name, members in groups.items():
+                prompt = self.prompts[name]
+                member_rows = torch.tensor(members, device=self.device)
+                logits = prompt.head(hidden[member_rows], batch["attention_mask"][member_rows])
+                examples = [rows[chunk[r]][1] for r in members]
+                for r, prediction in zip(members, prompt.task.predictions(logits.float().cpu(), examples), strict=True):
+                    results[chunk[r]] = prediction
+
+    def describe(self) -> list[dict]:
+        return [
+            {
+                "name": p.name,
+                "task": p.task.name,
+                "family": p.task.family,
+                "method": p.meta["method"]["method"],
+                "prompt_length": p.meta["method"]["prompt_length"],
+                "labels": p.meta["task"].get("labels"),
+                "bytes": p.nbytes,
+                "path": p.path,
+            }
+            for p in self.prompts.values()
+        ]
+
+
+__all__ = ["InputError", "LoadedPrompt", "PromptPool", "UnknownTask"]

@@ -1,0 +1,28 @@
+"""Optional integration test on the real benchmark files in ../shared/data (skipped when absent)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ptuning.tasks import get_task, load_records
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+CASES = [  # task, directory, split, examples in the official release
+    ("cb", "superglue/cb", "train", 250),
+    ("cb", "superglue/cb", "validation", 56),
+    ("rte", "superglue/rte", "train", 2490),
+    ("rte", "superglue/rte", "validation", 277),
+    ("boolq", "superglue/boolq", "validation", 3270),
+    ("sst2", "glue/sst2", "validation", 872),
+]
+
+
+@pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data not present")
+@pytest.mark.parametrize("task_name,directory,split,count", CASES)
+def test_official_files_read_completely(task_name, directory, split, count):
+    task = get_task(task_name)
+    examples = task.records_to_examples(load_records(task.files, SHARED / directory, split), labelled=True)
+    assert len(examples) == count
+    assert {e.label for e in examples} == set(task.labels)
