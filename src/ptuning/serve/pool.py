@@ -118,6 +118,8 @@ class PromptPool:
             deep = [p for p in self.prompts.values() if p.prefix is not None]
             if deep:
                 stack = PrefixStack.build([p.prefix for p in deep])
+                for i, p in enumerate(deep):  # keep one copy: each prompt becomes a view into the stack
+                    p.prefix = stack.kv[i, ..., : p.prefix.shape[-2], :]
                 self._stack = (stack, {p.name: i for i, p in enumerate(deep)})
             else:
                 self._stack = (None, {})
