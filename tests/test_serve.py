@@ -63,7 +63,7 @@ def single_task(path, inputs):
     model, tokenizer, task, meta = artifact.load_artifact(path)
     examples = [task.example_from_input(v) for v in inputs]
     features = task.featurize(examples, tokenizer, meta["max_length"] - model.input_prompt_length)
-    logits = pipeline.predict_logits(model, features, pipeline.collator(tokenizer), 64)
+    logits = pipeline.predict_logits(model, features, task.collator(tokenizer), 64)
     return task.predictions(logits, examples)
 
 

@@ -38,6 +38,6 @@ class SequenceClassificationHead(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(hidden_size, num_labels)
 
-    def forward(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, hidden: torch.Tensor, attention_mask: torch.Tensor, **_) -> torch.Tensor:
         pooled = pool(hidden, attention_mask, self.pooling)  # (B, H)
         return self.classifier(self.dropout(pooled))  # (B, num_labels)

@@ -149,10 +149,36 @@ class PTuningModel(nn.Module):
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor,
         token_type_ids: torch.Tensor | None = None,
-        **overrides,
+        *,
+        prefix_batch: PrefixBatch | None = None,
+        prompt: torch.Tensor | None = None,
+        choice_mask: torch.Tensor | None = None,
+        **head_inputs: torch.Tensor,
     ) -> torch.Tensor:
-        hidden = self.encode(input_ids, attention_mask, token_type_ids, **overrides)
-        return self.head(hidden, attention_mask)
+        """Task logits. Extra tensors of the batch (span masks…) go to the head.
+
+        ``(B, C, L)`` inputs are multiple choice: every choice is scored as its own
+        row and the scores come back as ``(B, C)``, padded choices masked out.
+        """
+        if input_ids.dim() == 3:
+            B, C, L = input_ids.shape
+
+            def flat(t):
+                return None if t is None else t.reshape(B * C, *t.shape[2:])  # (B*C, ...)
+
+            scores = self.forward(
+                flat(input_ids),
+                flat(attention_mask),
+                flat(token_type_ids),
+                prefix_batch=prefix_batch,
+                prompt=prompt,
+                **{k: flat(v) for k, v in head_inputs.items()},
+            ).view(B, C)  # (B, C)
+            if choice_mask is not None:
+                scores = scores.masked_fill(~choice_mask.bool(), torch.finfo(scores.dtype).min)
+            return scores
+        hidden = self.encode(input_ids, attention_mask, token_type_ids, prefix_batch=prefix_batch, prompt=prompt)
+        return self.head(hidden, attention_mask, **head_inputs)
 
     # -- folding for artifacts ------------------------------------------------------
     def folded_prompt(self) -> dict[str, torch.Tensor]:

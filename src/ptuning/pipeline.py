@@ -37,12 +37,6 @@ class TrainRequest:
     overwrite: bool = False
 
 
-def collator(tokenizer):
-    from transformers import DataCollatorWithPadding
-
-    return DataCollatorWithPadding(tokenizer)
-
-
 def _pooling(requested: str, backbone, name: str) -> str:
     """``auto``: the pooling the checkpoint was trained with when it says so
     (sentence-transformers ``1_Pooling``, e.g. mean for MiniLM), else ``cls`` for
@@ -117,7 +111,15 @@ def train(request: TrainRequest) -> dict:
         )
 
     summary = run_loop(
-        model, task, train_features, eval_features, eval_examples, collator(tokenizer), request.train, output, save_best
+        model,
+        task,
+        train_features,
+        eval_features,
+        eval_examples,
+        task.collator(tokenizer),
+        request.train,
+        output,
+        save_best,
     )
     if summary.get("interrupted"):
         return summary
@@ -139,7 +141,7 @@ def evaluate(
     model, tokenizer, task, meta = artifact.load_artifact(artifact_dir, model_name=model_name)
     examples = task.records_to_examples(load_records(task.files, data, split), labelled=True)
     features = task.featurize(examples, tokenizer, _token_budget(meta["max_length"], model))
-    logits = predict_logits(model, features, collator(tokenizer), batch_size)
+    logits = predict_logits(model, features, task.collator(tokenizer), batch_size)
     return {"task": task.name, "split": split, "examples": len(examples), **task.evaluate(logits, examples)}
 
 
@@ -150,9 +152,9 @@ def predict(
     if not input_file.is_file():
         raise DataError("input file not found", input_file)
     model, tokenizer, task, meta = artifact.load_artifact(artifact_dir, model_name=model_name)
-    examples = task.records_to_examples(read_records(input_file), labelled=False)
+    examples = task.records_to_examples(read_records(input_file, header=task.files.header), labelled=False)
     features = task.featurize(examples, tokenizer, _token_budget(meta["max_length"], model))
-    logits = predict_logits(model, features, collator(tokenizer), batch_size)
+    logits = predict_logits(model, features, task.collator(tokenizer), batch_size)
     rows = task.predictions(logits, examples)
     text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
     artifact.atomic_write_bytes(Path(output_file), text.encode("utf-8"))

@@ -26,6 +26,9 @@ from ..errors import InputError, PTuningError
 from ..method.prefix import PrefixBatch, PrefixStack
 from ..model import MethodConfig, PTuningModel
 from ..tasks import Example, Task, get_task
+from ..tasks.base import pad_collate
+
+BACKBONE_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
 class UnknownTask(PTuningError):
@@ -61,9 +64,7 @@ class PromptPool:
         self.prompts: dict[str, LoadedPrompt] = {}
         self._stack: tuple[PrefixStack, dict[str, int]] | None = None
         self._lock = threading.RLock()
-        from transformers import DataCollatorWithPadding
-
-        self._collate = DataCollatorWithPadding(tokenizer)
+        self._collate = pad_collate(tokenizer)
 
     @classmethod
     def from_artifact(cls, path: str | Path, model_name: str | None = None, **kwargs) -> PromptPool:
@@ -138,47 +139,74 @@ class PromptPool:
 
     @torch.inference_mode()
     def predict(self, rows: list[tuple[str, Example]]) -> list[dict]:
-        """Predictions for ``(task name, example)`` rows, in order."""
+        """Predictions for ``(task name, example)`` rows, in order.
+
+        Each row becomes one or more *units* (a multiple-choice row has one unit per
+        choice); units of all tasks with deep prefixes share backbone forwards.
+        """
         with self._lock:
             loaded = [self.get(name) for name, _ in rows]
-            features = [
-                p.task.featurize([example], self.tokenizer, p.token_budget)[0]
-                for p, (_, example) in zip(loaded, rows, strict=True)
-            ]
-            results: list[dict | None] = [None] * len(rows)
-            deep = [i for i, p in enumerate(loaded) if p.prefix is not None]
-            self._run(deep, loaded, features, rows, results, mixed=True)
+            units: list[tuple[int, dict]] = []  # (row, features of one sequence)
+            for i, (p, (_, example)) in enumerate(zip(loaded, rows, strict=True)):
+                features = p.task.featurize([example], self.tokenizer, p.token_budget)[0]
+                features.pop("labels", None)
+                if isinstance(features["input_ids"][0], list):  # choices: one unit each
+                    units += [(i, {k: v[c] for k, v in features.items()}) for c in range(len(features["input_ids"]))]
+                else:
+                    units.append((i, features))
+            scores: list[torch.Tensor | None] = [None] * len(units)
+            self._run([u for u, (i, _) in enumerate(units) if loaded[i].prefix is not None], units, loaded, scores)
             by_task: dict[str, list[int]] = defaultdict(list)
-            for i, p in enumerate(loaded):
-                if p.prompt is not None:
-                    by_task[p.name].append(i)
-            for indices in by_task.values():
-                self._run(indices, loaded, features, rows, results, mixed=False)
+            for u, (i, _) in enumerate(units):
+                if loaded[i].prompt is not None:
+                    by_task[loaded[i].name].append(u)
+            for members in by_task.values():
+                self._run(members, units, loaded, scores)
+            per_row: dict[int, list[torch.Tensor]] = defaultdict(list)
+            for u, (i, _) in enumerate(units):
+                per_row[i].append(scores[u])
+            results = []
+            for i, (p, (_, example)) in enumerate(zip(loaded, rows, strict=True)):
+                parts = per_row[i]
+                logits = (
+                    torch.cat(parts).view(1, -1) if len(parts) > 1 or p.task.family == "multiple-choice" else parts[0]
+                )
+                results.append(p.task.predictions(logits.view(1, -1), [example])[0])
             return results
 
-    def _run(self, indices, loaded, features, rows, results, *, mixed: bool) -> None:
+    def _run(self, members: list[int], units, loaded, scores) -> None:
         # sort by length so each chunk pads to similar lengths
-        indices = sorted(indices, key=lambda i: len(features[i]["input_ids"]))
-        for start in range(0, len(indices), self.max_batch):
-            chunk = indices[start : start + self.max_batch]
-            batch = self._collate([{k: v for k, v in features[i].items() if k != "labels"} for i in chunk])
+        members = sorted(members, key=lambda u: len(units[u][1]["input_ids"]))
+        for start in range(0, len(members), self.max_batch):
+            chunk = members[start : start + self.max_batch]
+            feats = [units[u][1] for u in chunk]
+            batch = self._collate([{k: f[k] for k in BACKBONE_INPUTS if k in f} for f in feats])
             batch = {k: v.to(self.device) for k, v in batch.items()}
-            if mixed:
+            first = loaded[units[chunk[0]][0]]
+            if first.prefix is not None:
                 stack, position = self._prefix_stack()
-                index = torch.tensor([position[loaded[i].name] for i in chunk], device=self.device)
+                index = torch.tensor([position[loaded[units[u][0]].name] for u in chunk], device=self.device)
                 hidden = self.model.encode(**batch, prefix_batch=PrefixBatch.from_stack(stack, index))
             else:
-                hidden = self.model.encode(**batch, prompt=loaded[chunk[0]].prompt)
+                hidden = self.model.encode(**batch, prompt=first.prompt)
             groups: dict[str, list[int]] = defaultdict(list)
-            for row, i in enumerate(chunk):
-                groups[loaded[i].name].append(row)
-            for name, members in groups.items():
+            for position_in_chunk, u in enumerate(chunk):
+                groups[loaded[units[u][0]].name].append(position_in_chunk)
+            length = batch["input_ids"].shape[1]
+            for name, positions in groups.items():
                 prompt = self.prompts[name]
-                member_rows = torch.tensor(members, device=self.device)
-                logits = prompt.head(hidden[member_rows], batch["attention_mask"][member_rows])
-                examples = [rows[chunk[r]][1] for r in members]
-                for r, prediction in zip(members, prompt.task.predictions(logits.float().cpu(), examples), strict=True):
-                    results[chunk[r]] = prediction
+                index = torch.tensor(positions, device=self.device)
+                extra = {
+                    key: torch.tensor(
+                        [list(feats[j][key]) + [0] * (length - len(feats[j][key])) for j in positions],
+                        device=self.device,
+                    )
+                    for key in feats[positions[0]]
+                    if key not in BACKBONE_INPUTS
+                }
+                logits = prompt.head(hidden[index], batch["attention_mask"][index], **extra).float().cpu()
+                for j, row_logits in zip(positions, logits, strict=True):
+                    scores[chunk[j]] = row_logits
 
     def describe(self) -> list[dict]:
         return [

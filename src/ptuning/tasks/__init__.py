@@ -5,6 +5,10 @@ from __future__ import annotations
 from ..errors import PTuningError
 from .base import DataFiles, Example, Task, load_records
 from .classification import ClassificationTask
+from .multiple_choice import MultipleChoiceTask
+from .multirc import MultiRCTask
+from .record import RecordTask
+from .spans import SpanClassificationTask
 
 SUPERGLUE = DataFiles(train=("train.jsonl",), validation=("val.jsonl",), test=("test.jsonl",))
 GLUE = DataFiles(train=("train.tsv",), validation=("dev.tsv",), test=("test.tsv",))
@@ -19,8 +23,13 @@ def _superglue(config: str) -> DataFiles:
     return DataFiles(SUPERGLUE.train, SUPERGLUE.validation, SUPERGLUE.test, hub=("super_glue", config))
 
 
-def _glue(config: str) -> DataFiles:
-    return DataFiles(GLUE.train, GLUE.validation, GLUE.test, hub=("glue", config))
+def _glue(config: str, **kw) -> DataFiles:
+    files = {"train": GLUE.train, "validation": GLUE.validation, "test": GLUE.test, **kw}
+    return DataFiles(**files, hub=("glue", config))
+
+
+BOOL = ("False", "True")
+ENTAIL2 = ("entailment", "not_entailment")
 
 
 TASKS: dict[str, Task] = {
@@ -59,6 +68,130 @@ TASKS: dict[str, Task] = {
             labels=("0", "1"),
             files=_glue("sst2"),
             aliases={"negative": "0", "positive": "1"},
+        ),
+        MultipleChoiceTask(
+            name="copa",
+            description="SuperGLUE COPA: choose the cause/effect of a premise (multiple choice)",
+            files=_superglue("copa"),
+            kind="copa",
+        ),
+        MultipleChoiceTask(
+            name="multiple-choice",
+            description="Any SWAG-style JSONL: a context and N choices, label = index of the right one",
+            files=GENERIC,
+        ),
+        MultiRCTask(
+            name="multirc",
+            description="SuperGLUE MultiRC: is each answer option of a question about a paragraph true?",
+            text_columns=("passage", "question"),
+            label_column="label",
+            labels=("0", "1"),
+            files=_superglue("multirc"),
+            metric_names=("f1a", "em"),
+        ),
+        RecordTask(
+            name="record",
+            description="SuperGLUE ReCoRD: pick the passage entity that fills @placeholder in the query",
+            files=_superglue("record"),
+        ),
+        SpanClassificationTask(
+            name="wic",
+            description="SuperGLUE WiC: is the marked word used in the same sense in both sentences?",
+            text_columns=("sentence1", "sentence2"),
+            label_column="label",
+            labels=BOOL,
+            files=_superglue("wic"),
+            kind="wic",
+        ),
+        SpanClassificationTask(
+            name="wsc",
+            description="SuperGLUE WSC: does the pronoun (span 2) refer to the noun phrase (span 1)?",
+            text_columns=("text",),
+            label_column="label",
+            labels=BOOL,
+            files=_superglue("wsc"),
+            kind="wsc",
+        ),
+        ClassificationTask(
+            name="mrpc",
+            description="GLUE MRPC: are the two sentences paraphrases?",
+            text_columns=("#1 String", "#2 String"),
+            label_column="Quality",
+            labels=("0", "1"),
+            files=_glue(
+                "mrpc", hub_columns=(("sentence1", "#1 String"), ("sentence2", "#2 String"), ("label", "Quality"))
+            ),
+            metric_names=("accuracy", "f1"),
+            aliases={"not_equivalent": "0", "equivalent": "1"},
+        ),
+        ClassificationTask(
+            name="qqp",
+            description="GLUE QQP: are the two questions duplicates?",
+            text_columns=("question1", "question2"),
+            label_column="is_duplicate",
+            labels=("0", "1"),
+            files=_glue("qqp", hub_columns=(("label", "is_duplicate"),)),
+            metric_names=("accuracy", "f1"),
+            aliases={"not_duplicate": "0", "duplicate": "1"},
+        ),
+        ClassificationTask(
+            name="qnli",
+            description="GLUE QNLI: does the sentence answer the question?",
+            text_columns=("question", "sentence"),
+            label_column="label",
+            labels=ENTAIL2,
+            files=_glue("qnli"),
+        ),
+        ClassificationTask(
+            name="mnli",
+            description="GLUE MNLI: 3-way entailment (validation = matched; --split validation_mismatched)",
+            text_columns=("sentence1", "sentence2"),
+            label_column="gold_label",
+            labels=("entailment", "neutral", "contradiction"),
+            files=_glue(
+                "mnli",
+                validation=("dev_matched.tsv",),
+                test=("test_matched.tsv",),
+                extra=(("validation_mismatched", ("dev_mismatched.tsv",)),),
+                hub_columns=(("premise", "sentence1"), ("hypothesis", "sentence2"), ("label", "gold_label")),
+                hub_splits=(("validation", "validation_matched"), ("validation_mismatched", "validation_mismatched")),
+            ),
+        ),
+        ClassificationTask(
+            name="glue-rte",
+            description="GLUE RTE (TSV release of the SuperGLUE RTE data): 2-way entailment",
+            text_columns=("sentence1", "sentence2"),
+            label_column="label",
+            labels=ENTAIL2,
+            files=_glue("rte"),
+        ),
+        ClassificationTask(
+            name="wnli",
+            description="GLUE WNLI: does the sentence with the pronoun substituted follow?",
+            text_columns=("sentence1", "sentence2"),
+            label_column="label",
+            labels=("0", "1"),
+            files=_glue("wnli"),
+        ),
+        ClassificationTask(
+            name="cola",
+            description="GLUE CoLA: is the sentence grammatical? (header-less TSV)",
+            text_columns=("sentence",),
+            label_column="label",
+            labels=("0", "1"),
+            files=_glue("cola", header=("source", "label", "original_label", "sentence")),
+            metric_names=("mcc", "accuracy"),
+            aliases={"unacceptable": "0", "acceptable": "1"},
+        ),
+        ClassificationTask(
+            name="stsb",
+            description="GLUE STS-B: similarity score 0-5 of two sentences (regression)",
+            text_columns=("sentence1", "sentence2"),
+            label_column="score",
+            labels=(),
+            files=_glue("stsb", hub_columns=(("label", "score"),)),
+            metric_names=("pearson", "spearman"),
+            regression=True,
         ),
         ClassificationTask(
             name="text-classification",

@@ -51,6 +51,8 @@ class Task(Protocol):
 
     def featurize(self, examples: list[Example], tokenizer, max_length: int) -> list[dict]: ...
 
+    def collator(self, tokenizer): ...
+
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor: ...
 
     def evaluate(self, logits: torch.Tensor, examples: list[Example]) -> dict: ...
@@ -68,11 +70,16 @@ class DataFiles:
     validation: tuple[str, ...]
     test: tuple[str, ...] = ()
     hub: tuple[str, str | None] | None = None
+    extra: tuple[tuple[str, tuple[str, ...]], ...] = ()  # more splits, e.g. MNLI validation_mismatched
+    header: tuple[str, ...] | None = None  # column names of header-less TSVs (CoLA)
+    hub_columns: tuple[tuple[str, str], ...] = ()  # hub column -> official column
+    hub_splits: tuple[tuple[str, str], ...] = ()  # our split -> hub split
 
     def candidates(self, split: str) -> tuple[str, ...]:
-        if split not in SPLITS:
-            raise DataError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
-        return getattr(self, split)
+        extra = dict(self.extra)
+        if split not in SPLITS and split not in extra:
+            raise DataError(f"unknown split {split!r}; choose one of {', '.join([*SPLITS, *extra])}")
+        return extra.get(split) or getattr(self, split)
 
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
@@ -86,11 +93,57 @@ def load_records(files: DataFiles, data: str | Path, split: str) -> list[Record]
     """
     path = Path(data)
     if path.is_dir():
-        return read_records(find_split_file(path, files.candidates(split), split))
+        return read_records(find_split_file(path, files.candidates(split), split), header=files.header)
     if path.is_file():
-        return read_records(path)
+        return read_records(path, header=files.header)
     if not HUB_ID.match(str(data)):
         raise DataError(f"data directory not found: {data}")
     config = files.hub[1] if files.hub else None
     files.candidates(split)
-    return read_hf(str(data), config, split)
+    records = read_hf(str(data), config, dict(files.hub_splits).get(split, split))
+    rename = dict(files.hub_columns)
+    return (
+        [Record({rename.get(k, k): v for k, v in r.fields.items()}, r.path, r.line) for r in records]
+        if rename
+        else records
+    )
+
+
+def pad_collate(tokenizer, label_dtype: torch.dtype = torch.long):
+    """Pad every list-valued feature of a batch: ``(B, L)`` rows or ``(B, C, L)`` choices.
+
+    ``input_ids`` pad with the tokenizer's pad id, everything else with 0; choice
+    lists pad by repeating the first choice (never an all-padding row) and add a
+    ``choice_mask``. One collator for every task family.
+    """
+    pad_id = tokenizer.pad_token_id or 0
+
+    def pad_rows(rows: list[list], value, length: int) -> list[list]:
+        return [list(r) + [value] * (length - len(r)) for r in rows]
+
+    def collate(features: list[dict]) -> dict:
+        batch: dict = {}
+        keys = [k for k in features[0] if k != "labels"]
+        choices = isinstance(features[0]["input_ids"][0], list)
+        if choices:
+            n = max(len(f["input_ids"]) for f in features)
+            batch["choice_mask"] = torch.tensor(
+                [[1] * len(f["input_ids"]) + [0] * (n - len(f["input_ids"])) for f in features], dtype=torch.bool
+            )
+            features = [
+                {k: (list(f[k]) + [f[k][0]] * (n - len(f[k]))) if k != "labels" else f[k] for k in f} for f in features
+            ]
+            length = max(len(row) for f in features for row in f["input_ids"])
+            for key in keys:
+                value = pad_id if key == "input_ids" else 0
+                batch[key] = torch.tensor([pad_rows(f[key], value, length) for f in features])
+        else:
+            length = max(len(f["input_ids"]) for f in features)
+            for key in keys:
+                value = pad_id if key == "input_ids" else 0
+                batch[key] = torch.tensor(pad_rows([f[key] for f in features], value, length))
+        if "labels" in features[0]:
+            batch["labels"] = torch.tensor([f["labels"] for f in features], dtype=label_dtype)
+        return batch
+
+    return collate

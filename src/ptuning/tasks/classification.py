@@ -14,7 +14,7 @@ from torch import nn
 from ..errors import DataError, InputError
 from ..heads import SequenceClassificationHead
 from . import metrics
-from .base import DataFiles, Example
+from .base import DataFiles, Example, pad_collate
 from .readers import Record
 
 
@@ -40,6 +40,8 @@ class ClassificationTask:
     metric_names: tuple[str, ...] = ("accuracy",)
     aliases: dict = field(default_factory=dict)
     id_column: str | None = "idx"
+    regression: bool = False
+    positive: str = "1"
     family: str = "classification"
 
     @property
@@ -67,6 +69,8 @@ class ClassificationTask:
     def with_labels_from(self, records: list[Record]) -> ClassificationTask:
         if self.labels is not None:
             return self
+        if self.regression:
+            return replace(self, labels=())
         found = sorted({_label_key(r.get(self.label_column)) for r in records})
         if len(found) < 2:
             raise DataError(f"the training data has {len(found)} distinct label(s); need at least 2", records[0].path)
@@ -89,7 +93,14 @@ class ClassificationTask:
             examples.append(Example(tuple(texts), label, f"{record.path}:{record.line}", example_id))
         return examples
 
-    def _label(self, record: Record) -> str:
+    def _label(self, record: Record):
+        if self.regression:
+            try:
+                return float(record.get(self.label_column))
+            except (TypeError, ValueError):
+                raise DataError(
+                    f"label {record.get(self.label_column)!r} is not a number", record.path, record.line
+                ) from None
         raw = _label_key(record.get(self.label_column))
         label = self.aliases.get(raw, raw)
         if self.labels is not None and label not in self.labels:
@@ -127,23 +138,36 @@ class ClassificationTask:
         for i, example in enumerate(examples):
             row = {key: encoded[key][i] for key in encoded.keys()}
             if example.label is not None:
-                row["labels"] = index[example.label]
+                row["labels"] = example.label if self.regression else index[example.label]
             features.append(row)
         return features
 
+    def collator(self, tokenizer):
+        return pad_collate(tokenizer, torch.float if self.regression else torch.long)
+
     def build_head(self, hidden_size: int, pooling: str) -> nn.Module:
-        return SequenceClassificationHead(hidden_size, len(self.labels), pooling)
+        return SequenceClassificationHead(hidden_size, 1 if self.regression else len(self.labels), pooling)
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        if self.regression:
+            return nn.functional.mse_loss(logits.squeeze(-1), labels.to(logits.dtype))
         return nn.functional.cross_entropy(logits, labels)
 
     # -- outputs ------------------------------------------------------------------------
     def evaluate(self, logits: torch.Tensor, examples: list[Example]) -> dict:
-        predicted = [self.labels[i] for i in logits.argmax(dim=-1).tolist()]
         gold = [e.label for e in examples]
-        return metrics.compute(self.metric_names, predicted, gold, self.labels)
+        if self.regression:
+            predicted = logits.squeeze(-1).tolist()
+        else:
+            predicted = [self.labels[i] for i in logits.argmax(dim=-1).tolist()]
+        return metrics.compute(self.metric_names, predicted, gold, self.labels, self.positive)
 
     def predictions(self, logits: torch.Tensor, examples: list[Example]) -> list[dict]:
+        if self.regression:
+            return [
+                {"id": e.id, "score": round(float(v), 6)} if e.id is not None else {"score": round(float(v), 6)}
+                for e, v in zip(examples, logits.squeeze(-1).tolist(), strict=True)
+            ]
         probs = logits.float().softmax(dim=-1)
         rows = []
         for i, example in enumerate(examples):

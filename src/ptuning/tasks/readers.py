@@ -35,7 +35,7 @@ class Record:
         return self.fields[column]
 
 
-def read_records(path: str | os.PathLike) -> list[Record]:
+def read_records(path: str | os.PathLike, header: tuple[str, ...] | None = None) -> list[Record]:
     """All records of a ``.jsonl``/``.json`` (one object per line), ``.tsv`` or ``.csv`` file."""
     path = Path(path)
     if not path.is_file():
@@ -44,7 +44,7 @@ def read_records(path: str | os.PathLike) -> list[Record]:
     if suffix in (".jsonl", ".json"):
         records = list(_read_jsonl(path))
     elif suffix in (".tsv", ".csv"):
-        records = list(_read_delimited(path, "\t" if suffix == ".tsv" else ","))
+        records = list(_read_delimited(path, "\t" if suffix == ".tsv" else ",", header))
     else:
         raise DataError("unsupported file type; use .jsonl, .tsv or .csv", path)
     if not records:
@@ -66,14 +66,13 @@ def _read_jsonl(path: Path) -> Iterator[Record]:
             yield Record(fields, str(path), number)
 
 
-def _read_delimited(path: Path, delimiter: str) -> Iterator[Record]:
+def _read_delimited(path: Path, delimiter: str, given_header: tuple[str, ...] | None = None) -> Iterator[Record]:
     # GLUE TSVs are not quoted (sentences contain bare quotes), CSVs usually are.
     quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
     with path.open(encoding="utf-8", newline="") as handle:
         rows = csv.reader(handle, delimiter=delimiter, quoting=quoting)
-        try:
-            header = next(rows)
-        except StopIteration:
+        header = list(given_header) if given_header else next(rows, None)
+        if header is None:
             return
         for row in rows:
             number = rows.line_num
