@@ -33,25 +33,34 @@ SETTINGS = {
     "ptv1": {"lr": 5e-3, "epochs": 60, "patience": 10, "prompt_length": 20},
     "linear-probe": {"lr": 5e-3, "epochs": 60, "patience": 10},
 }
-DATA_DIRS = {"cb": "superglue/cb", "rte": "superglue/rte", "copa": "superglue/copa", "sst2": "glue/sst2"}
+DATA_DIRS = {
+    "cb": "superglue/cb",
+    "rte": "superglue/rte",
+    "copa": "superglue/copa",
+    "wsc": "superglue/wsc",
+    "multirc": "superglue/multirc",
+    "sst2": "glue/sst2",
+}
 
 
 def run_one(task: str, method: str, data: Path, args) -> dict:
     s = SETTINGS[method]
     with tempfile.TemporaryDirectory() as tmp:
         started = time.perf_counter()
+        run_dir = (args.work_dir or Path(tmp)) / f"{task}-{method}-{args.seed}"
         summary = train(
             TrainRequest(
                 task=task,
                 data=str(data),
-                output=Path(tmp) / "run",
+                output=run_dir,
+                overwrite=True,
                 model=args.model,
                 method=MethodConfig(method, s.get("prompt_length", 0), reparam=args.reparam),
                 train=TrainConfig(
                     epochs=args.max_epochs or s["epochs"],
                     lr=s["lr"],
                     batch_size=args.batch_size,
-                    patience=s["patience"],
+                    patience=args.patience or s["patience"],
                     seed=args.seed,
                 ),
                 max_length=args.max_length,
@@ -89,6 +98,8 @@ def main() -> None:
     parser.add_argument("--max-epochs", type=int, default=None, help="Override every method's epoch cap.")
     parser.add_argument("--max-train-samples", type=int, default=None)
     parser.add_argument("--reparam", action="store_true")
+    parser.add_argument("--patience", type=int, default=None, help="Override every method's patience.")
+    parser.add_argument("--work-dir", type=Path, default=None, help="Keep each run's directory (metrics.jsonl) here.")
     parser.add_argument("--seeds", default="42", help="Comma-separated seeds; each (task, method) runs once per seed.")
     parser.add_argument("--pooling", default="auto", help="auto (cls for encoders) | cls | mean | last")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/methods.json"))

@@ -110,6 +110,40 @@ def step_section() -> str:
     )
 
 
+def round3_section() -> str:
+    path = RESULTS / "h200-round3" / "round3.json"
+    if not path.exists():
+        return ""
+    data = json.loads(path.read_text())
+    complete = {(r["task"], r["method"]): (run, r) for run in data["complete"] for r in run["rows"]}
+    lines = [
+        "## COPA, WSC, MultiRC: P-Tuning v2 vs fine-tuning (issue 3)\n",
+        "Same setup as above (mean pooling, seed 1, batch 16; MultiRC batch 32, patience 2), 6 runs sharing the "
+        "GPU for at most 185 s each (the GPU time lent to the session ran out there). Majority class on val: "
+        "COPA 55.0 (choice 0, 55 of 100), WSC 63.5 (False, 66 of 104).\n",
+        "```bash\npython benchmarks/methods.py --data-root ../shared/data --tasks copa --methods ptv2 --seeds 1 "
+        "--pooling mean --max-epochs 40 --work-dir runs\npython benchmarks/methods.py --data-root ../shared/data "
+        "--tasks multirc --methods ptv2 --seeds 1 --pooling mean --max-epochs 10 --patience 2 --batch-size 32 "
+        "--work-dir runs\n```\n",
+        "| task | method | lr | best dev | best epoch | epochs run | converged? | dev metric per epoch |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, history in sorted(data["partial"].items()):
+        task, method, _ = name.rsplit("-", 2)
+        metric = "f1a" if task == "multirc" else "accuracy"
+        run = complete.get((task, method))
+        best = max(history, key=lambda h: h[metric])
+        extra = f", EM {100 * best['em']:.1f}" if task == "multirc" else ""
+        converged = "yes (patience ran out)" if run else "**no**: stopped by the time limit, still rising"
+        curve = " ".join(f"{100 * h[metric]:.1f}" for h in history)
+        lr = run[1]["lr"] if run else {"ptv2": 0.01, "finetune": 3e-5}[method]
+        lines.append(
+            f"| {task} | {method} | {lr:g} | {metric} {100 * best[metric]:.1f}{extra} | {int(best['epoch'])} "
+            f"| {len(history)} | {converged} | {curve} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     parts = [
         "# Benchmarks\n",
@@ -149,6 +183,7 @@ def main() -> None:
                 "Pooling was `auto`, which then meant [CLS] for encoders.",
             )
         )
+    parts.append(round3_section())
     parts += [step_section(), serve_section()]
     (HERE / "README.md").write_text("\n".join(p for p in parts if p))
     print(f"wrote {HERE / 'README.md'}")
