@@ -257,3 +257,52 @@ def test_one_failing_request_does_not_fail_the_others(client, monkeypatch):
         t.join()
     assert statuses == {"boom": 500, "good": 200, "bad": 200, "fine": 200}
     assert client.get("/healthz").status_code == 200
+
+
+def test_serve_command_on_loopback(artifacts):
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "ptuning.cli",
+            "serve",
+            f"sentiment={artifacts['sst2']}",
+            str(artifacts["cb"]),
+            "--port",
+            str(port),
+        ],
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).json()["tasks"] == 2:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.3)
+        response = httpx.post(
+            f"http://127.0.0.1:{port}/v1/predict",
+            json={"task": "sentiment", "inputs": ["good film", "dull plot"]},
+            timeout=30,
+        )
+        assert response.status_code == 200 and len(response.json()["predictions"]) == 2
+        names = {t["name"] for t in httpx.get(f"http://127.0.0.1:{port}/v1/tasks").json()["tasks"]}
+        assert names == {"sentiment", "cb"}
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
