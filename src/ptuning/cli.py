@@ -57,6 +57,7 @@ def train(
     text_column: Optional[str] = typer.Option(None, help="text-classification: the text column."),
     text_pair_column: Optional[str] = typer.Option(None, help="text-classification: the second text column."),
     label_column: Optional[str] = typer.Option(None, help="text-classification: the label column."),
+    labels: Optional[str] = typer.Option(None, help="token-classification: comma-separated tag set (else from data)."),
     resume: bool = typer.Option(False, help="Continue from OUTPUT/checkpoint (optimizer, scheduler, RNG)."),
     overwrite: bool = typer.Option(False, help="Replace a non-empty OUTPUT."),
 ) -> None:
@@ -97,7 +98,12 @@ def train(
         max_train_samples=max_train_samples,
         max_eval_samples=max_eval_samples,
         pooling=pooling,
-        task_options={"text_column": text_column, "text_pair_column": text_pair_column, "label_column": label_column},
+        task_options={
+            "text_column": text_column,
+            "text_pair_column": text_pair_column,
+            "label_column": label_column,
+            "labels": labels.split(",") if labels else None,
+        },
         overwrite=overwrite,
     )
     summary = run(request)

@@ -16,7 +16,7 @@ from .errors import DataError, PTuningError
 from .heads import POOLINGS
 from .model import MethodConfig, PTuningModel
 from .tasks import get_task, load_records
-from .tasks.readers import read_records
+from .tasks.readers import CONLL_SUFFIXES, read_records
 from .train import TrainConfig, predict_logits
 from .train import train as run_loop
 
@@ -156,6 +156,9 @@ def predict(
     features = task.featurize(examples, tokenizer, _token_budget(meta["max_length"], model))
     logits = predict_logits(model, features, task.collator(tokenizer), batch_size)
     rows = task.predictions(logits, examples)
-    text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+    if hasattr(task, "write_predictions") and input_file.suffix.lower() in CONLL_SUFFIXES:
+        text = task.write_predictions(rows, examples, input_file, output_file)
+    else:
+        text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
     artifact.atomic_write_bytes(Path(output_file), text.encode("utf-8"))
     return len(rows)

@@ -117,8 +117,13 @@ def predict_logits(model, features, collate, batch_size: int, accelerator=None) 
     for batch in loader:
         logits = model(**batch)
         if accelerator is not None:
+            if logits.dim() == 3:  # per-token logits: processes may pad to different lengths
+                logits = accelerator.pad_across_processes(logits, dim=1)
             logits = accelerator.gather_for_metrics(logits)
         outputs.append(logits.float().cpu())
+    if outputs[0].dim() == 3:  # (N, L, tags) with L differing between batches
+        longest = max(o.shape[1] for o in outputs)
+        outputs = [torch.nn.functional.pad(o, (0, 0, 0, longest - o.shape[1])) for o in outputs]
     return torch.cat(outputs)
 
 

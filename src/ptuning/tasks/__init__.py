@@ -9,6 +9,7 @@ from .multiple_choice import MultipleChoiceTask
 from .multirc import MultiRCTask
 from .record import RecordTask
 from .spans import SpanClassificationTask
+from .tagging import TaggingTask
 
 SUPERGLUE = DataFiles(train=("train.jsonl",), validation=("val.jsonl",), test=("test.jsonl",))
 GLUE = DataFiles(train=("train.tsv",), validation=("dev.tsv",), test=("test.tsv",))
@@ -29,6 +30,17 @@ def _glue(config: str, **kw) -> DataFiles:
 
 
 BOOL = ("False", "True")
+CONLL = DataFiles(train=("train.txt",), validation=("dev.txt",), test=("test.txt",))
+ONTONOTES_TYPES = (
+    "PERSON NORP FAC ORG GPE LOC PRODUCT EVENT WORK_OF_ART LAW LANGUAGE DATE TIME PERCENT MONEY "
+    "QUANTITY ORDINAL CARDINAL"
+).split()
+
+
+def _bio(types) -> tuple[str, ...]:
+    return ("O", *[f"{p}-{t}" for t in types for p in "BI"])
+
+
 ENTAIL2 = ("entailment", "not_entailment")
 
 
@@ -193,6 +205,63 @@ TASKS: dict[str, Task] = {
             metric_names=("pearson", "spearman"),
             regression=True,
         ),
+        TaggingTask(
+            name="conll03",
+            description="CoNLL-2003 English NER (PER, LOC, ORG, MISC); IOB1 or IOB2 tags",
+            files=CONLL,
+            labels=_bio(("PER", "LOC", "ORG", "MISC")),
+        ),
+        TaggingTask(
+            name="conll04",
+            description="CoNLL-2004 NER in the P-Tuning v2 label set (Loc, Peop, Org, Other)",
+            files=CONLL,
+            labels=_bio(("Loc", "Peop", "Org", "Other")),
+            type_map={"LOC": "Loc", "PER": "Peop", "PEOP": "Peop", "ORG": "Org", "OTHER": "Other", "MISC": "Other"},
+        ),
+        TaggingTask(
+            name="ontonotes",
+            description="OntoNotes 5.0 NER, 18 types, column form (.conllx or .txt)",
+            files=DataFiles(
+                train=("train.conllx", "train.txt"),
+                validation=("dev.conllx", "dev.txt"),
+                test=("test.conllx", "test.txt"),
+            ),
+            labels=_bio(ONTONOTES_TYPES),
+        ),
+        TaggingTask(
+            name="conll05",
+            description="CoNLL-2005 SRL: word, predicate lemma, one bracketed argument column per predicate",
+            files=DataFiles(
+                train=("train.txt",),
+                validation=("dev.txt",),
+                test=("test.wsj.txt", "test.txt"),
+                extra=(("test_brown", ("test.brown.txt",)),),
+            ),
+            srl=True,
+            first_arg_column=2,
+        ),
+        TaggingTask(
+            name="conll12",
+            description="CoNLL-2012 SRL from .gold_conll files (word col 3, arguments from col 11, coref last)",
+            files=DataFiles(
+                train=("train.gold_conll", "train.txt"),
+                validation=("dev.gold_conll", "dev.txt"),
+                test=("test.gold_conll", "test.txt"),
+            ),
+            srl=True,
+            token_column=3,
+            first_arg_column=11,
+            last_arg_column=-2,
+        ),
+        TaggingTask(
+            name="token-classification",
+            description="Any CoNLL-style column file: --text-column N (tokens), --label-column N (tags), --labels",
+            files=DataFiles(
+                train=("train.txt", "train.conll"),
+                validation=("dev.txt", "dev.conll", "validation.txt"),
+                test=("test.txt", "test.conll"),
+            ),
+        ),
         ClassificationTask(
             name="text-classification",
             description="Any CSV/TSV/JSONL with a text column (and optional pair column) and a label column",
@@ -210,7 +279,7 @@ def get_task(name: str, **options) -> Task:
     if name not in TASKS:
         raise PTuningError(f"unknown task {name!r}; `ptuning tasks` lists them ({', '.join(TASKS)})")
     task = TASKS[name]
-    given = {k: v for k, v in options.items() if v}
+    given = {k: v for k, v in options.items() if v is not None and v != ""}
     return task.with_options(**given) if given else task
 
 

@@ -143,7 +143,11 @@ def pad_collate(tokenizer, label_dtype: torch.dtype = torch.long):
                 value = pad_id if key == "input_ids" else 0
                 batch[key] = torch.tensor(pad_rows([f[key] for f in features], value, length))
         if "labels" in features[0]:
-            batch["labels"] = torch.tensor([f["labels"] for f in features], dtype=label_dtype)
+            labels = [f["labels"] for f in features]
+            if isinstance(labels[0], list):  # per-token labels: pad with the ignore index
+                width = batch["input_ids"].shape[-1]
+                labels = pad_rows(labels, -100, width)
+            batch["labels"] = torch.tensor(labels, dtype=label_dtype)
         return batch
 
     return collate

@@ -45,8 +45,10 @@ def read_records(path: str | os.PathLike, header: tuple[str, ...] | None = None)
         records = list(_read_jsonl(path))
     elif suffix in (".tsv", ".csv"):
         records = list(_read_delimited(path, "\t" if suffix == ".tsv" else ",", header))
+    elif suffix in CONLL_SUFFIXES:
+        records = list(_read_conll(path))
     else:
-        raise DataError("unsupported file type; use .jsonl, .tsv or .csv", path)
+        raise DataError("unsupported file type; use .jsonl, .tsv, .csv or a CoNLL .txt/.conll file", path)
     if not records:
         raise DataError("the file holds no examples (empty split)", path)
     return records
@@ -64,6 +66,31 @@ def _read_jsonl(path: Path) -> Iterator[Record]:
             if not isinstance(fields, dict):
                 raise DataError("expected one JSON object per line", path, number)
             yield Record(fields, str(path), number)
+
+
+CONLL_SUFFIXES = (".txt", ".conll", ".conllx", ".gold_conll", ".bio", ".iob")
+
+
+def _read_conll(path: Path) -> Iterator[Record]:
+    """One record per sentence of a CoNLL column file: ``rows`` (split columns) and their ``lines``.
+
+    Blank lines end a sentence; ``-DOCSTART-`` lines and ``#`` comments (CoNLL-2012) are skipped.
+    """
+    rows: list[list[str]] = []
+    lines: list[int] = []
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            cells = line.split()
+            if cells and (cells[0] == "-DOCSTART-" or line.startswith("#")):
+                continue
+            if cells:
+                rows.append(cells)
+                lines.append(number)
+            elif rows:
+                yield Record({"rows": rows, "lines": lines}, str(path), lines[0])
+                rows, lines = [], []
+    if rows:
+        yield Record({"rows": rows, "lines": lines}, str(path), lines[0])
 
 
 def _read_delimited(path: Path, delimiter: str, given_header: tuple[str, ...] | None = None) -> Iterator[Record]:

@@ -1,0 +1,201 @@
+"""Sequence labelling: CoNLL readers, tag schemes, windows (no silent truncation), metrics, SRL."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+from conftest import FAMILIES, WORDS, tiny_backbone
+
+from ptuning import pipeline
+from ptuning.errors import DataError
+from ptuning.model import MethodConfig, PTuningModel
+from ptuning.tasks import get_task, load_records, schemes
+from ptuning.tasks.tagging import brackets_to_bio
+from ptuning.train import TrainConfig
+
+IOB1_DOC = """-DOCSTART- -X- -X- O
+
+the DT B-NP O
+good JJ I-NP I-PER
+cast NN I-NP I-PER
+bad JJ I-NP B-PER
+film NN I-NP I-LOC
+. . O O
+
+plot NN B-NP I-ORG
+was VB B-VP O
+dull JJ B-ADJP I-MISC
+"""
+
+
+def write_conll(directory, text=IOB1_DOC, repeat: int = 6):
+    directory.mkdir(parents=True, exist_ok=True)
+    for name in ("train.txt", "dev.txt", "test.txt"):
+        (directory / name).write_text(text * (repeat if name == "train.txt" else 1))
+    return directory
+
+
+def test_schemes_round_trip():
+    iob2 = ["B-PER", "I-PER", "B-PER", "O", "B-LOC", "B-ORG", "I-ORG"]
+    for scheme, tags in {
+        "iob1": ["I-PER", "I-PER", "B-PER", "O", "I-LOC", "I-ORG", "I-ORG"],
+        "bioes": ["B-PER", "E-PER", "S-PER", "O", "S-LOC", "B-ORG", "E-ORG"],
+        "bilou": ["B-PER", "L-PER", "U-PER", "O", "U-LOC", "B-ORG", "L-ORG"],
+        "iob2": iob2,
+    }.items():
+        assert schemes.detect([tags]) == scheme
+        assert schemes.to_iob2(tags, scheme) == iob2
+        assert schemes.from_iob2(iob2, scheme) == tags
+    assert schemes.repair(["O", "I-PER", "I-LOC", "B-ORG", "I-ORG"]) == ["O", "B-PER", "B-LOC", "B-ORG", "I-ORG"]
+
+
+def test_reader_skips_docstart_and_normalises_iob1(tmp_path):
+    task = get_task("conll03")
+    examples = task.records_to_examples(load_records(task.files, write_conll(tmp_path), "validation"), labelled=True)
+    assert [len(e.texts) for e in examples] == [6, 3]
+    assert examples[0].label == ["O", "B-PER", "I-PER", "B-PER", "B-LOC", "O"]
+    assert examples[0].extra["scheme"] == "iob1" and examples[0].extra["lines"][0] == 3
+
+
+def test_bad_conll_lines_name_file_and_line(tmp_path):
+    task = get_task("conll03")
+    (tmp_path / "dev.txt").write_text("good B-PER\nfilm\n")
+    with pytest.raises(DataError, match=r"dev.txt:2: expected at least"):
+        task.records_to_examples(load_records(task.files, tmp_path, "validation"), labelled=True)
+    (tmp_path / "dev.txt").write_text("good B-CITY\n")
+    with pytest.raises(DataError, match=r"dev.txt:1: unknown tag 'B-CITY'"):
+        task.records_to_examples(load_records(task.files, tmp_path, "validation"), labelled=True)
+
+
+def _tokenizer(tiny_bert_dir):
+    from ptuning.backbones import load_backbone
+
+    return load_backbone(str(tiny_bert_dir))[1]
+
+
+def test_every_word_gets_exactly_one_prediction(tiny_bert_dir):
+    """No silent truncation: long sentences are windowed and each word is owned by one window."""
+    task = get_task("token-classification").with_options(labels=["O", "B-X", "I-X"])
+    tokenizer = _tokenizer(tiny_bert_dir)
+    rng = random.Random(0)
+    from ptuning.tasks.base import Example
+
+    for n in [1, 5, 29, 30, 31, 64, 200, 513]:
+        words = [rng.choice(WORDS) for _ in range(n)]
+        example = Example(tuple(words), ["O"] * n, extra={"scheme": "iob2", "lines": None, "predicate": None})
+        features = task.featurize([example], tokenizer, max_length=16)
+        assert all(len(f["input_ids"]) <= 16 for f in features)
+        owned = sorted(word for _, positions in example.extra["windows"] for _, word in positions)
+        assert owned == list(range(n))
+        logits = torch.zeros(len(features), 16, 3)
+        assert len(task.decode(logits, example)) == n
+
+
+def test_entity_metrics_match_conlleval_by_hand(tiny_bert_dir):
+    """Gold: [PER good cast] [PER bad] [LOC film]; predicted: boundary error on the first, the rest right,
+    plus a spurious ORG. conlleval: precision 2/4, recall 2/3, F1 = 4/7."""
+    task = get_task("conll03")
+    tokenizer = _tokenizer(tiny_bert_dir)
+    from ptuning.tasks.base import Example
+
+    words = ["the", "good", "cast", "bad", "film", "."]
+    gold = ["O", "B-PER", "I-PER", "B-PER", "B-LOC", "O"]
+    predicted = ["B-ORG", "B-PER", "O", "B-PER", "B-LOC", "O"]
+    example = Example(tuple(words), gold, extra={"scheme": "iob2", "lines": None, "predicate": None})
+    features = task.featurize([example], tokenizer, 32)
+    logits = torch.full((1, len(features[0]["input_ids"]), len(task.labels)), -5.0)
+    for pos, word in example.extra["windows"][0][1]:
+        logits[0, pos, task.labels.index(predicted[word])] = 5.0
+    scores = task.evaluate(logits, [example])
+    assert scores["precision"] == pytest.approx(2 / 4)
+    assert scores["recall"] == pytest.approx(2 / 3)
+    assert scores["f1"] == pytest.approx(2 * 0.5 * (2 / 3) / (0.5 + 2 / 3))
+    assert scores["f1_LOC"] == pytest.approx(1.0) and scores["f1_ORG"] == 0.0
+
+
+@pytest.mark.parametrize("method", ["ptv2", "prompt-tuning", "ptv1", "finetune", "linear-probe"])
+def test_train_eval_predict_conll(tmp_path, tiny_bert_dir, method):
+    data = write_conll(tmp_path / "conll")
+    out = tmp_path / "out"
+    summary = pipeline.train(
+        pipeline.TrainRequest(
+            task="conll03",
+            data=str(data),
+            output=out,
+            model=str(tiny_bert_dir),
+            method=MethodConfig(method, 3),
+            train=TrainConfig(epochs=1, lr=1e-2, batch_size=4),
+            max_length=12,  # forces windows
+        )
+    )
+    assert {"f1", "precision", "recall"} <= set(summary["best"])
+    test = pipeline.evaluate(out, str(data), split="test")
+    assert test["f1"] == pytest.approx(summary["best"]["f1"])
+    written = tmp_path / "pred.txt"
+    pipeline.predict(out, data / "test.txt", written)
+    source, result = (data / "test.txt").read_text().splitlines(), written.read_text().splitlines()
+    assert len(source) == len(result)
+    for before, after in zip(source, result, strict=True):
+        if not before.strip() or before.startswith("-DOCSTART-"):
+            assert after == before
+        else:
+            assert after.startswith(before.rstrip() + " ") and after.split()[-1][0] in "OBI"
+
+
+SRL_DOC = """the - (A0* *
+cast - *) *
+hit hit (V*) *
+the - (A1* *
+film - *) (A0*
+that - * *)
+ended end * (V*)
+"""
+
+
+def test_srl_reader_one_instance_per_predicate_and_v_excluded(tmp_path, tiny_bert_dir):
+    assert brackets_to_bio(["(A0*", "*)", "(V*)", "(A1*", "*)", "*", "*"]) == [
+        "B-A0",
+        "I-A0",
+        "B-V",
+        "B-A1",
+        "I-A1",
+        "O",
+        "O",
+    ]
+    data = tmp_path / "srl"
+    data.mkdir()
+    for name in ("train.txt", "dev.txt"):
+        (data / name).write_text(SRL_DOC + "\n" + SRL_DOC)
+    task = get_task("conll05")
+    examples = task.records_to_examples(load_records(task.files, data, "validation"), labelled=True)
+    assert len(examples) == 4 and [e.extra["predicate"] for e in examples[:2]] == [2, 6]
+    summary = pipeline.train(
+        pipeline.TrainRequest(
+            task="conll05",
+            data=str(data),
+            output=tmp_path / "out",
+            model=str(tiny_bert_dir),
+            method=MethodConfig("ptv2", 3),
+            train=TrainConfig(epochs=1, batch_size=2),
+            max_length=32,
+        )
+    )
+    assert "f1_V" not in summary["best"] and "f1_A0" in summary["best"]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_token_head_on_every_backbone_family(family, tiny_bert_dir, tmp_path):
+    task = get_task("conll03")
+    tokenizer = _tokenizer(tiny_bert_dir)
+    examples = task.records_to_examples(load_records(task.files, write_conll(tmp_path), "validation"), labelled=True)
+    batch = task.collator(tokenizer)(task.featurize(examples, tokenizer, 8))
+    labels = batch.pop("labels")
+    if family in ("gpt2", "llama", "qwen2", "modernbert"):
+        batch.pop("token_type_ids", None)
+    model = PTuningModel(tiny_backbone(family), MethodConfig("ptv2", 2), task.build_head(32, "cls"))
+    logits = model(**batch)
+    assert logits.shape[:2] == labels.shape
+    task.loss(logits, labels).backward()
+    assert model.prefix_encoder.embedding.weight.grad.abs().sum() > 0
