@@ -199,3 +199,35 @@ def test_token_head_on_every_backbone_family(family, tiny_bert_dir, tmp_path):
     assert logits.shape[:2] == labels.shape
     task.loss(logits, labels).backward()
     assert model.prefix_encoder.embedding.weight.grad.abs().sum() > 0
+
+
+def test_pool_mixes_tagging_with_classification(tmp_path, tiny_bert_dir, sst2_dir):
+    from ptuning import artifact
+    from ptuning.serve.pool import PromptPool
+
+    data = write_conll(tmp_path / "conll")
+    for task, source in (("conll03", data), ("sst2", sst2_dir)):
+        pipeline.train(
+            pipeline.TrainRequest(
+                task=task,
+                data=str(source),
+                output=tmp_path / f"out-{task}",
+                model=str(tiny_bert_dir),
+                method=MethodConfig("ptv2", 2 if task == "sst2" else 4),
+                train=TrainConfig(epochs=1, batch_size=4),
+                max_length=10,
+            )
+        )
+    pool = PromptPool.from_artifact(tmp_path / "out-conll03")
+    pool.load(tmp_path / "out-conll03", "ner")
+    pool.load(tmp_path / "out-sst2", "sentiment")
+    sentence = ["the", "good", "cast", "and", "the", "bad", "film", "the", "plot", "was", "dull", "."] * 2
+    rows = [("ner", pool.to_example("ner", sentence)), ("sentiment", pool.to_example("sentiment", "good film"))]
+    mixed = pool.predict(rows)
+    assert len(mixed[0]["tags"]) == len(sentence)  # windows (max length 10) reassembled
+    model, tokenizer, task, meta = artifact.load_artifact(tmp_path / "out-conll03")
+    example = task.example_from_input(sentence)
+    features = task.featurize([example], tokenizer, meta["max_length"])
+    alone = task.predictions(pipeline.predict_logits(model, features, task.collator(tokenizer), 8), [example])[0]
+    assert mixed[0]["tags"] == alone["tags"]
+    assert mixed[1]["label"] in ("0", "1")

@@ -148,12 +148,13 @@ class PromptPool:
             loaded = [self.get(name) for name, _ in rows]
             units: list[tuple[int, dict]] = []  # (row, features of one sequence)
             for i, (p, (_, example)) in enumerate(zip(loaded, rows, strict=True)):
-                features = p.task.featurize([example], self.tokenizer, p.token_budget)[0]
-                features.pop("labels", None)
-                if isinstance(features["input_ids"][0], list):  # choices: one unit each
-                    units += [(i, {k: v[c] for k, v in features.items()}) for c in range(len(features["input_ids"]))]
-                else:
-                    units.append((i, features))
+                for features in p.task.featurize([example], self.tokenizer, p.token_budget):  # tagging: windows
+                    features.pop("labels", None)
+                    if isinstance(features["input_ids"][0], list):  # choices: one unit each
+                        n = len(features["input_ids"])
+                        units += [(i, {k: v[c] for k, v in features.items()}) for c in range(n)]
+                    else:
+                        units.append((i, features))
             scores: list[torch.Tensor | None] = [None] * len(units)
             self._run([u for u, (i, _) in enumerate(units) if loaded[i].prefix is not None], units, loaded, scores)
             by_task: dict[str, list[int]] = defaultdict(list)
@@ -168,10 +169,12 @@ class PromptPool:
             results = []
             for i, (p, (_, example)) in enumerate(zip(loaded, rows, strict=True)):
                 parts = per_row[i]
-                logits = (
-                    torch.cat(parts).view(1, -1) if len(parts) > 1 or p.task.family == "multiple-choice" else parts[0]
-                )
-                results.append(p.task.predictions(logits.view(1, -1), [example])[0])
+                if p.task.family == "tagging":  # (windows, L, tags), windows padded to one length
+                    longest = max(x.shape[0] for x in parts)
+                    logits = torch.stack([nn.functional.pad(x, (0, 0, 0, longest - x.shape[0])) for x in parts])
+                else:
+                    logits = torch.cat(parts).view(1, -1)  # (1, labels) or (1, choices)
+                results.append(p.task.predictions(logits, [example])[0])
             return results
 
     def _run(self, members: list[int], units, loaded, scores) -> None:
