@@ -231,3 +231,102 @@ def test_pool_mixes_tagging_with_classification(tmp_path, tiny_bert_dir, sst2_di
     alone = task.predictions(pipeline.predict_logits(model, features, task.collator(tokenizer), 8), [example])[0]
     assert mixed[0]["tags"] == alone["tags"]
     assert mixed[1]["label"] in ("0", "1")
+
+
+LABELS = ("O", "B-A", "I-A", "B-B", "I-B")
+
+
+def _valid(tags: list[str]) -> bool:
+    return schemes.repair(tags) == tags
+
+
+def _path_score(start, trans, end, emissions, seq) -> float:
+    """Score of one tag path, written out term by term: emissions ``(N, T)``."""
+    total = start[seq[0]] + emissions[0, seq[0]] + end[seq[-1]]
+    for i in range(1, len(seq)):
+        total = total + trans[seq[i - 1], seq[i]] + emissions[i, seq[i]]
+    return total
+
+
+def test_crf_viterbi_is_the_best_valid_path_and_never_invalid():
+    import itertools
+
+    from ptuning.crf import CRF
+
+    torch.manual_seed(0)
+    crf = CRF(LABELS)
+    with torch.no_grad():
+        crf.transitions.normal_()
+        crf.start.normal_()
+        crf.end.normal_()
+    for _ in range(30):
+        emissions = torch.randn(1, 4, len(LABELS)) * 3
+        mask = torch.tensor([[True, True, False, True]])  # position 2 is not a word start
+        path = crf.viterbi(emissions, mask)[0].tolist()
+        assert path[2] == -1
+        tags = [LABELS[i] for i in path if i >= 0]
+        assert _valid(tags)
+        with torch.no_grad():
+            start, trans = crf._scores()
+            em = emissions[0, [0, 1, 3]]
+            paths = list(itertools.product(range(len(LABELS)), repeat=3))
+            best = max(paths, key=lambda seq: float(_path_score(start, trans, crf.end, em, seq)))
+        assert [LABELS[i] for i in best] == tags
+
+
+def test_crf_likelihood_matches_brute_force():
+    import itertools
+
+    from ptuning.crf import CRF
+
+    torch.manual_seed(1)
+    crf = CRF(LABELS)
+    emissions = torch.randn(1, 3, len(LABELS))
+    tags = torch.tensor([[1, 2, 0]])
+    mask = torch.ones(1, 3, dtype=torch.bool)
+    start, trans = crf._scores()
+    scores = [_path_score(start, trans, crf.end, emissions[0], s) for s in itertools.product(range(5), repeat=3)]
+    log_z = torch.logsumexp(torch.stack(scores), 0)
+    gold = _path_score(start, trans, crf.end, emissions[0], [1, 2, 0])
+    assert crf.nll(emissions, tags, mask).item() == pytest.approx((log_z - gold).item(), abs=1e-4)
+
+
+def test_train_with_crf_and_predict(tmp_path, tiny_bert_dir):
+    data = write_conll(tmp_path / "conll")
+    out = tmp_path / "out"
+    summary = pipeline.train(
+        pipeline.TrainRequest(
+            task="conll03",
+            data=str(data),
+            output=out,
+            model=str(tiny_bert_dir),
+            method=MethodConfig("ptv2", 3),
+            train=TrainConfig(epochs=2, lr=1e-2, batch_size=4),
+            max_length=12,
+            task_options={"crf": True},
+        )
+    )
+    assert summary["history"][-1]["train_loss"] > 0
+    assert pipeline.evaluate(out, str(data))["f1"] == pytest.approx(summary["best"]["f1"])
+    pipeline.predict(out, data / "test.txt", tmp_path / "pred.txt")
+    predicted = [
+        line.split()[-1]
+        for line in (tmp_path / "pred.txt").read_text().splitlines()
+        if line.strip() and not line.startswith("-DOCSTART-")
+    ]
+    assert len(predicted) == 9
+
+
+def test_crf_flag_is_refused_for_classification(tmp_path, sst2_dir, tiny_bert_dir):
+    from ptuning.errors import PTuningError
+
+    with pytest.raises(PTuningError, match="--crf applies to tagging"):
+        pipeline.train(
+            pipeline.TrainRequest(
+                task="sst2",
+                data=str(sst2_dir),
+                output=tmp_path / "o",
+                model=str(tiny_bert_dir),
+                task_options={"crf": True},
+            )
+        )

@@ -58,6 +58,7 @@ def train(
     text_pair_column: Optional[str] = typer.Option(None, help="text-classification: the second text column."),
     label_column: Optional[str] = typer.Option(None, help="text-classification: the label column."),
     labels: Optional[str] = typer.Option(None, help="token-classification: comma-separated tag set (else from data)."),
+    crf: bool = typer.Option(False, help="Tagging tasks: a CRF layer (IOB2-constrained Viterbi) on the token head."),
     resume: bool = typer.Option(False, help="Continue from OUTPUT/checkpoint (optimizer, scheduler, RNG)."),
     overwrite: bool = typer.Option(False, help="Replace a non-empty OUTPUT."),
 ) -> None:
@@ -103,6 +104,7 @@ def train(
             "text_pair_column": text_pair_column,
             "label_column": label_column,
             "labels": labels.split(",") if labels else None,
+            "crf": crf or None,
         },
         overwrite=overwrite,
     )

@@ -74,6 +74,8 @@ def _check_output(output: Path, resume: bool, overwrite: bool) -> None:
 
 def train(request: TrainRequest) -> dict:
     task = get_task(request.task, **request.task_options)
+    if request.task_options.get("crf") and task.family != "tagging":
+        raise PTuningError(f"--crf applies to tagging tasks, not to {task.name} ({task.family})")
     train_records = load_records(task.files, request.data, "train")
     eval_records = load_records(task.files, request.data, "validation")
     if hasattr(task, "with_labels_from"):

@@ -176,6 +176,7 @@ def train(
         f"method {unwrapped.config.method}: {n_train:,} trainable parameters "
         f"({100 * n_train / n_backbone:.3f}% of the {n_backbone:,}-parameter backbone); lr {lr:g}"
     )
+    loss_fn = getattr(unwrapped.head, "loss", None) or task.loss  # a CRF head scores whole sequences
     log = JsonlLog(output_dir, main)
     metric = task.main_metric
     started = time.perf_counter() - loop["elapsed_s"]
@@ -223,7 +224,7 @@ def train(
         for batch in bar:
             labels = batch.pop("labels")
             with accelerator.accumulate(model):
-                loss = task.loss(model(**batch), labels)
+                loss = loss_fn(model(**batch), labels)
                 accelerator.backward(loss)
                 if accelerator.sync_gradients:
                     accelerator.clip_grad_norm_([p for _, p in trainable], config.max_grad_norm)

@@ -37,6 +37,35 @@ class TokenClassificationHead(nn.Module):
         return self.classifier(self.dropout(hidden))  # (B, L, tags)
 
 
+class CRFTokenClassificationHead(TokenClassificationHead):
+    """Token head with a constrained CRF: trained by its log-likelihood, decoded by Viterbi.
+
+    In eval mode the returned scores are the emissions with the Viterbi path
+    lifted far above them at the ``word_mask`` positions, so an argmax reads the path.
+    """
+
+    def __init__(self, hidden_size: int, labels: tuple[str, ...], dropout: float = 0.1) -> None:
+        super().__init__(hidden_size, len(labels), dropout)
+        from ..crf import CRF
+
+        self.crf = CRF(labels)
+
+    def forward(self, hidden, attention_mask, word_mask=None, **_) -> torch.Tensor:
+        emissions = super().forward(hidden, attention_mask)  # (B, L, tags)
+        if self.training:
+            # touch the CRF parameters inside forward so data-parallel wrappers see them used
+            touch = self.crf.transitions.sum() + self.crf.start.sum() + self.crf.end.sum()
+            return emissions + 0.0 * touch
+        if word_mask is None:
+            return emissions
+        path = self.crf.viterbi(emissions, word_mask.bool())  # (B, L), -1 elsewhere
+        lifted = nn.functional.one_hot(path.clamp(min=0), emissions.shape[-1]).to(emissions.dtype) * 1e4
+        return torch.where((path >= 0)[..., None], emissions + lifted, emissions)
+
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return self.crf.nll(logits, labels, labels != IGNORE)
+
+
 def brackets_to_bio(column: list[str]) -> list[str]:
     """CoNLL-2005/2012 argument brackets (``(A0*``, ``*``, ``*)``, ``(V*)``) to BIO tags."""
     tags, current = [], None
@@ -73,6 +102,7 @@ class TaggingTask:
     first_arg_column: int = 11
     last_arg_column: int = -1
     stride: int = 32
+    crf: bool = False
     metric_names: tuple[str, ...] = ("f1", "precision", "recall")
     family: str = "tagging"
 
@@ -199,19 +229,22 @@ class TaggingTask:
                 )
                 word_ids = encoded.word_ids()
                 segments = encoded.sequence_ids()
-                positions, labels, previous = [], [], None
+                positions, labels, word_mask, previous = [], [], [], None
                 for pos, (word, segment) in enumerate(zip(word_ids, segments, strict=True)):
-                    label = IGNORE
+                    label, owned = IGNORE, 0
                     if word is not None and segment == 0 and word != previous:
                         absolute = start + word
                         if owners[absolute] == w:
                             positions.append((pos, absolute))
+                            owned = 1
                             if example.label is not None:
                                 label = index[example.label[absolute]]
                     previous = word if segment == 0 else None
                     labels.append(label)
+                    word_mask.append(owned)
                 example.extra["windows"].append((len(features), positions))
                 row = {k: encoded[k] for k in encoded.keys()}
+                row["word_mask"] = word_mask
                 if example.label is not None:
                     row["labels"] = labels
                 features.append(row)
@@ -221,6 +254,8 @@ class TaggingTask:
         return pad_collate(tokenizer)
 
     def build_head(self, hidden_size: int, pooling: str) -> nn.Module:
+        if self.crf:
+            return CRFTokenClassificationHead(hidden_size, self.labels)
         return TokenClassificationHead(hidden_size, len(self.labels))
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
