@@ -19,6 +19,7 @@ CASES = [  # task, directory, split, examples in the official release
     ("copa", "superglue/copa", "train", 400),
     ("wsc", "superglue/wsc", "validation", 104),
     ("multirc", "superglue/multirc", "validation", 4848),  # answer options of 83 paragraphs
+    ("squad", "squad/v1.1", "validation", 10570),
 ]
 
 
@@ -28,5 +29,8 @@ def test_official_files_read_completely(task_name, directory, split, count):
     task = get_task(task_name)
     examples = task.records_to_examples(load_records(task.files, SHARED / directory, split), labelled=True)
     assert len(examples) == count
+    if task_name == "squad":
+        assert all(e.label["text"] for e in examples)
+        return
     labels = {e.label for e in examples}
     assert labels == ({0, 1} if task_name == "copa" else set(task.labels))

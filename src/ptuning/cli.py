@@ -37,7 +37,9 @@ def train(
     ),
     batch_size: int = typer.Option(16, help="Training batch size (per process)."),
     eval_batch_size: int = typer.Option(64, help="Evaluation batch size."),
-    max_length: int = typer.Option(128, help="Maximum tokens per input (deep prompts take none of these)."),
+    max_length: Optional[int] = typer.Option(
+        None, help="Maximum tokens per input (default 384 for QA, else 128; deep prompts take none of these)."
+    ),
     max_train_samples: Optional[int] = typer.Option(None, help="Use only the first N training examples."),
     max_eval_samples: Optional[int] = typer.Option(None, help="Use only the first N evaluation examples."),
     seed: int = typer.Option(42, help="Random seed."),
@@ -59,6 +61,10 @@ def train(
     label_column: Optional[str] = typer.Option(None, help="text-classification: the label column."),
     labels: Optional[str] = typer.Option(None, help="token-classification: comma-separated tag set (else from data)."),
     crf: bool = typer.Option(False, help="Tagging tasks: a CRF layer (IOB2-constrained Viterbi) on the token head."),
+    doc_stride: Optional[int] = typer.Option(None, help="QA: tokens between context windows (default 128)."),
+    split_by_article: Optional[float] = typer.Option(
+        None, help="QA: split ONE SQuAD file into train/eval by article title; FRACTION of articles held out."
+    ),
     resume: bool = typer.Option(False, help="Continue from OUTPUT/checkpoint (optimizer, scheduler, RNG)."),
     overwrite: bool = typer.Option(False, help="Replace a non-empty OUTPUT."),
 ) -> None:
@@ -105,6 +111,8 @@ def train(
             "label_column": label_column,
             "labels": labels.split(",") if labels else None,
             "crf": crf or None,
+            "doc_stride": doc_stride,
+            "split_by_article": split_by_article,
         },
         overwrite=overwrite,
     )

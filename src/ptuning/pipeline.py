@@ -16,7 +16,7 @@ from .errors import DataError, PTuningError
 from .heads import POOLINGS
 from .model import MethodConfig, PTuningModel
 from .tasks import get_task, load_records
-from .tasks.readers import CONLL_SUFFIXES, read_records
+from .tasks.readers import read_records
 from .train import TrainConfig, predict_logits
 from .train import train as run_loop
 
@@ -29,7 +29,7 @@ class TrainRequest:
     model: str | None = None
     method: MethodConfig = field(default_factory=MethodConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
-    max_length: int = 128
+    max_length: int | None = None  # None: the task's default (384 for QA, 128 otherwise)
     max_train_samples: int | None = None
     max_eval_samples: int | None = None
     pooling: str = "auto"
@@ -76,8 +76,12 @@ def train(request: TrainRequest) -> dict:
     task = get_task(request.task, **request.task_options)
     if request.task_options.get("crf") and task.family != "tagging":
         raise PTuningError(f"--crf applies to tagging tasks, not to {task.name} ({task.family})")
-    train_records = load_records(task.files, request.data, "train")
-    eval_records = load_records(task.files, request.data, "validation")
+    if getattr(task, "split_by_article", None) is not None:  # one SQuAD file, split by article title
+        pooled = load_records(task.files, request.data, "validation")
+        train_records, eval_records = task.select_split(pooled, "train"), task.select_split(pooled, "validation")
+    else:
+        train_records = load_records(task.files, request.data, "train")
+        eval_records = load_records(task.files, request.data, "validation")
     if hasattr(task, "with_labels_from"):
         task = task.with_labels_from(train_records)
     train_examples = task.records_to_examples(train_records, labelled=True)[: request.max_train_samples]
@@ -91,11 +95,12 @@ def train(request: TrainRequest) -> dict:
     from accelerate.utils import set_seed
 
     set_seed(request.train.seed)  # the head and prompt initialisation depend on it
+    max_length = request.max_length or getattr(task, "default_max_length", 128)
     backbone, tokenizer, name = backbones.load_backbone(request.model)
     fingerprint = backbones.fingerprint(backbone)
     pooling = _pooling(request.pooling, backbone, name)
     model = PTuningModel(backbone, request.method, task.build_head(backbone.config.hidden_size, pooling))
-    budget = _token_budget(request.max_length, model)
+    budget = _token_budget(max_length, model)
     train_features = task.featurize(train_examples, tokenizer, budget)
     eval_features = task.featurize(eval_examples, tokenizer, budget)
     _check_output(output, request.train.resume, request.overwrite)
@@ -108,7 +113,7 @@ def train(request: TrainRequest) -> dict:
             task=task,
             backbone_name=name,
             backbone_fingerprint=fingerprint,
-            max_length=request.max_length,
+            max_length=max_length,
             pooling=pooling,
         )
 
@@ -125,7 +130,7 @@ def train(request: TrainRequest) -> dict:
     )
     if summary.get("interrupted"):
         return summary
-    summary.update(task=task.name, method=request.method.to_dict(), backbone=name, max_length=request.max_length)
+    summary.update(task=task.name, method=request.method.to_dict(), backbone=name, max_length=max_length)
     summary["pooling"] = pooling
     summary["artifact_bytes"] = artifact_size(output)
     artifact.atomic_write_json(output / "metrics.json", summary)
@@ -141,7 +146,10 @@ def evaluate(
     artifact_dir: Path, data: str, split: str = "validation", model_name: str | None = None, batch_size: int = 64
 ) -> dict:
     model, tokenizer, task, meta = artifact.load_artifact(artifact_dir, model_name=model_name)
-    examples = task.records_to_examples(load_records(task.files, data, split), labelled=True)
+    records = load_records(task.files, data, "validation" if getattr(task, "split_by_article", None) else split)
+    if hasattr(task, "select_split"):
+        records = task.select_split(records, split)
+    examples = task.records_to_examples(records, labelled=True)
     features = task.featurize(examples, tokenizer, _token_budget(meta["max_length"], model))
     logits = predict_logits(model, features, task.collator(tokenizer), batch_size)
     return {"task": task.name, "split": split, "examples": len(examples), **task.evaluate(logits, examples)}
@@ -158,7 +166,7 @@ def predict(
     features = task.featurize(examples, tokenizer, _token_budget(meta["max_length"], model))
     logits = predict_logits(model, features, task.collator(tokenizer), batch_size)
     rows = task.predictions(logits, examples)
-    if hasattr(task, "write_predictions") and input_file.suffix.lower() in CONLL_SUFFIXES:
+    if hasattr(task, "write_predictions"):  # CoNLL files for tagging, the official answer map for QA
         text = task.write_predictions(rows, examples, input_file, output_file)
     else:
         text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)

@@ -83,6 +83,8 @@ class PromptPool:
         if config.method == "finetune":
             raise PTuningError(f"{path}: a fine-tuned model carries its own backbone; serve it on its own")
         task = get_task(meta["task"]["name"]).from_state(meta["task"])
+        if task.family == "qa":
+            raise PTuningError(f"{path}: question-answering artifacts are not served by the pool yet")
         head = task.build_head(self.model.backbone.config.hidden_size, meta["pooling"])
         head.load_state_dict(artifact.head_state(tensors))
         head.to(self.device).eval()

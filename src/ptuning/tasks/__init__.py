@@ -7,6 +7,7 @@ from .base import DataFiles, Example, Task, load_records
 from .classification import ClassificationTask
 from .multiple_choice import MultipleChoiceTask
 from .multirc import MultiRCTask
+from .qa import QATask
 from .record import RecordTask
 from .spans import SpanClassificationTask
 from .tagging import TaggingTask
@@ -261,6 +262,25 @@ TASKS: dict[str, Task] = {
                 validation=("dev.txt", "dev.conll", "validation.txt"),
                 test=("test.txt", "test.conll"),
             ),
+        ),
+        QATask(
+            name="squad",
+            description="SQuAD 1.1 extractive QA (EM, F1); also generic JSONL id/question/context/answers",
+            files=DataFiles(
+                train=("train-v1.1.json", "train.jsonl"),
+                validation=("dev-v1.1.json", "validation.jsonl"),
+                hub=("squad", None),
+            ),
+        ),
+        QATask(
+            name="squad_v2",
+            description="SQuAD 2.0: unanswerable questions, null-score threshold tuned on the eval set",
+            files=DataFiles(
+                train=("train-v2.0.json", "train.jsonl"),
+                validation=("dev-v2.0.json", "validation.jsonl"),
+                hub=("squad_v2", None),
+            ),
+            version_2=True,
         ),
         ClassificationTask(
             name="text-classification",

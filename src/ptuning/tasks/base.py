@@ -144,7 +144,8 @@ def pad_collate(tokenizer, label_dtype: torch.dtype = torch.long):
                 batch[key] = torch.tensor(pad_rows([f[key] for f in features], value, length))
         if "labels" in features[0]:
             labels = [f["labels"] for f in features]
-            if isinstance(labels[0], list):  # per-token labels: pad with the ignore index
+            if isinstance(labels[0], list) and all(len(f["labels"]) == len(f["input_ids"]) for f in features):
+                # per-token labels: pad with the ignore index
                 width = batch["input_ids"].shape[-1]
                 labels = pad_rows(labels, -100, width)
             batch["labels"] = torch.tensor(labels, dtype=label_dtype)

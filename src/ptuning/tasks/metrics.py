@@ -97,6 +97,8 @@ def token_f1(prediction: str, gold: str) -> float:
     from collections import Counter
 
     pred, ref = normalize_answer(prediction).split(), normalize_answer(gold).split()
+    if not pred or not ref:  # as the official SQuAD 2.0 script: two empty answers agree fully
+        return float(pred == ref)
     common = sum((Counter(pred) & Counter(ref)).values())
     if common == 0:
         return 0.0

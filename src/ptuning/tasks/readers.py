@@ -41,7 +41,9 @@ def read_records(path: str | os.PathLike, header: tuple[str, ...] | None = None)
     if not path.is_file():
         raise DataError("file not found", path)
     suffix = path.suffix.lower()
-    if suffix in (".jsonl", ".json"):
+    if suffix == ".json" and _is_squad(path):
+        records = _read_squad(json.loads(path.read_text(encoding="utf-8"))["data"], path)
+    elif suffix in (".jsonl", ".json"):
         records = list(_read_jsonl(path))
     elif suffix in (".tsv", ".csv"):
         records = list(_read_delimited(path, "\t" if suffix == ".tsv" else ",", header))
@@ -51,6 +53,40 @@ def read_records(path: str | os.PathLike, header: tuple[str, ...] | None = None)
         raise DataError("unsupported file type; use .jsonl, .tsv, .csv or a CoNLL .txt/.conll file", path)
     if not records:
         raise DataError("the file holds no examples (empty split)", path)
+    return records
+
+
+def _is_squad(path: Path) -> bool:
+    """A whole-file JSON object with a ``data`` list (the SQuAD layout), not one object per line."""
+    with path.open(encoding="utf-8") as handle:
+        first = handle.readline()
+    try:
+        obj = json.loads(first)
+    except json.JSONDecodeError:  # an object spread over lines: a whole-file JSON document
+        return first.lstrip().startswith("{")
+    return isinstance(obj, dict) and isinstance(obj.get("data"), list)
+
+
+def _read_squad(data: list, path: Path) -> list[Record]:
+    """One record per question of an official SQuAD JSON file (``data`` -> paragraphs -> qas)."""
+    records = []
+    for article in data:
+        for p, paragraph in enumerate(article.get("paragraphs", [])):
+            for qa in paragraph.get("qas", []):
+                fields = {
+                    "id": qa.get("id"),
+                    "title": article.get("title", ""),
+                    "question": qa.get("question"),
+                    "context": paragraph.get("context"),
+                    "answers": {
+                        "text": [a["text"] for a in qa.get("answers", [])],
+                        "answer_start": [a["answer_start"] for a in qa.get("answers", [])],
+                    },
+                    "is_impossible": bool(qa.get("is_impossible", False)),
+                }
+                records.append(Record(fields, str(path), p + 1))
+    if not records:
+        raise DataError("the file holds no questions", path)
     return records
 
 

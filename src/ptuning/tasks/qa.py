@@ -1,0 +1,266 @@
+"""Extractive question answering: SQuAD 1.1 and 2.0.
+
+Contexts longer than ``max_length`` are cut into windows ``doc_stride`` tokens
+apart (the question is kept whole in every window, up to ``max_question_tokens``).
+A span head scores start and end per token; post-processing follows the
+reference implementations: the ``n_best`` starts and ends of every window,
+answers at most ``max_answer_length`` tokens, mapped back through the
+tokenizer's offsets to the exact context substring, best over windows. For
+SQuAD 2.0 the null answer is scored at the first token and a null-score
+threshold, tuned on the evaluation set, is stored with the task.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..errors import DataError, InputError
+from . import metrics
+from .base import DataFiles, Example, pad_collate
+from .readers import Record
+
+
+class SpanHead(nn.Module):
+    """Start and end logits for every token."""
+
+    def __init__(self, hidden_size: int) -> None:
+        super().__init__()
+        self.qa_outputs = nn.Linear(hidden_size, 2)
+
+    def forward(self, hidden: torch.Tensor, attention_mask: torch.Tensor, **_) -> torch.Tensor:
+        logits = self.qa_outputs(hidden)  # (B, L, 2)
+        return logits.masked_fill(~attention_mask.bool()[..., None], -1e4)
+
+
+def in_held_out(title: str, fraction: float) -> bool:
+    """Whether an article goes to the evaluation side of a split by article title (stable hash)."""
+    value = int(hashlib.sha256(title.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+    return value < fraction
+
+
+@dataclass
+class QATask:
+    name: str
+    description: str
+    files: DataFiles
+    version_2: bool = False
+    doc_stride: int = 128
+    max_answer_length: int = 30
+    n_best: int = 20
+    max_question_tokens: int = 64
+    null_threshold: float = 0.0
+    split_by_article: float | None = None
+    family: str = "qa"
+
+    @property
+    def metric_names(self) -> tuple[str, ...]:
+        return ("f1", "exact", "HasAns_f1", "NoAns_exact") if self.version_2 else ("f1", "exact")
+
+    @property
+    def main_metric(self) -> str:
+        return "f1"
+
+    @property
+    def data_format(self) -> str:
+        files = "/".join(self.files.train + self.files.validation)
+        return f"{files}: official SQuAD JSON (data -> paragraphs -> qas), or JSONL id/question/context/answers"
+
+    def with_options(self, **options) -> QATask:
+        changes = {k: options[k] for k in ("doc_stride", "split_by_article") if options.get(k) is not None}
+        return replace(self, **changes) if changes else self
+
+    default_max_length: int = 384
+
+    def state(self) -> dict:
+        return {
+            "doc_stride": self.doc_stride,
+            "null_threshold": self.null_threshold,
+            "max_answer_length": self.max_answer_length,
+            "n_best": self.n_best,
+            "split_by_article": self.split_by_article,
+        }
+
+    def from_state(self, state: dict) -> QATask:
+        return replace(self, **state)
+
+    # -- reader -> examples ---------------------------------------------------------------
+    def select_split(self, records: list[Record], split: str) -> list[Record]:
+        """With ``split_by_article``, train and validation come from one file, split by article title."""
+        if self.split_by_article is None or split not in ("train", "validation"):
+            return records
+        held = split == "validation"
+        chosen = [r for r in records if in_held_out(r.fields.get("title", ""), self.split_by_article) == held]
+        if not chosen:
+            raise DataError(
+                f"--split-by-article {self.split_by_article} leaves the {split} side empty", records[0].path
+            )
+        return chosen
+
+    def records_to_examples(self, records: list[Record], *, labelled: bool) -> list[Example]:
+        examples = []
+        for record in records:
+            f = record.fields
+            question, context = f.get("question"), f.get("context")
+            if not isinstance(question, str) or not isinstance(context, str) or not question.strip():
+                raise DataError("each question needs 'question' and 'context' text", record.path, record.line)
+            answers = f.get("answers") or {"text": [], "answer_start": []}
+            texts, starts = list(answers.get("text", [])), list(answers.get("answer_start", []))
+            for text, start in zip(texts, starts, strict=False):
+                if context[start : start + len(text)] != text:
+                    raise DataError(
+                        f"answer {text!r} is not at offset {start} of its context", record.path, record.line
+                    )
+            if labelled and not texts and not (self.version_2 and f.get("is_impossible")):
+                raise DataError(
+                    f"question {f.get('id')!r} has no answer (use squad_v2 for unanswerable ones)",
+                    record.path,
+                    record.line,
+                )
+            label = {"text": texts, "start": starts} if (texts or f.get("is_impossible")) else None
+            examples.append(
+                Example(
+                    (question, context),
+                    label,
+                    f"{record.path}:{record.line}",
+                    f.get("id"),
+                    {"title": f.get("title", "")},
+                )
+            )
+        return examples
+
+    def example_from_input(self, value) -> Example:
+        if not isinstance(value, dict) or not all(isinstance(value.get(k), str) for k in ("question", "context")):
+            raise InputError(f"task {self.name} takes an object with 'question' and 'context' texts")
+        return Example((value["question"], value["context"]))
+
+    # -- features: windows over the context -------------------------------------------------
+    def featurize(self, examples: list[Example], tokenizer, max_length: int) -> list[dict]:
+        if not getattr(tokenizer, "is_fast", False):
+            raise DataError(f"task {self.name} needs a fast tokenizer (offset mapping)")
+        features = []
+        for example in examples:
+            question, context = example.texts
+            q_ids = tokenizer(question, add_special_tokens=False)["input_ids"]
+            if len(q_ids) > self.max_question_tokens:
+                question = tokenizer.decode(q_ids[: self.max_question_tokens])
+            stride = min(self.doc_stride, max(1, max_length // 2))
+            encoded = tokenizer(
+                question,
+                context,
+                truncation="only_second",
+                max_length=max_length,
+                stride=stride,
+                return_overflowing_tokens=True,
+                return_offsets_mapping=True,
+            )
+            example.extra["features"] = []
+            for w in range(len(encoded["input_ids"])):
+                segments = encoded.sequence_ids(w)
+                offsets = [o if s == 1 else None for o, s in zip(encoded["offset_mapping"][w], segments, strict=True)]
+                example.extra["features"].append((len(features), offsets))
+                row = {
+                    k: encoded[k][w]
+                    for k in encoded.keys()
+                    if k not in ("offset_mapping", "overflow_to_sample_mapping")
+                }
+                if example.label is not None:
+                    row["labels"] = self._positions(example.label, offsets)
+                features.append(row)
+        return features
+
+    @staticmethod
+    def _positions(label: dict, offsets: list) -> list[int]:
+        """Token start/end of the first gold answer in this window, or (0, 0) (the null position)."""
+        if not label["text"]:
+            return [0, 0]
+        start_char = label["start"][0]
+        end_char = start_char + len(label["text"][0])
+        inside = [i for i, o in enumerate(offsets) if o is not None]
+        if not inside or offsets[inside[0]][0] > start_char or offsets[inside[-1]][1] < end_char:
+            return [0, 0]
+        start = next(i for i in inside if offsets[i][1] > start_char)
+        end = next(i for i in reversed(inside) if offsets[i][0] < end_char)
+        return [start, end]
+
+    def collator(self, tokenizer):
+        return pad_collate(tokenizer)
+
+    def build_head(self, hidden_size: int, pooling: str) -> nn.Module:
+        return SpanHead(hidden_size)
+
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        start, end = logits.unbind(-1)  # (B, L) each
+        return (nn.functional.cross_entropy(start, labels[:, 0]) + nn.functional.cross_entropy(end, labels[:, 1])) / 2
+
+    # -- post-processing -------------------------------------------------------------------
+    def best_answer(self, logits: torch.Tensor, example: Example) -> tuple[str, float]:
+        """``(answer text, null score minus best span score)`` over all windows of an example."""
+        context = example.texts[1]
+        best_text, best_score, null_score = "", float("-inf"), float("inf")
+        for feature, offsets in example.extra["features"]:
+            start_logits, end_logits = logits[feature, : len(offsets)].unbind(-1)
+            null_score = min(null_score, float(start_logits[0] + end_logits[0]))
+            starts = torch.topk(start_logits, min(self.n_best, len(offsets))).indices.tolist()
+            ends = torch.topk(end_logits, min(self.n_best, len(offsets))).indices.tolist()
+            for s in starts:
+                for e in ends:
+                    if offsets[s] is None or offsets[e] is None or e < s or e - s + 1 > self.max_answer_length:
+                        continue
+                    score = float(start_logits[s] + end_logits[e])
+                    if score > best_score:
+                        best_score, best_text = score, context[offsets[s][0] : offsets[e][1]]
+        return best_text, null_score - best_score
+
+    def evaluate(self, logits: torch.Tensor, examples: list[Example]) -> dict:
+        answers = [self.best_answer(logits, e) for e in examples]
+        if not self.version_2:
+            return self._score([(text, e) for (text, _), e in zip(answers, examples, strict=True)])
+        # SQuAD 2.0: tune the null threshold on this set and keep it with the task
+        best = None
+        for threshold in sorted({diff for _, diff in answers} | {0.0}):
+            chosen = [("" if diff > threshold else text, e) for (text, diff), e in zip(answers, examples, strict=True)]
+            scores = self._score(chosen)
+            if best is None or scores["f1"] > best[1]["f1"]:
+                best = (threshold, scores)
+        self.null_threshold = best[0]  # kept with the task, so the best-dev artifact stores the tuned value
+        return {**best[1], "null_threshold": best[0]}
+
+    def _score(self, predictions: list[tuple[str, Example]]) -> dict:
+        groups = {"all": [], "HasAns": [], "NoAns": []}
+        for text, example in predictions:
+            golds = example.label["text"] if example.label and example.label["text"] else [""]
+            em, f1 = metrics.max_over_gold(text, golds)
+            groups["all"].append((em, f1))
+            groups["HasAns" if golds != [""] else "NoAns"].append((em, f1))
+        scores = {
+            "exact": sum(e for e, _ in groups["all"]) / len(groups["all"]),
+            "f1": sum(f for _, f in groups["all"]) / len(groups["all"]),
+        }
+        if self.version_2:
+            for name in ("HasAns", "NoAns"):
+                rows = groups[name]
+                scores[f"{name}_exact"] = sum(e for e, _ in rows) / len(rows) if rows else 0.0
+                scores[f"{name}_f1"] = sum(f for _, f in rows) / len(rows) if rows else 0.0
+        return scores
+
+    def predictions(self, logits: torch.Tensor, examples: list[Example]) -> list[dict]:
+        rows = []
+        for example in examples:
+            text, diff = self.best_answer(logits, example)
+            if self.version_2 and diff > self.null_threshold:
+                text = ""
+            rows.append({"id": example.id, "answer": text, "null_odds": round(diff, 6)})
+        return rows
+
+    def write_predictions(self, rows: list[dict], examples: list[Example], source, target) -> str:
+        """The official prediction map ``{id: answer}``; SQuAD 2.0 also writes ``null_odds.json`` beside it."""
+        if self.version_2:
+            odds = {r["id"]: r["null_odds"] for r in rows}
+            (Path(target).parent / "null_odds.json").write_text(json.dumps(odds, indent=1))
+        return json.dumps({r["id"]: r["answer"] for r in rows}, indent=1, ensure_ascii=False) + "\n"

@@ -1,0 +1,142 @@
+"""Extractive QA: SQuAD reader, windows, post-processing, official EM/F1, SQuAD 2.0 threshold."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from ptuning import artifact, pipeline
+from ptuning.errors import DataError
+from ptuning.model import MethodConfig
+from ptuning.tasks import get_task, load_records
+from ptuning.tasks import metrics as m
+from ptuning.train import TrainConfig
+
+CONTEXT = "the good cast was in the film and the plot was dull but the music was good and the scene was fine ."
+
+
+def squad_file(path, impossible: bool = False, articles: int = 4):
+    data = []
+    for a in range(articles):
+        qas = []
+        for q, answer in enumerate(["the plot", "the music", "dull"]):
+            start = CONTEXT.index(answer)
+            qas.append(
+                {
+                    "id": f"a{a}q{q}",
+                    "question": f"what was {answer} ?",
+                    "answers": [{"text": answer, "answer_start": start}] * 2,
+                }
+            )
+        if impossible:
+            qas.append({"id": f"a{a}none", "question": "who was bad ?", "answers": [], "is_impossible": True})
+        data.append({"title": f"Article_{a}", "paragraphs": [{"context": CONTEXT, "qas": qas}]})
+    path.write_text(json.dumps({"version": "ours", "data": data}))
+    return path
+
+
+def test_official_normalisation_and_scores():
+    assert m.normalize_answer("The  Cat, sat!") == "cat sat"
+    assert m.normalize_answer("an apple a day") == "apple day"
+    assert m.max_over_gold("the Denver Broncos", ["Denver Broncos", "Broncos"]) == (1.0, 1.0)
+    em, f1 = m.max_over_gold("Denver", ["Denver Broncos", "the Carolina Panthers"])
+    assert em == 0.0 and f1 == pytest.approx(2 / 3)  # precision 1, recall 1/2
+    assert m.max_over_gold("", [""]) == (1.0, 1.0)  # official v2 script: two empty answers agree fully
+    assert m.max_over_gold("", ["cat"]) == (0.0, 0.0)
+    assert m.max_over_gold("the", ["cat"]) == (0.0, 0.0)  # "the" normalises to nothing
+
+
+def test_reader_and_bad_offsets(tmp_path):
+    task = get_task("squad")
+    records = load_records(task.files, squad_file(tmp_path / "dev-v1.1.json"), "validation")
+    examples = task.records_to_examples(records, labelled=True)
+    assert len(examples) == 12 and examples[0].label["text"][0] == "the plot"
+    bad = json.loads((tmp_path / "dev-v1.1.json").read_text())
+    bad["data"][0]["paragraphs"][0]["qas"][0]["answers"][0]["answer_start"] = 3
+    (tmp_path / "dev-v1.1.json").write_text(json.dumps(bad))
+    with pytest.raises(DataError, match="is not at offset 3"):
+        task.records_to_examples(load_records(task.files, tmp_path, "validation"), labelled=True)
+
+
+def test_split_by_article_never_shares_a_passage(tmp_path):
+    task = get_task("squad", split_by_article=0.5)
+    records = load_records(task.files, squad_file(tmp_path / "dev-v1.1.json", articles=20), "validation")
+    train, held = task.select_split(records, "train"), task.select_split(records, "validation")
+    assert len(train) + len(held) == len(records) and train and held
+    assert not {r.fields["title"] for r in train} & {r.fields["title"] for r in held}
+
+
+def test_windows_keep_the_answer_and_postprocessing_returns_the_exact_substring(tiny_bert_dir):
+    from ptuning.backbones import load_backbone
+
+    tokenizer = load_backbone(str(tiny_bert_dir))[1]
+    task = get_task("squad", doc_stride=4)
+    example = task.example_from_input({"question": "what was good ?", "context": CONTEXT})
+    example.label = {"text": ["the music"], "start": [CONTEXT.index("the music")]}
+    features = task.featurize([example], tokenizer, max_length=16)
+    assert len(features) > 2  # the context does not fit one window
+    found = []
+    for (_, offsets), feature in zip(example.extra["features"], features, strict=True):
+        start, end = feature["labels"]
+        if start:
+            found.append(CONTEXT[offsets[start][0] : offsets[end][1]])
+    assert found and set(found) == {"the music"}
+    logits = torch.full((len(features), 16, 2), -5.0)
+    index, offsets = next(
+        (i, o) for (i, o), f in zip(example.extra["features"], features, strict=True) if f["labels"][0]
+    )
+    start, end = features[index]["labels"]
+    logits[index, start, 0] = logits[index, end, 1] = 5.0
+    assert task.best_answer(logits, example)[0] == "the music"
+    narrow = get_task("squad").from_state({**task.state(), "max_answer_length": 1})
+    assert narrow.best_answer(logits, example)[0] != "the music"
+
+
+@pytest.mark.parametrize("version", ["squad", "squad_v2"])
+def test_train_eval_predict(tmp_path, tiny_bert_dir, version):
+    name = "dev-v2.0.json" if version == "squad_v2" else "dev-v1.1.json"
+    source = squad_file(tmp_path / name, impossible=version == "squad_v2", articles=12)
+    out = tmp_path / "out"
+    summary = pipeline.train(
+        pipeline.TrainRequest(
+            task=version,
+            data=str(source),
+            output=out,
+            model=str(tiny_bert_dir),
+            method=MethodConfig("ptv2", 3),
+            train=TrainConfig(epochs=1, lr=1e-2, batch_size=4),
+            max_length=24,
+            task_options={"split_by_article": 0.3, "doc_stride": 6},
+        )
+    )
+    assert {"exact", "f1"} <= set(summary["best"])
+    meta = artifact.read_meta(out)
+    assert meta["task"]["split_by_article"] == 0.3 and meta["max_length"] == 24
+    scores = pipeline.evaluate(out, str(source))
+    assert scores["f1"] == pytest.approx(summary["best"]["f1"])
+    predictions = tmp_path / "predictions.json"
+    pipeline.predict(out, source, predictions)
+    answers = json.loads(predictions.read_text())
+    assert len(answers) == (48 if version == "squad_v2" else 36)
+    assert all(isinstance(a, str) and (a == "" or a in CONTEXT) for a in answers.values())
+    if version == "squad_v2":
+        assert "NoAns_exact" in summary["best"] and "null_threshold" in meta["task"]
+        assert set(json.loads((tmp_path / "null_odds.json").read_text())) == set(answers)
+
+
+def test_qa_default_max_length_is_384(tmp_path, tiny_bert_dir):
+    """Without --max-length, QA windows use 384 tokens (tiny BERT only has 64 positions: a clear error)."""
+    from ptuning.errors import PTuningError
+
+    with pytest.raises(PTuningError, match="--max-length 384 exceeds the backbone's 64 positions"):
+        pipeline.train(
+            pipeline.TrainRequest(
+                task="squad",
+                data=str(squad_file(tmp_path / "dev-v1.1.json")),
+                output=tmp_path / "o",
+                model=str(tiny_bert_dir),
+                task_options={"split_by_article": 0.5},
+            )
+        )
