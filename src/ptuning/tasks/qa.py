@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -261,6 +262,8 @@ class QATask:
     def write_predictions(self, rows: list[dict], examples: list[Example], source, target) -> str:
         """The official prediction map ``{id: answer}``; SQuAD 2.0 also writes ``null_odds.json`` beside it."""
         if self.version_2:
-            odds = {r["id"]: r["null_odds"] for r in rows}
-            (Path(target).parent / "null_odds.json").write_text(json.dumps(odds, indent=1))
+            odds = Path(target).parent / "null_odds.json"
+            partial = odds.with_name(f".{odds.name}.tmp")
+            partial.write_text(json.dumps({r["id"]: r["null_odds"] for r in rows}, indent=1))
+            os.replace(partial, odds)  # atomic, like the prediction file itself
         return json.dumps({r["id"]: r["answer"] for r in rows}, indent=1, ensure_ascii=False) + "\n"
