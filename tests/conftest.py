@@ -37,6 +37,11 @@ FAMILIES = {
 }
 
 
+def train_argv(data, model_dir, output, *extra: str) -> list[str]:
+    """``ptuning train`` arguments for the SST-2-format toy data on a tiny model."""
+    return ["train", "--task", "sst2", "--data", str(data), "--model", str(model_dir), "--output", str(output), *extra]
+
+
 def tiny_config(family: str, **overrides):
     from transformers import AutoConfig
 

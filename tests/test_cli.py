@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import train_argv
 
 from ptuning import artifact, pipeline
 from ptuning.errors import PTuningError
@@ -41,32 +42,9 @@ def quick_train(data, out, model_dir, method="ptv2", **train_kw) -> dict:
 def test_train_eval_predict_through_the_cli(tmp_path, sst2_dir, tiny_bert_dir):
     out = tmp_path / "run"
     result = cli(
-        "train",
-        "--task",
-        "sst2",
-        "--data",
-        str(sst2_dir),
-        "--model",
-        str(tiny_bert_dir),
-        "--method",
-        "ptv2",
-        "--prompt-length",
-        "4",
-        "--reparam",
-        "--epochs",
-        "2",
-        "--lr",
-        "0.01",
-        "--batch-size",
-        "8",
-        "--max-length",
-        "32",
-        "--seed",
-        "1",
-        "--pooling",
-        "mean",
-        "--output",
-        str(out),
+        *train_argv(sst2_dir, tiny_bert_dir, out),
+        *("--method", "ptv2", "--prompt-length", "4", "--reparam", "--epochs", "2", "--lr", "0.01"),
+        *("--batch-size", "8", "--max-length", "32", "--seed", "1", "--pooling", "mean"),
     )
     assert result.returncode == 0, result.stderr
     assert "trainable parameters" in result.stdout
@@ -102,19 +80,7 @@ def _tiny_backbone(path):
 def test_bad_data_fails_with_one_line_and_writes_nothing(tmp_path, sst2_dir, tiny_bert_dir):
     (sst2_dir / "dev.tsv").write_text("sentence\tlabel\nfine film\t1\nodd film\tmaybe\n")
     out = tmp_path / "never"
-    result = cli(
-        "train",
-        "--task",
-        "sst2",
-        "--data",
-        str(sst2_dir),
-        "--model",
-        str(tiny_bert_dir),
-        "--output",
-        str(out),
-        "--epochs",
-        "1",
-    )
+    result = cli(*train_argv(sst2_dir, tiny_bert_dir, out), "--epochs", "1")
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "dev.tsv:3: unknown label 'maybe'" in lines[0]

@@ -11,6 +11,7 @@ import sys
 import time
 
 import pytest
+from conftest import train_argv
 from safetensors.torch import load_file
 
 from ptuning import pipeline
@@ -53,28 +54,8 @@ def test_resume_continues_exactly_where_it_stopped(tmp_path, sst2_dir, tiny_bert
 
 def test_killed_cli_run_resumes(tmp_path, sst2_dir, tiny_bert_dir):
     out = tmp_path / "run"
-    args = [
-        sys.executable,
-        "-m",
-        "ptuning.cli",
-        "train",
-        "--task",
-        "sst2",
-        "--data",
-        str(sst2_dir),
-        "--model",
-        str(tiny_bert_dir),
-        "--prompt-length",
-        "4",
-        "--epochs",
-        "40",
-        "--batch-size",
-        "8",
-        "--max-length",
-        "32",
-        "--output",
-        str(out),
-    ]
+    common = ("--prompt-length", "4", "--batch-size", "8", "--max-length", "32")
+    args = [sys.executable, "-m", "ptuning.cli", *train_argv(sst2_dir, tiny_bert_dir, out, *common, "--epochs", "40")]
     process = subprocess.Popen(args, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while not (out / "checkpoint" / "state.json").exists() and time.time() < deadline:
@@ -84,25 +65,7 @@ def test_killed_cli_run_resumes(tmp_path, sst2_dir, tiny_bert_dir):
     state = json.loads((out / "checkpoint" / "state.json").read_text())
     done = state["loop"]["epoch"]
     assert 1 <= done < 40
-    finished = subprocess.run(
-        [
-            *args[:-6],
-            "--epochs",
-            "40",
-            "--batch-size",
-            "8",
-            "--max-length",
-            "32",
-            "--output",
-            str(out),
-            "--resume",
-            "--patience",
-            "1",
-        ],
-        env=ENV,
-        capture_output=True,
-        text=True,
-    )
+    finished = subprocess.run([*args, "--resume", "--patience", "1"], env=ENV, capture_output=True, text=True)
     assert finished.returncode == 0, finished.stderr
     assert f"resumed from {out / 'checkpoint'} at epoch {done}" in finished.stdout
     assert (out / "metrics.json").exists()
@@ -137,29 +100,8 @@ def _launch(launcher_args: list[str], out, sst2_dir, tiny_bert_dir, env) -> dict
             "no",
             "-m",
             "ptuning.cli",
-            "train",
-            "--task",
-            "sst2",
-            "--data",
-            str(sst2_dir),
-            "--model",
-            str(tiny_bert_dir),
-            "--method",
-            "ptv2",
-            "--prompt-length",
-            "4",
-            "--epochs",
-            "10",
-            "--lr",
-            "0.05",
-            "--batch-size",
-            "8",
-            "--max-length",
-            "32",
-            "--pooling",
-            "mean",
-            "--output",
-            str(out),
+            *train_argv(sst2_dir, tiny_bert_dir, out, "--method", "ptv2", "--prompt-length", "4"),
+            *("--epochs", "10", "--lr", "0.05", "--batch-size", "8", "--max-length", "32", "--pooling", "mean"),
         ],
         env=env,
         capture_output=True,
