@@ -37,6 +37,25 @@ def write_conll(directory, text=IOB1_DOC, repeat: int = 6):
     return directory
 
 
+def train_conll(tmp_path, model_dir, method: str, epochs: int, **request):
+    """Train on the toy CoNLL file with max length 12, which forces windows; return (data, out, summary)."""
+    data = write_conll(tmp_path / "conll")
+    out = tmp_path / "out"
+    summary = pipeline.train(
+        pipeline.TrainRequest(
+            task="conll03",
+            data=str(data),
+            output=out,
+            model=str(model_dir),
+            method=MethodConfig(method, 3),
+            train=TrainConfig(epochs=epochs, lr=1e-2, batch_size=4),
+            max_length=12,
+            **request,
+        )
+    )
+    return data, out, summary
+
+
 def test_schemes_round_trip():
     iob2 = ["B-PER", "I-PER", "B-PER", "O", "B-LOC", "B-ORG", "I-ORG"]
     for scheme, tags in {
@@ -117,19 +136,7 @@ def test_entity_metrics_match_conlleval_by_hand(tiny_bert_dir):
 
 @pytest.mark.parametrize("method", ["ptv2", "prompt-tuning", "ptv1", "finetune", "linear-probe"])
 def test_train_eval_predict_conll(tmp_path, tiny_bert_dir, method):
-    data = write_conll(tmp_path / "conll")
-    out = tmp_path / "out"
-    summary = pipeline.train(
-        pipeline.TrainRequest(
-            task="conll03",
-            data=str(data),
-            output=out,
-            model=str(tiny_bert_dir),
-            method=MethodConfig(method, 3),
-            train=TrainConfig(epochs=1, lr=1e-2, batch_size=4),
-            max_length=12,  # forces windows
-        )
-    )
+    data, out, summary = train_conll(tmp_path, tiny_bert_dir, method, epochs=1)
     assert {"f1", "precision", "recall"} <= set(summary["best"])
     test = pipeline.evaluate(out, str(data), split="test")
     assert test["f1"] == pytest.approx(summary["best"]["f1"])
@@ -292,20 +299,7 @@ def test_crf_likelihood_matches_brute_force():
 
 
 def test_train_with_crf_and_predict(tmp_path, tiny_bert_dir):
-    data = write_conll(tmp_path / "conll")
-    out = tmp_path / "out"
-    summary = pipeline.train(
-        pipeline.TrainRequest(
-            task="conll03",
-            data=str(data),
-            output=out,
-            model=str(tiny_bert_dir),
-            method=MethodConfig("ptv2", 3),
-            train=TrainConfig(epochs=2, lr=1e-2, batch_size=4),
-            max_length=12,
-            task_options={"crf": True},
-        )
-    )
+    data, out, summary = train_conll(tmp_path, tiny_bert_dir, "ptv2", epochs=2, task_options={"crf": True})
     assert summary["history"][-1]["train_loss"] > 0
     assert pipeline.evaluate(out, str(data))["f1"] == pytest.approx(summary["best"]["f1"])
     pipeline.predict(out, data / "test.txt", tmp_path / "pred.txt")
