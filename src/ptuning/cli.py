@@ -50,6 +50,9 @@ def train(
     max_grad_norm: float = typer.Option(1.0, help="Gradient clipping norm."),
     eval_steps: Optional[int] = typer.Option(None, help="Evaluate every N steps instead of every epoch."),
     patience: Optional[int] = typer.Option(None, help="Stop after N evaluations without improvement."),
+    max_minutes: Optional[float] = typer.Option(
+        None, help="Stop at the first evaluation after this many minutes of training (the best-dev artifact is kept)."
+    ),
     grad_accum: int = typer.Option(1, help="Gradient accumulation steps."),
     gradient_checkpointing: bool = typer.Option(False, help="Recompute activations to save memory."),
     pooling: str = typer.Option(
@@ -63,7 +66,9 @@ def train(
     crf: bool = typer.Option(False, help="Tagging tasks: a CRF layer (IOB2-constrained Viterbi) on the token head."),
     doc_stride: Optional[int] = typer.Option(None, help="QA: tokens between context windows (default 128)."),
     split_by_article: Optional[float] = typer.Option(
-        None, help="QA: split ONE SQuAD file into train/eval by article title; FRACTION of articles held out."
+        None,
+        help="QA: split ONE SQuAD file by article title; FRACTION of articles held out, halved into validation "
+        "(early stopping) and test (`ptuning eval --split test`).",
     ),
     resume: bool = typer.Option(False, help="Continue from OUTPUT/checkpoint (optimizer, scheduler, RNG)."),
     overwrite: bool = typer.Option(False, help="Replace a non-empty OUTPUT."),
@@ -96,6 +101,7 @@ def train(
             max_grad_norm=max_grad_norm,
             eval_steps=eval_steps,
             patience=patience,
+            max_minutes=max_minutes,
             seed=seed,
             grad_accum=grad_accum,
             gradient_checkpointing=gradient_checkpointing,
@@ -131,11 +137,12 @@ def evaluate(
     split: str = typer.Option("validation", help="train | validation | test."),
     model: Optional[str] = typer.Option(None, help="Backbone path, when it moved since training."),
     batch_size: int = typer.Option(64),
+    device: str = typer.Option("auto", help="auto (the GPU when there is one) | cpu | cuda | cuda:N | mps."),
 ) -> None:
     """Print the task's metrics on a split as one JSON object."""
     from .pipeline import evaluate as run
 
-    typer.echo(json.dumps(run(artifact, data, split, model, batch_size)))
+    typer.echo(json.dumps(run(artifact, data, split, model, batch_size, device)))
 
 
 @app.command()
@@ -145,11 +152,12 @@ def predict(
     output: Path = typer.Option(..., "--output", help="JSONL file: one prediction per input line."),
     model: Optional[str] = typer.Option(None, help="Backbone path, when it moved since training."),
     batch_size: int = typer.Option(64),
+    device: str = typer.Option("auto", help="auto (the GPU when there is one) | cpu | cuda | cuda:N | mps."),
 ) -> None:
     """Write one JSON line (label and score) per input."""
     from .pipeline import predict as run
 
-    count = run(artifact, input, output, model, batch_size)
+    count = run(artifact, input, output, model, batch_size, device)
     typer.echo(f"wrote {count} predictions to {output}")
 
 
@@ -213,6 +221,7 @@ def serve(
     max_body_bytes: int = typer.Option(1_000_000, help="Largest accepted request body."),
     max_inputs: int = typer.Option(256, help="Most inputs in one request."),
     model: Optional[str] = typer.Option(None, help="Backbone path (default: the one the first artifact names)."),
+    device: str = typer.Option("auto", help="auto (the GPU when there is one) | cpu | cuda | cuda:N | mps."),
 ) -> None:
     """Serve many prompts from one backbone over HTTP (FastAPI; docs at /docs)."""
     import uvicorn
@@ -221,7 +230,9 @@ def serve(
     from .serve.server import Limits, create_app
 
     specs = [spec.split("=", 1) if "=" in spec else (None, spec) for spec in artifacts]
-    pool = PromptPool.from_artifact(specs[0][1], model_name=model, max_batch=max_batch)
+    from .backbones import resolve_device
+
+    pool = PromptPool.from_artifact(specs[0][1], model_name=model, max_batch=max_batch, device=resolve_device(device))
     for name, path in specs:
         loaded = pool.load(path, name)
         typer.echo(f"loaded {loaded.name} ({loaded.task.name}, {loaded.meta['method']['method']}) from {path}")

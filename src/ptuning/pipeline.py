@@ -143,9 +143,15 @@ def artifact_size(directory: Path) -> int:
 
 
 def evaluate(
-    artifact_dir: Path, data: str, split: str = "validation", model_name: str | None = None, batch_size: int = 64
+    artifact_dir: Path,
+    data: str,
+    split: str = "validation",
+    model_name: str | None = None,
+    batch_size: int = 64,
+    device: str = "auto",
 ) -> dict:
     model, tokenizer, task, meta = artifact.load_artifact(artifact_dir, model_name=model_name)
+    model.to(backbones.resolve_device(device))
     records = load_records(task.files, data, "validation" if getattr(task, "split_by_article", None) else split)
     if hasattr(task, "select_split"):
         records = task.select_split(records, split)
@@ -156,12 +162,18 @@ def evaluate(
 
 
 def predict(
-    artifact_dir: Path, input_file: Path, output_file: Path, model_name: str | None = None, batch_size: int = 64
+    artifact_dir: Path,
+    input_file: Path,
+    output_file: Path,
+    model_name: str | None = None,
+    batch_size: int = 64,
+    device: str = "auto",
 ) -> int:
     input_file = Path(input_file)
     if not input_file.is_file():
         raise DataError("input file not found", input_file)
     model, tokenizer, task, meta = artifact.load_artifact(artifact_dir, model_name=model_name)
+    model.to(backbones.resolve_device(device))
     examples = task.records_to_examples(read_records(input_file, header=task.files.header), labelled=False)
     features = task.featurize(examples, tokenizer, _token_budget(meta["max_length"], model))
     logits = predict_logits(model, features, task.collator(tokenizer), batch_size)

@@ -40,6 +40,7 @@ class TrainConfig:
     max_grad_norm: float = 1.0
     eval_steps: int | None = None
     patience: int | None = None
+    max_minutes: float | None = None  # wall-clock cap, checked at each evaluation (shared machines, fixed budgets)
     seed: int = 42
     grad_accum: int = 1
     gradient_checkpointing: bool = False
@@ -113,8 +114,11 @@ def predict_logits(model, features, collate, batch_size: int, accelerator=None) 
     loader = _loader([{k: v for k, v in f.items() if k != "labels"} for f in features], collate, batch_size, None)
     if accelerator is not None:
         loader = accelerator.prepare_data_loader(loader)
+    device = next(model.parameters()).device
     outputs = []
     for batch in loader:
+        if accelerator is None:  # no accelerator placed the batch: follow the model (GPU at eval/predict time)
+            batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
         logits = model(**batch)
         if accelerator is not None:
             if logits.dim() == 3:  # per-token logits: processes may pad to different lengths
@@ -184,7 +188,7 @@ def train(
     steps_this_run = 0
 
     def evaluate_and_keep(epoch_float: float, train_loss: float) -> bool:
-        """Evaluate, keep the best artifact, checkpoint; True when patience ran out."""
+        """Evaluate, keep the best artifact, checkpoint; True when patience or the time cap ran out."""
         scores = evaluate(model, task, eval_features, eval_examples, collate, config.eval_batch_size, accelerator)
         model.train()
         row = {"epoch": round(epoch_float, 3), "step": loop["step"], "train_loss": train_loss, **scores}
@@ -207,7 +211,11 @@ def train(
         if main:
             checkpoint.save(output_dir, dict(trainable), optimizer.optimizer, scheduler.scheduler, loop)
         accelerator.wait_for_everyone()
-        return config.patience is not None and loop["bad_evals"] >= config.patience
+        if config.patience is not None and loop["bad_evals"] >= config.patience:
+            loop["stopped_by"] = "patience"
+        elif config.max_minutes is not None and _time_is_up(loop["elapsed_s"], config.max_minutes, accelerator):
+            loop["stopped_by"] = "time"
+        return "stopped_by" in loop
 
     model.train()
     while loop["epoch"] < config.epochs and not stop:
@@ -252,8 +260,19 @@ def train(
     log.close()
     summary = _summary(loop, metric, n_train, n_backbone, started)
     summary["stopped_early"] = stop
+    summary["stopped_by"] = loop.pop("stopped_by", None) or "epochs"
     summary["config"] = {**asdict(config), "lr": lr}
     return summary
+
+
+def _time_is_up(elapsed_s: float, max_minutes: float, accelerator) -> bool:
+    """The main process's clock decides, so that every process stops at the same evaluation."""
+    from accelerate.utils import broadcast_object_list
+
+    decision = [elapsed_s >= 60 * max_minutes]
+    if accelerator.num_processes > 1:
+        broadcast_object_list(decision, from_process=0)
+    return decision[0]
 
 
 def _summary(loop: dict, metric: str, n_train: int, n_backbone: int, started: float) -> dict:

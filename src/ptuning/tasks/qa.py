@@ -39,10 +39,16 @@ class SpanHead(nn.Module):
         return logits.masked_fill(~attention_mask.bool()[..., None], -1e4)
 
 
-def in_held_out(title: str, fraction: float) -> bool:
-    """Whether an article goes to the evaluation side of a split by article title (stable hash)."""
+def article_side(title: str, fraction: float) -> str:
+    """Which side of a split by article title an article falls on (stable hash of the title).
+
+    A ``fraction`` of the articles is held out and halved: ``validation`` (early
+    stopping, the best-dev checkpoint) and ``test`` (the reported figure), so the
+    checkpoint is never chosen on the articles it is scored on."""
     value = int(hashlib.sha256(title.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
-    return value < fraction
+    if value >= fraction:
+        return "train"
+    return "validation" if value < fraction / 2 else "test"
 
 
 @dataclass
@@ -92,14 +98,16 @@ class QATask:
 
     # -- reader -> examples ---------------------------------------------------------------
     def select_split(self, records: list[Record], split: str) -> list[Record]:
-        """With ``split_by_article``, train and validation come from one file, split by article title."""
-        if self.split_by_article is None or split not in ("train", "validation"):
+        """With ``split_by_article``, train, validation and test all come from one file, split by article title."""
+        if self.split_by_article is None:
             return records
-        held = split == "validation"
-        chosen = [r for r in records if in_held_out(r.fields.get("title", ""), self.split_by_article) == held]
+        if split not in ("train", "validation", "test"):
+            raise DataError(f"--split-by-article gives the splits train, validation and test, not {split!r}")
+        chosen = [r for r in records if article_side(r.fields.get("title", ""), self.split_by_article) == split]
         if not chosen:
             raise DataError(
-                f"--split-by-article {self.split_by_article} leaves the {split} side empty", records[0].path
+                f"--split-by-article {self.split_by_article} leaves the {split} side empty; hold out more articles",
+                records[0].path,
             )
         return chosen
 
