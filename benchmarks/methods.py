@@ -15,83 +15,143 @@ the best-dev artifact: the official CoNLL test file, and for SQuAD (only the
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import os
 import platform
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-from ptuning.model import MethodConfig
-from ptuning.pipeline import TrainRequest, evaluate, train
-from ptuning.train import TrainConfig
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from ptuning.model import MethodConfig  # noqa: E402
+from ptuning.pipeline import TrainRequest, evaluate, train  # noqa: E402
+from ptuning.train import TrainConfig  # noqa: E402
 
 # Per-method settings: prompts need far larger rates and more epochs than fine-tuning.
 SETTINGS = {
     "finetune": {"lr": 3e-5, "epochs": 20, "patience": 4},
     "ptv2": {"lr": 1e-2, "epochs": 60, "patience": 10, "prompt_length": 20},
+    "ptv2-reparam": {"lr": 5e-3, "epochs": 60, "patience": 10, "prompt_length": 20},
     "prompt-tuning": {"lr": 3e-2, "epochs": 60, "patience": 10, "prompt_length": 20},
     "ptv1": {"lr": 5e-3, "epochs": 60, "patience": 10, "prompt_length": 20},
     "linear-probe": {"lr": 5e-3, "epochs": 60, "patience": 10},
+    "peft-prefix": {"lr": 1e-2, "epochs": 60, "patience": 10, "prompt_length": 20},
 }
+ALL_METHODS = "finetune,prompt-tuning,ptv1,ptv2,ptv2-reparam"
 DATA_DIRS = {
     "cb": "superglue/cb",
     "rte": "superglue/rte",
     "copa": "superglue/copa",
     "wsc": "superglue/wsc",
     "multirc": "superglue/multirc",
+    "boolq": "superglue/boolq",
     "sst2": "glue/sst2",
     "conll03": "conll2003",
     "squad": "squad/v1.1",
 }
 # Per-task settings that override the per-method ones (the paper uses long prompts for labelling tasks).
 TASK_SETTINGS = {
-    "conll03": {"prompt_length": 100, "max_length": 128},
-    "squad": {"max_length": 384, "task_options": {"split_by_article": 0.4}},
+    "conll03": {"prompt_length": 100, "max_length": 128, "batch_size": 32},
+    "squad": {"max_length": 384, "batch_size": 32, "task_options": {"split_by_article": 0.4}},
+    "multirc": {"batch_size": 32},
+    "sst2": {"max_length": 128, "batch_size": 32},
 }
 INPUT_PROMPT_METHODS = ("prompt-tuning", "ptv1")
 TEST_SPLITS = {"conll03": "test", "squad": "test"}
+# --quick: a subset of every task that fits ~20 minutes on 2 CPU cores; a smoke test of the harness, not a result.
+QUICK = {
+    "tasks": "cb,rte,conll03",  # no test-set pass (the full CoNLL test file takes minutes on CPU)
+    "methods": ALL_METHODS,
+    "seeds": "1",
+    "max_epochs": 2,
+    "max_train_samples": 96,
+    "max_eval_samples": 64,
+    "max_length": 128,
+    "prompt_lengths": "1,5,20,50,100",
+    "sweep_tasks": "rte,conll03",
+}
+
+
+def boolq_split(data: Path, work: Path) -> Path:
+    """Only BoolQ's val file is at hand: split it into train/val by a hash of the passage (no passage on both sides)."""
+    target = work / "boolq-hash-split"
+    if (target / "val.jsonl").exists():
+        return target
+    target.mkdir(parents=True, exist_ok=True)
+    train, val = [], []
+    for line in (data / "val.jsonl").read_text().splitlines():
+        passage = json.loads(line)["passage"]
+        (val if int(hashlib.sha256(passage.encode()).hexdigest()[:8], 16) % 5 == 0 else train).append(line)
+    (target / "train.jsonl").write_text("\n".join(train) + "\n")
+    (target / "val.jsonl").write_text("\n".join(val) + "\n")
+    return target
 
 
 def run_one(task: str, method: str, data: Path, args) -> dict:
     task_settings = TASK_SETTINGS.get(task, {})
     s = dict(SETTINGS[method])
+    if method != "peft-prefix" and "prompt_length" in s and args.sweep_prompt_length:
+        s["prompt_length"] = args.sweep_prompt_length
     if "prompt_length" in s:
         s["prompt_length"] = args.prompt_length or task_settings.get("prompt_length", s["prompt_length"])
     s["lr"] = args.lr or s["lr"]
     max_length = args.max_length or task_settings.get("max_length", 256)
+    batch_size = args.batch_size or task_settings.get("batch_size", 16)
     if method in INPUT_PROMPT_METHODS:  # the prompt takes input positions: give the text the same token budget
         max_length += s["prompt_length"]
     with tempfile.TemporaryDirectory() as tmp:
         started = time.perf_counter()
-        run_dir = (args.work_dir or Path(tmp)) / f"{task}-{method}{args.tag}-{args.seed}"
-        summary = train(
-            TrainRequest(
-                task=task,
-                data=str(data),
-                output=run_dir,
-                overwrite=True,
-                model=args.model,
-                method=MethodConfig(method, s.get("prompt_length", 0), reparam=args.reparam),
-                train=TrainConfig(
-                    epochs=args.max_epochs or s["epochs"],
-                    lr=s["lr"],
-                    batch_size=args.batch_size,
-                    patience=args.patience or s["patience"],
-                    seed=args.seed,
-                    max_minutes=args.max_minutes,
-                ),
-                max_length=max_length,
-                max_train_samples=args.max_train_samples,
-                max_eval_samples=args.max_eval_samples,
-                pooling=args.pooling,
-                task_options=task_settings.get("task_options", {}),
-            )
+        run_dir = (args.work_dir or Path(tmp)) / f"{task}-{method}{args.tag}-P{s.get('prompt_length', 0)}-{args.seed}"
+        train_config = TrainConfig(
+            epochs=args.max_epochs or s["epochs"],
+            lr=s["lr"],
+            batch_size=batch_size,
+            patience=args.patience or s["patience"],
+            seed=args.seed,
+            max_minutes=args.max_minutes,
         )
+        options = {"max_length": max_length, "max_train_samples": args.max_train_samples}
+        options.update(max_eval_samples=args.max_eval_samples, task_options=task_settings.get("task_options", {}))
+        if method == "peft-prefix":
+            from peft_prefix import train_peft_prefix
+
+            summary = train_peft_prefix(
+                task,
+                str(data),
+                run_dir,
+                model_name=args.model,
+                prompt_length=s["prompt_length"],
+                train_config=train_config,
+                pooling=args.pooling if args.pooling != "auto" else "mean",
+                **options,
+            )
+            summary.update(pooling=args.pooling, artifact_bytes=None)
+        else:
+            base, _, variant = method.partition("-reparam")
+            summary = train(
+                TrainRequest(
+                    task=task,
+                    data=str(data),
+                    output=run_dir,
+                    overwrite=True,
+                    model=args.model,
+                    method=MethodConfig(base, s.get("prompt_length", 0), reparam=args.reparam or method != base),
+                    train=train_config,
+                    pooling=args.pooling,
+                    **options,
+                )
+            )
         wall = time.perf_counter() - started
         test = None
-        if task in TEST_SPLITS and summary.get("best") is not None:
+        scored = task in TEST_SPLITS and not args.quick and method != "peft-prefix"  # --quick: no full test pass
+        if scored and summary.get("best") is not None:
             test = evaluate(run_dir, str(data), TEST_SPLITS[task], model_name=args.model)
     best = summary["best"]
     return {
@@ -101,6 +161,10 @@ def run_one(task: str, method: str, data: Path, args) -> dict:
         "seed": args.seed,
         "pooling": summary["pooling"],
         "max_length": max_length,
+        "batch_size": batch_size,
+        "quick": bool(args.quick),
+        "transformers": __import__("transformers").__version__,
+        "data_note": "BoolQ: the val file split 80/20 by a hash of the passage" if task == "boolq" else None,
         "best": best,
         "best_epoch": summary["best_epoch"],
         "epochs_run": summary["epochs_run"],
@@ -115,13 +179,13 @@ def run_one(task: str, method: str, data: Path, args) -> dict:
     }
 
 
-def main() -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-root", type=Path, default=Path("../shared/data"))
-    parser.add_argument("--tasks", default="cb,rte")
-    parser.add_argument("--methods", default="ptv2,finetune,prompt-tuning")
+    parser.add_argument("--tasks", default="cb,rte", help=f"Comma-separated, from: {', '.join(DATA_DIRS)}.")
+    parser.add_argument("--methods", default="ptv2,finetune,prompt-tuning", help=f"From: {', '.join(SETTINGS)}.")
     parser.add_argument("--model", default=None)
-    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--batch-size", type=int, default=None, help="Default: the task's (16; 32 for big tasks).")
     parser.add_argument("--max-length", type=int, default=None, help="Default: the task's (256; CoNLL 128; SQuAD 384).")
     parser.add_argument("--max-epochs", type=int, default=None, help="Override every method's epoch cap.")
     parser.add_argument("--max-train-samples", type=int, default=None)
@@ -129,50 +193,75 @@ def main() -> None:
     parser.add_argument("--max-minutes", type=float, default=None, help="Wall-clock cap per run (reported).")
     parser.add_argument("--lr", type=float, default=None, help="Override the method's learning rate.")
     parser.add_argument("--prompt-length", type=int, default=None, help="Override the prompt length.")
+    parser.add_argument("--prompt-lengths", default=None, help="Also sweep ptv2 over these P (e.g. 1,5,20,50,100).")
+    parser.add_argument("--sweep-tasks", default="rte,conll03", help="Tasks the --prompt-lengths sweep runs on.")
     parser.add_argument("--tag", default="", help="Suffix for run directories (e.g. -lr2e-2).")
     parser.add_argument("--reparam", action="store_true")
     parser.add_argument("--patience", type=int, default=None, help="Override every method's patience.")
     parser.add_argument("--work-dir", type=Path, default=None, help="Keep each run's directory (metrics.jsonl) here.")
     parser.add_argument("--seeds", default="42", help="Comma-separated seeds; each (task, method) runs once per seed.")
     parser.add_argument("--pooling", default="auto", help="auto (cls for encoders) | cls | mean | last")
+    parser.add_argument("--peft-python", default=None, help="Interpreter that runs the peft-prefix rows (see README).")
+    parser.add_argument("--quick", action="store_true", help="A small subset of every task: about 20 min on 2 CPUs.")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/methods.json"))
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    if args.quick:
+        for key, value in QUICK.items():
+            if parser.get_default(key) == getattr(args, key):  # what the user gave explicitly stays
+                setattr(args, key, value)
+    args.sweep_prompt_length = None
+    return args
+
+
+def peft_row_elsewhere(task: str, seed: int, args) -> dict:
+    """Run one peft-prefix row under ``--peft-python`` (transformers < 5.24) and read its row back."""
+    with tempfile.TemporaryDirectory() as tmp:
+        argv = [a for a in sys.argv[1:]]
+        command = [args.peft_python, __file__, *argv, "--tasks", task, "--methods", "peft-prefix"]
+        command += ["--seeds", str(seed), "--out", f"{tmp}/row.json", "--prompt-lengths", "", "--peft-python", ""]
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT / "benchmarks")])}
+        done = subprocess.run(command, env=env, text=True)
+        if done.returncode:
+            raise SystemExit(f"the peft-prefix run for {task} seed {seed} failed under {args.peft_python}")
+        return json.loads(Path(f"{tmp}/row.json").read_text())["rows"][0]
+
+
+def main() -> None:
+    args = parse_args()
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"cpu ({platform.machine()})"
     import transformers
 
+    plan = [(t, m, None) for t in args.tasks.split(",") for m in args.methods.split(",")]
+    if args.prompt_lengths:
+        sweep = [int(p) for p in args.prompt_lengths.split(",")]
+        plan += [(t, "ptv2", p) for t in args.sweep_tasks.split(",") if t in args.tasks.split(",") for p in sweep]
     rows = []
-    for task in args.tasks.split(","):
-        for method in args.methods.split(","):
-            for seed in [int(x) for x in args.seeds.split(",")]:
-                args.seed = seed
-                row = run_one(task, method, args.data_root / DATA_DIRS[task], args)
-                rows.append(row)
-                metrics = ", ".join(f"{k} {v:.4f}" for k, v in row["best"].items())
-                if row["test"]:
-                    metrics += " | test " + ", ".join(
-                        f"{k} {v:.4f}" for k, v in row["test"].items() if isinstance(v, float)
-                    )
-                print(
-                    f"RESULT {task:5} {method}{args.tag} seed {seed} {args.pooling} {metrics} | "
-                    f"best epoch {row['best_epoch']} of {row['epochs_run']} run ({row['stopped_by']}) | "
-                    f"{row['wall_s']} s",
-                    flush=True,
+    for task, method, prompt_length in plan:
+        data = args.data_root / DATA_DIRS[task]
+        if task == "boolq":
+            data = boolq_split(data, args.work_dir or Path(tempfile.gettempdir()))
+        for seed in [int(x) for x in args.seeds.split(",")]:
+            args.seed, args.sweep_prompt_length = seed, prompt_length
+            peft_elsewhere = method == "peft-prefix" and args.peft_python
+            row = peft_row_elsewhere(task, seed, args) if peft_elsewhere else run_one(task, method, data, args)
+            row["sweep"] = prompt_length is not None
+            rows.append(row)
+            metrics = ", ".join(f"{k} {v:.4f}" for k, v in row["best"].items())
+            if row["test"]:
+                metrics += " | test " + ", ".join(
+                    f"{k} {v:.4f}" for k, v in row["test"].items() if isinstance(v, float)
                 )
-                args.out.parent.mkdir(parents=True, exist_ok=True)
-                args.out.write_text(
-                    json.dumps(
-                        {
-                            "device": device,
-                            "torch": torch.__version__,
-                            "transformers": transformers.__version__,
-                            "batch_size": args.batch_size,
-                            "max_length": args.max_length,
-                            "reparam": args.reparam,
-                            "rows": rows,
-                        },
-                        indent=1,
-                    )
-                )
+            print(
+                f"RESULT {task:5} {method}{args.tag} P={row.get('prompt_length', 0)} seed {seed} {metrics} | "
+                f"best epoch {row['best_epoch']} of {row['epochs_run']} run ({row['stopped_by']}) | {row['wall_s']} s",
+                flush=True,
+            )
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            setup = {"device": device, "torch": torch.__version__, "transformers": transformers.__version__}
+            setup.update(
+                date=time.strftime("%Y-%m-%d"), command="python benchmarks/methods.py " + " ".join(sys.argv[1:])
+            )
+            args.out.write_text(json.dumps({**setup, "quick": args.quick, "rows": rows}, indent=1))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,162 @@
+"""Efficiency of each method on the bundled MiniLM: parameters, artifact size, step time, peak memory.
+
+Every method is measured in a fresh process (so peak RSS is its own): build the
+model, save its artifact, then time N training steps (forward + backward +
+AdamW) on a fixed batch of real-token ids after warm-up. Ratios are to
+`finetune`. With `--peft-python` (an interpreter whose environment has PEFT and
+a transformers where PEFT's prefix tuning works) the PEFT prefix row and a `ptv2`
+row are measured there too, so that ratio compares like with like.
+
+    python benchmarks/efficiency.py --out benchmarks/results/cpu/efficiency.json
+    python benchmarks/efficiency.py --peft-python .venv-peft/bin/python --out ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+METHODS = ("finetune", "ptv2", "ptv2-reparam", "prompt-tuning", "ptv1", "linear-probe")
+
+
+def build(method: str, prompt_length: int):
+    from ptuning import backbones
+    from ptuning.heads import SequenceClassificationHead
+    from ptuning.model import MethodConfig, PTuningModel
+
+    backbone, _, name = backbones.load_backbone(None)
+    n_backbone = sum(p.numel() for p in backbone.parameters())
+    head = SequenceClassificationHead(backbone.config.hidden_size, 2, "mean")
+    if method == "peft-prefix":
+        sys.path.insert(0, str(Path(__file__).parent))
+        from peft_prefix import peft_prefix_model, require_working_peft
+
+        require_working_peft()
+        return peft_prefix_model(backbone, prompt_length, head), n_backbone, name
+    base, _, variant = method.partition("-")
+    reparam = variant == "reparam"
+    method = method if not reparam else base
+    P = 0 if method in ("finetune", "linear-probe") else prompt_length
+    return PTuningModel(backbone, MethodConfig(method, P, reparam=reparam), head), n_backbone, name
+
+
+def artifact_bytes(method: str, model, name: str) -> int:
+    with tempfile.TemporaryDirectory() as tmp:
+        if method == "peft-prefix":
+            model.backbone.save_pretrained(tmp)  # PEFT's own adapter format (the head is not included)
+        else:
+            from ptuning import artifact, backbones
+            from ptuning.tasks import get_task
+
+            artifact.save_artifact(
+                Path(tmp),
+                model,
+                task=get_task("rte"),
+                backbone_name=name,
+                backbone_fingerprint=backbones.fingerprint(model.backbone),
+                max_length=128,
+                pooling="mean",
+            )
+        return sum(f.stat().st_size for f in Path(tmp).rglob("*") if f.is_file())
+
+
+def worker(method: str, prompt_length: int, batch: int, length: int, steps: int) -> dict:
+    torch.manual_seed(0)
+    model, n_backbone, name = build(method, prompt_length)
+    model.train()
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=1e-3)
+    generator = torch.Generator().manual_seed(0)
+    ids = torch.randint(1000, 30000, (batch, length), generator=generator)
+    mask = torch.ones_like(ids)
+    labels = torch.randint(0, 2, (batch,), generator=generator)
+    times = []
+    for i in range(steps + 3):
+        start = time.perf_counter()
+        loss = torch.nn.functional.cross_entropy(model(ids, mask), labels)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        if i >= 3:
+            times.append(time.perf_counter() - start)
+    peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # training's peak, before saving
+    n_trainable = sum(p.numel() for p in trainable)
+    import transformers
+
+    return {
+        "method": method,
+        "prompt_length": 0 if method in ("finetune", "linear-probe") else prompt_length,
+        "trainable_params": n_trainable,
+        "trainable_pct": 100 * n_trainable / n_backbone,
+        "artifact_bytes": artifact_bytes(method, model, name),
+        "step_s": statistics.median(times),
+        "peak_rss_mb": peak_rss_mb,
+        "transformers": transformers.__version__,
+        "python": sys.executable,
+    }
+
+
+def measure(python: str, method: str, args) -> dict:
+    command = [python, __file__, "--worker", method, "--prompt-length", str(args.prompt_length)]
+    command += ["--batch-size", str(args.batch_size), "--length", str(args.length), "--steps", str(args.steps)]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")}  # the interpreter's own packages
+    done = subprocess.run(command, capture_output=True, text=True, env=env)
+    if done.returncode:
+        raise SystemExit(f"{method} failed in {python}:\n{done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--prompt-length", type=int, default=20)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--length", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--peft-python", default=None, help="Interpreter with PEFT and transformers < 5.24.")
+    parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    if args.worker:
+        print(json.dumps(worker(args.worker, args.prompt_length, args.batch_size, args.length, args.steps)))
+        return
+    rows = []
+    for method in args.methods.split(","):
+        rows.append(measure(sys.executable, method, args))
+        print(json.dumps(rows[-1]), flush=True)
+    peft_rows = []
+    if args.peft_python:
+        for method in ("ptv2", "peft-prefix"):
+            peft_rows.append(measure(args.peft_python, method, args))
+            print(json.dumps(peft_rows[-1]), flush=True)
+    base = next(r for r in rows if r["method"] == "finetune")
+    print(f"\nMiniLM, batch {args.batch_size}, length {args.length}, P={args.prompt_length}, {args.steps} timed steps")
+    for r in rows + peft_rows:
+        print(
+            f"{r['method']:14} {r['trainable_params']:>11,} ({r['trainable_pct']:.3f}%)"
+            f"  artifact {r['artifact_bytes']:>11,} B"
+            f"  step {1000 * r['step_s']:7.1f} ms ({r['step_s'] / base['step_s']:.3f})"
+            f"  peak RSS {r['peak_rss_mb']:7.1f} MB ({r['peak_rss_mb'] / base['peak_rss_mb']:.3f})"
+            f"  transformers {r['transformers']}"
+        )
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        setup = {"batch": args.batch_size, "length": args.length, "prompt_length": args.prompt_length}
+        setup.update(steps=args.steps, torch=torch.__version__, threads=torch.get_num_threads())
+        setup.update(machine=f"cpu ({platform.machine()}, {os.cpu_count()} cores)", date=time.strftime("%Y-%m-%d"))
+        args.out.write_text(json.dumps({"setup": setup, "rows": rows, "peft_rows": peft_rows}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

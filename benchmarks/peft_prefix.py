@@ -1,0 +1,80 @@
+"""HF PEFT's prefix tuning as a benchmark-only baseline, on our heads, data and training loop.
+
+The comparison must differ in the prefix mechanism alone, so PEFT's
+``PrefixTuningConfig`` wraps the bare backbone and everything else (task
+featurisation, head, pooling, AdamW loop, early stopping, metrics) is ours.
+
+PEFT 0.21.2 injects the prefix through ``past_key_values``, which transformers
+5.24 no longer accepts on encoders ("Model does not support past key values");
+run this module in an environment with transformers 5.23 (see
+``benchmarks/README.md``). PEFT's path also shifts position ids by the prefix
+length on some encoders: that is part of what is being compared.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ptuning import backbones
+from ptuning.model import MethodConfig, PTuningModel
+
+
+def require_working_peft() -> None:
+    import transformers
+    from packaging.version import Version
+
+    if Version(transformers.__version__) >= Version("5.24"):
+        raise SystemExit(
+            f"PEFT prefix tuning fails on transformers {transformers.__version__} (no past_key_values on encoders); "
+            "run the PEFT rows with transformers 5.23 in a separate environment (benchmarks/README.md)"
+        )
+
+
+def peft_prefix_model(backbone, prompt_length: int, head) -> PTuningModel:
+    """Our model around a PEFT-prefixed backbone: PEFT's prompt encoder and our head train, nothing else."""
+    from peft import PrefixTuningConfig, TaskType, get_peft_model
+
+    wrapped = get_peft_model(
+        backbone, PrefixTuningConfig(task_type=TaskType.FEATURE_EXTRACTION, num_virtual_tokens=prompt_length)
+    )
+    model = PTuningModel(wrapped, MethodConfig("linear-probe"), head)  # freezes everything PEFT wrapped ...
+    for p in wrapped.prompt_encoder.parameters():  # ... then PEFT's prefix trains again
+        p.requires_grad_(True)
+    return model
+
+
+def train_peft_prefix(task_name: str, data: str, output: Path, *, model_name, prompt_length, train_config, **options):
+    """``pipeline.train`` with PEFT's prefix in place of ours (no artifact: PEFT keeps its own format)."""
+    from accelerate.utils import set_seed
+
+    from ptuning.pipeline import _token_budget
+    from ptuning.tasks import get_task, load_records
+    from ptuning.train import train as run_loop
+
+    require_working_peft()
+    task = get_task(task_name, **options.get("task_options", {}))
+    split = getattr(task, "select_split", None)
+    pooled = load_records(task.files, data, "validation") if getattr(task, "split_by_article", None) else None
+    train_records = split(pooled, "train") if pooled else load_records(task.files, data, "train")
+    eval_records = split(pooled, "validation") if pooled else load_records(task.files, data, "validation")
+    if hasattr(task, "with_labels_from"):
+        task = task.with_labels_from(train_records)
+    train_examples = task.records_to_examples(train_records, labelled=True)[: options.get("max_train_samples")]
+    eval_examples = task.records_to_examples(eval_records, labelled=True)[: options.get("max_eval_samples")]
+    set_seed(train_config.seed)
+    backbone, tokenizer, _ = backbones.load_backbone(model_name)
+    head = task.build_head(backbone.config.hidden_size, options.get("pooling", "mean"))
+    model = peft_prefix_model(backbone, prompt_length, head)
+    budget = _token_budget(options.get("max_length", 256), model)
+    output.mkdir(parents=True, exist_ok=True)
+    return run_loop(
+        model,
+        task,
+        task.featurize(train_examples, tokenizer, budget),
+        task.featurize(eval_examples, tokenizer, budget),
+        eval_examples,
+        task.collator(tokenizer),
+        train_config,
+        output,
+        save_best=lambda trained: None,
+    )

@@ -1,0 +1,53 @@
+"""The benchmark harness: BENCHMARKS.md is generated from the results, the BoolQ split, --quick, equal time."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import methods  # noqa: E402
+import report  # noqa: E402
+
+
+def test_benchmarks_md_is_exactly_what_the_result_files_give():
+    done = subprocess.run([sys.executable, "benchmarks/report.py", "--check"], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_boolq_split_keeps_each_passage_on_one_side(tmp_path):
+    rows = [{"question": f"q{i}", "passage": f"passage {i % 40}", "label": i % 2 == 0, "idx": i} for i in range(200)]
+    (tmp_path / "val.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    target = methods.boolq_split(tmp_path, tmp_path / "work")
+    train = [json.loads(line) for line in (target / "train.jsonl").read_text().splitlines()]
+    val = [json.loads(line) for line in (target / "val.jsonl").read_text().splitlines()]
+    assert len(train) + len(val) == 200 and train and val
+    assert not {r["passage"] for r in train} & {r["passage"] for r in val}
+
+
+def test_quick_mode_fills_in_a_small_plan_but_keeps_explicit_choices():
+    quick = methods.parse_args(["--quick"])
+    assert quick.tasks == "cb,rte,conll03" and quick.max_train_samples == 96 and quick.prompt_lengths
+    assert set(quick.methods.split(",")) == {"finetune", "prompt-tuning", "ptv1", "ptv2", "ptv2-reparam"}
+    assert methods.parse_args(["--quick", "--tasks", "cb"]).tasks == "cb"
+
+
+def test_equal_time_compares_methods_at_the_shortest_runs_clock():
+    def run(label, points):
+        history = [{"epoch": i + 1, "accuracy": acc, "elapsed_s": t} for i, (t, acc) in enumerate(points)]
+        return report.Run("r", "cb", label, 1, history)
+
+    table = report.equal_time([run("fast", [(10, 0.6), (20, 0.7)]), run("slow", [(15, 0.5), (30, 0.9)])])
+    assert "| r | cb | fast | 1 | 20 | 70.0 | 70.0 |" in table
+    assert "| r | cb | slow | 1 | 20 | 50.0 | 90.0 |" in table
+
+
+@pytest.mark.parametrize("name", ["ptv2", "ptv2-reparam", "prompt-tuning", "ptv1", "finetune", "peft-prefix"])
+def test_every_method_has_settings(name):
+    assert {"lr", "epochs", "patience"} <= set(methods.SETTINGS[name])
