@@ -230,8 +230,12 @@ def plots(runs: list[Run]) -> list[str]:
     PLOTS.mkdir(exist_ok=True)
     written = []
     tasks = list(dict.fromkeys(t for t, _, _ in HEADLINE))
-    fig, axes = plt.subplots(1, len(tasks), figsize=(3.2 * len(tasks), 3.6))
-    for ax, task in zip(axes, tasks, strict=True):
+    columns = (len(tasks) + 1) // 2
+    fig, grid = plt.subplots(2, columns, figsize=(3.4 * columns, 7.6))
+    axes = list(grid.flat)
+    for ax in axes[len(tasks) :]:
+        ax.axis("off")
+    for ax, task in zip(axes[: len(tasks)], tasks, strict=True):
         names, means, errs = [], [], []
         for t, round_name, labels in HEADLINE:
             for label in labels if t == task else []:

@@ -324,3 +324,37 @@ def test_crf_flag_is_refused_for_classification(tmp_path, sst2_dir, tiny_bert_di
                 task_options={"crf": True},
             )
         )
+
+
+def test_hub_rows_read_like_conll_columns(monkeypatch):
+    """A hub dataset (conll2003: `tokens` + `ner_tags`, class ids mapped to names) gives the same examples."""
+    from ptuning.tasks import base
+    from ptuning.tasks.readers import Record
+
+    row = {"tokens": ["EU", "rejects", "German", "call"], "ner_tags": ["B-ORG", "O", "B-MISC", "O"]}
+    rows = [Record(row, "hub", 1)]
+    monkeypatch.setattr(base, "read_hf", lambda dataset, config, split: rows)
+    task = get_task("conll03")
+    examples = task.records_to_examples(load_records(task.files, "conll2003", "train"), labelled=True)
+    assert examples[0].texts == ("EU", "rejects", "German", "call")
+    assert examples[0].label == ["B-ORG", "O", "B-MISC", "O"]
+    bad = [Record({"tokens": ["a", "b"], "ner_tags": ["O"]}, "hub", 7)]
+    with pytest.raises(DataError, match="hub:7: a hub tagging row needs `tokens` and `ner_tags`"):
+        task.records_to_examples(bad, labelled=True)
+
+
+def test_read_hf_maps_lists_of_class_ids_to_tag_names(monkeypatch):
+    datasets = pytest.importorskip("datasets")
+    from ptuning.tasks.readers import read_hf
+
+    features = datasets.Features(
+        {
+            "tokens": datasets.Sequence(datasets.Value("string")),
+            "ner_tags": datasets.Sequence(datasets.ClassLabel(names=["O", "B-PER", "I-PER"])),
+        }
+    )
+    local = datasets.Dataset.from_dict({"tokens": [["Ada", "Lovelace", "wrote"]], "ner_tags": [[1, 2, 0]]}, features)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(datasets, "load_dataset", lambda *args, **kwargs: local)
+    records = read_hf("conll2003", None, "train")
+    assert records[0].fields["ner_tags"] == ["B-PER", "I-PER", "O"]

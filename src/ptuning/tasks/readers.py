@@ -174,6 +174,9 @@ def read_hf(dataset_id: str, config: str | None, split: str) -> list[Record]:
             names = getattr(feature, "names", None)
             if names and isinstance(row.get(column), int) and row[column] >= 0:
                 row[column] = names[row[column]]
+            inner = getattr(getattr(feature, "feature", None), "names", None)  # a list of class ids (NER tags)
+            if inner and isinstance(row.get(column), list):
+                row[column] = [inner[i] for i in row[column]]
         records.append(Record(row, f"{dataset_id}[{split}]", index + 1))
     if not records:
         raise DataError("the split holds no examples", f"{dataset_id}[{split}]")

@@ -103,6 +103,7 @@ class TaggingTask:
     last_arg_column: int = -1
     stride: int = 32
     crf: bool = False
+    hub_tag_field: str = "ner_tags"  # a hub dataset's per-token tag list (conll2003, wnut_17, ...)
     metric_names: tuple[str, ...] = ("f1", "precision", "recall")
     family: str = "tagging"
 
@@ -150,6 +151,8 @@ class TaggingTask:
     def _sentences(self, records: list[Record], labelled: bool):
         """(tokens, raw tags or None, record) per instance."""
         for record in records:
+            if "rows" not in record.fields:
+                record = self._columns_from_hub(record)
             rows = record.fields["rows"]
             width = min(len(r) for r in rows)
             needed = self.token_column + 1
@@ -171,6 +174,20 @@ class TaggingTask:
             else:
                 has_tags = labelled or (width > self.token_column + 1)
                 yield tokens, ([r[self.tag_column] for r in rows] if has_tags else None), record, None
+
+    def _columns_from_hub(self, record: Record) -> Record:
+        """A hub row (``tokens`` + tag list) as the column rows a CoNLL file gives (token, tag)."""
+        tokens, tags = record.fields.get("tokens"), record.fields.get(self.hub_tag_field)
+        if not isinstance(tokens, list) or not isinstance(tags, list) or len(tokens) != len(tags):
+            wanted = f"`tokens` and `{self.hub_tag_field}`"
+            raise DataError(f"a hub tagging row needs {wanted} lists of the same length", record.path, record.line)
+        tag_at = self.tag_column if self.tag_column >= 0 else self.token_column + 1
+        rows = []
+        for token, tag in zip(tokens, tags, strict=True):
+            row = [""] * (max(self.token_column, tag_at) + 1)
+            row[self.token_column], row[tag_at] = token, tag
+            rows.append(row)
+        return Record({"rows": rows, "lines": [record.line] * len(rows)}, record.path, record.line)
 
     def records_to_examples(self, records: list[Record], *, labelled: bool) -> list[Example]:
         items = list(self._sentences(records, labelled))
