@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-METHODS = ("finetune", "ptv2", "ptv2-reparam", "prompt-tuning", "ptv1", "linear-probe")
+METHODS = ("finetune", "ptv2", "ptv2-reparam", "ptv2-checkpointing", "prompt-tuning", "ptv1", "linear-probe")
 
 
 def build(method: str, prompt_length: int):
@@ -44,11 +44,13 @@ def build(method: str, prompt_length: int):
 
         require_working_peft()
         return peft_prefix_model(backbone, prompt_length, head), n_backbone, name
-    base, _, variant = method.partition("-")
-    reparam = variant == "reparam"
-    method = method if not reparam else base
+    base, _, variant = method.partition("-")  # ptv2-reparam, ptv2-checkpointing: ptv2 with that option
+    method = base if variant in ("reparam", "checkpointing") else method
     P = 0 if method in ("finetune", "linear-probe") else prompt_length
-    return PTuningModel(backbone, MethodConfig(method, P, reparam=reparam), head), n_backbone, name
+    model = PTuningModel(backbone, MethodConfig(method, P, reparam=variant == "reparam"), head)
+    if variant == "checkpointing":
+        model.enable_gradient_checkpointing()
+    return model, n_backbone, name
 
 
 def artifact_bytes(method: str, model, name: str) -> int:
@@ -107,6 +109,36 @@ def worker(method: str, prompt_length: int, batch: int, length: int, steps: int)
     }
 
 
+def paired(methods: list[str], prompt_length: int, batch: int, length: int, steps: int) -> dict:
+    """Step times of two methods in ONE process, alternating step by step: a ratio that drift on a shared
+    machine cannot bias (the per-process rows above run minutes apart)."""
+    models = {m: build(m, prompt_length)[0].train() for m in methods}
+    optimizers = {
+        m: torch.optim.AdamW([p for p in x.parameters() if p.requires_grad], lr=1e-3) for m, x in models.items()
+    }
+    generator = torch.Generator().manual_seed(0)
+    ids = torch.randint(1000, 30000, (batch, length), generator=generator)
+    mask, labels = torch.ones_like(ids), torch.randint(0, 2, (batch,), generator=generator)
+    times: dict[str, list[float]] = {m: [] for m in methods}
+    for i in range(steps + 2):
+        for m, model in models.items():
+            start = time.perf_counter()
+            torch.nn.functional.cross_entropy(model(ids, mask), labels).backward()
+            optimizers[m].step()
+            optimizers[m].zero_grad()
+            if i >= 2:
+                times[m].append(time.perf_counter() - start)
+    import transformers
+
+    medians = {m: statistics.median(t) for m, t in times.items()}
+    return {
+        "methods": methods,
+        "step_s": medians,
+        "ratio": medians[methods[1]] / medians[methods[0]],
+        "transformers": transformers.__version__,
+    }
+
+
 def measure(python: str, method: str, args) -> dict:
     command = [python, __file__, "--worker", method, "--prompt-length", str(args.prompt_length)]
     command += ["--batch-size", str(args.batch_size), "--length", str(args.length), "--steps", str(args.steps)]
@@ -115,6 +147,16 @@ def measure(python: str, method: str, args) -> dict:
     if done.returncode:
         raise SystemExit(f"{method} failed in {python}:\n{done.stderr[-2000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def paired_rows(args) -> list[dict]:
+    pairs = [measure(sys.executable, "finetune,ptv2", args)]
+    if args.peft_python:
+        pairs.append(measure(args.peft_python, "peft-prefix,ptv2", args))
+    for pair in pairs:
+        first, second = pair["methods"]
+        print(f"paired, one process, alternating steps: {second} / {first} = {pair['ratio']:.3f}", flush=True)
+    return pairs
 
 
 def main() -> None:
@@ -127,11 +169,20 @@ def main() -> None:
     parser.add_argument("--peft-python", default=None, help="Interpreter with PEFT and transformers < 5.24.")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--paired-only", action="store_true", help="Only add the paired ratios to --out.")
     args = parser.parse_args()
+    if args.worker and "," in args.worker:
+        print(json.dumps(paired(args.worker.split(","), args.prompt_length, args.batch_size, args.length, args.steps)))
+        return
     if args.worker:
         print(json.dumps(worker(args.worker, args.prompt_length, args.batch_size, args.length, args.steps)))
         return
     rows = []
+    if args.paired_only:  # add the paired ratios to an earlier run's file
+        data = json.loads(args.out.read_text())
+        rows, data["paired"] = data["rows"], paired_rows(args)
+        args.out.write_text(json.dumps(data, indent=1))
+        return
     for method in args.methods.split(","):
         rows.append(measure(sys.executable, method, args))
         print(json.dumps(rows[-1]), flush=True)
@@ -140,6 +191,7 @@ def main() -> None:
         for method in ("ptv2", "peft-prefix"):
             peft_rows.append(measure(args.peft_python, method, args))
             print(json.dumps(peft_rows[-1]), flush=True)
+    pairs = paired_rows(args)
     base = next(r for r in rows if r["method"] == "finetune")
     print(f"\nMiniLM, batch {args.batch_size}, length {args.length}, P={args.prompt_length}, {args.steps} timed steps")
     for r in rows + peft_rows:
@@ -155,7 +207,9 @@ def main() -> None:
         setup = {"batch": args.batch_size, "length": args.length, "prompt_length": args.prompt_length}
         setup.update(steps=args.steps, torch=torch.__version__, threads=torch.get_num_threads())
         setup.update(machine=f"cpu ({platform.machine()}, {os.cpu_count()} cores)", date=time.strftime("%Y-%m-%d"))
-        args.out.write_text(json.dumps({"setup": setup, "rows": rows, "peft_rows": peft_rows}, indent=1))
+        args.out.write_text(
+            json.dumps({"setup": setup, "rows": rows, "peft_rows": peft_rows, "paired": pairs}, indent=1)
+        )
 
 
 if __name__ == "__main__":

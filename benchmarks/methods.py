@@ -58,8 +58,8 @@ DATA_DIRS = {
 }
 # Per-task settings that override the per-method ones (the paper uses long prompts for labelling tasks).
 TASK_SETTINGS = {
-    "conll03": {"prompt_length": 100, "max_length": 128, "batch_size": 32},
-    "squad": {"max_length": 384, "batch_size": 32, "task_options": {"split_by_article": 0.4}},
+    "conll03": {"prompt_length": 100, "max_length": 128, "batch_size": 32, "lr": {"finetune": 5e-5, "ptv2": 2e-2}},
+    "squad": {"max_length": 384, "batch_size": 32, "task_options": {"split_by_article": 0.4}, "lr": {"finetune": 5e-5}},
     "multirc": {"batch_size": 32},
     "sst2": {"max_length": 128, "batch_size": 32},
 }
@@ -94,14 +94,19 @@ def boolq_split(data: Path, work: Path) -> Path:
     return target
 
 
+def prompt_length_for(task: str, method: str, args) -> int:
+    """The sweep's P, else --prompt-length, else the task's (100 for CoNLL), else the method's (20)."""
+    sweep = args.sweep_prompt_length if method != "peft-prefix" else None
+    default = SETTINGS[method]["prompt_length"]
+    return sweep or args.prompt_length or TASK_SETTINGS.get(task, {}).get("prompt_length", default)
+
+
 def run_one(task: str, method: str, data: Path, args) -> dict:
     task_settings = TASK_SETTINGS.get(task, {})
     s = dict(SETTINGS[method])
-    if method != "peft-prefix" and "prompt_length" in s and args.sweep_prompt_length:
-        s["prompt_length"] = args.sweep_prompt_length
     if "prompt_length" in s:
-        s["prompt_length"] = args.prompt_length or task_settings.get("prompt_length", s["prompt_length"])
-    s["lr"] = args.lr or s["lr"]
+        s["prompt_length"] = prompt_length_for(task, method, args)
+    s["lr"] = args.lr or task_settings.get("lr", {}).get(method, s["lr"])
     max_length = args.max_length or task_settings.get("max_length", 256)
     batch_size = args.batch_size or task_settings.get("batch_size", 16)
     if method in INPUT_PROMPT_METHODS:  # the prompt takes input positions: give the text the same token budget

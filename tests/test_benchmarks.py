@@ -38,6 +38,14 @@ def test_quick_mode_fills_in_a_small_plan_but_keeps_explicit_choices():
     assert methods.parse_args(["--quick", "--tasks", "cb"]).tasks == "cb"
 
 
+def test_prompt_length_sweep_overrides_the_task_default():
+    args = methods.parse_args(["--tasks", "conll03"])
+    assert methods.prompt_length_for("conll03", "ptv2", args) == 100
+    assert methods.prompt_length_for("cb", "ptv2", args) == 20
+    args.sweep_prompt_length = 5
+    assert methods.prompt_length_for("conll03", "ptv2", args) == 5
+
+
 def test_equal_time_compares_methods_at_the_shortest_runs_clock():
     def run(label, points):
         history = [{"epoch": i + 1, "accuracy": acc, "elapsed_s": t} for i, (t, acc) in enumerate(points)]
