@@ -59,3 +59,19 @@ def test_equal_time_compares_methods_at_the_shortest_runs_clock():
 @pytest.mark.parametrize("name", ["ptv2", "ptv2-reparam", "prompt-tuning", "ptv1", "finetune", "peft-prefix"])
 def test_every_method_has_settings(name):
     assert {"lr", "epochs", "patience"} <= set(methods.SETTINGS[name])
+
+
+def test_gap_table_prefers_test_figures_and_falls_back_to_dev(monkeypatch):
+    def run(task, label, dev, test=None):
+        history = [{"epoch": 1, "f1": dev, "elapsed_s": 1.0}]
+        row = {"test": {"f1": test} if test is not None else None, "epochs_run": 1, "epochs": 1}
+        return report.Run("r", task, label, 1, history, row)
+
+    monkeypatch.setattr(
+        report, "HEADLINE", [("conll03", "r", ["finetune", "ptv2"]), ("squad", "r", ["finetune", "ptv2"])]
+    )
+    runs = [run("conll03", "finetune", 0.9, 0.85), run("conll03", "ptv2", 0.88, 0.82)]
+    runs += [run("squad", "finetune", 0.7, 0.68), run("squad", "ptv2", 0.6)]
+    table = report.gaps(runs)
+    assert "| conll03 | 85.0 | ptv2 | 82.0 | -3.0 | test f1 |" in table
+    assert "| squad | 70.0 | ptv2 | 60.0 | -10.0 | dev f1 |" in table
