@@ -47,20 +47,17 @@ def train_peft_prefix(task_name: str, data: str, output: Path, *, model_name, pr
     """``pipeline.train`` with PEFT's prefix in place of ours (no artifact: PEFT keeps its own format)."""
     from accelerate.utils import set_seed
 
-    from ptuning.pipeline import _token_budget
-    from ptuning.tasks import get_task, load_records
+    from ptuning.pipeline import _token_budget, training_examples
+    from ptuning.tasks import get_task
     from ptuning.train import train as run_loop
 
     require_working_peft()
-    task = get_task(task_name, **options.get("task_options", {}))
-    split = getattr(task, "select_split", None)
-    pooled = load_records(task.files, data, "validation") if getattr(task, "split_by_article", None) else None
-    train_records = split(pooled, "train") if pooled else load_records(task.files, data, "train")
-    eval_records = split(pooled, "validation") if pooled else load_records(task.files, data, "validation")
-    if hasattr(task, "with_labels_from"):
-        task = task.with_labels_from(train_records)
-    train_examples = task.records_to_examples(train_records, labelled=True)[: options.get("max_train_samples")]
-    eval_examples = task.records_to_examples(eval_records, labelled=True)[: options.get("max_eval_samples")]
+    task, train_examples, eval_examples = training_examples(
+        get_task(task_name, **options.get("task_options", {})),
+        data,
+        options.get("max_train_samples"),
+        options.get("max_eval_samples"),
+    )
     set_seed(train_config.seed)
     backbone, tokenizer, _ = backbones.load_backbone(model_name)
     head = task.build_head(backbone.config.hidden_size, options.get("pooling", "mean"))

@@ -130,6 +130,9 @@ def train(
     )
 
 
+DEVICE_HELP = "auto (the GPU when there is one) | cpu | cuda | cuda:N | mps."
+
+
 @app.command("eval")
 def evaluate(
     artifact: Path = typer.Argument(..., help="Artifact directory written by `ptuning train`."),
@@ -137,7 +140,7 @@ def evaluate(
     split: str = typer.Option("validation", help="train | validation | test."),
     model: Optional[str] = typer.Option(None, help="Backbone path, when it moved since training."),
     batch_size: int = typer.Option(64),
-    device: str = typer.Option("auto", help="auto (the GPU when there is one) | cpu | cuda | cuda:N | mps."),
+    device: str = typer.Option("auto", help=DEVICE_HELP),
 ) -> None:
     """Print the task's metrics on a split as one JSON object."""
     from .pipeline import evaluate as run
@@ -152,7 +155,7 @@ def predict(
     output: Path = typer.Option(..., "--output", help="JSONL file: one prediction per input line."),
     model: Optional[str] = typer.Option(None, help="Backbone path, when it moved since training."),
     batch_size: int = typer.Option(64),
-    device: str = typer.Option("auto", help="auto (the GPU when there is one) | cpu | cuda | cuda:N | mps."),
+    device: str = typer.Option("auto", help=DEVICE_HELP),
 ) -> None:
     """Write one JSON line (label and score) per input."""
     from .pipeline import predict as run
@@ -221,7 +224,7 @@ def serve(
     max_body_bytes: int = typer.Option(1_000_000, help="Largest accepted request body."),
     max_inputs: int = typer.Option(256, help="Most inputs in one request."),
     model: Optional[str] = typer.Option(None, help="Backbone path (default: the one the first artifact names)."),
-    device: str = typer.Option("auto", help="auto (the GPU when there is one) | cpu | cuda | cuda:N | mps."),
+    device: str = typer.Option("auto", help=DEVICE_HELP),
 ) -> None:
     """Serve many prompts from one backbone over HTTP (FastAPI; docs at /docs)."""
     import uvicorn

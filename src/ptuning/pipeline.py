@@ -72,20 +72,28 @@ def _check_output(output: Path, resume: bool, overwrite: bool) -> None:
     raise PTuningError(f"{output} is not empty; pass --resume to continue it or --overwrite to replace it")
 
 
+def training_examples(task, data: str, max_train: int | None = None, max_eval: int | None = None):
+    """``(task, train examples, validation examples)``; the task learns its label set from train when it can."""
+    if getattr(task, "split_by_article", None) is not None:  # one SQuAD file, split by article title
+        pooled = load_records(task.files, data, "validation")
+        train_records, eval_records = task.select_split(pooled, "train"), task.select_split(pooled, "validation")
+    else:
+        train_records = load_records(task.files, data, "train")
+        eval_records = load_records(task.files, data, "validation")
+    if hasattr(task, "with_labels_from"):
+        task = task.with_labels_from(train_records)
+    train_examples = task.records_to_examples(train_records, labelled=True)[:max_train]
+    eval_examples = task.records_to_examples(eval_records, labelled=True)[:max_eval]
+    return task, train_examples, eval_examples
+
+
 def train(request: TrainRequest) -> dict:
     task = get_task(request.task, **request.task_options)
     if request.task_options.get("crf") and task.family != "tagging":
         raise PTuningError(f"--crf applies to tagging tasks, not to {task.name} ({task.family})")
-    if getattr(task, "split_by_article", None) is not None:  # one SQuAD file, split by article title
-        pooled = load_records(task.files, request.data, "validation")
-        train_records, eval_records = task.select_split(pooled, "train"), task.select_split(pooled, "validation")
-    else:
-        train_records = load_records(task.files, request.data, "train")
-        eval_records = load_records(task.files, request.data, "validation")
-    if hasattr(task, "with_labels_from"):
-        task = task.with_labels_from(train_records)
-    train_examples = task.records_to_examples(train_records, labelled=True)[: request.max_train_samples]
-    eval_examples = task.records_to_examples(eval_records, labelled=True)[: request.max_eval_samples]
+    task, train_examples, eval_examples = training_examples(
+        task, request.data, request.max_train_samples, request.max_eval_samples
+    )
     output = Path(request.output)
     if output.exists() and not output.is_dir():
         raise PTuningError(f"--output {output} is a file; give a directory")
