@@ -121,6 +121,7 @@ def run_one(task: str, method: str, data: Path, args) -> dict:
             patience=args.patience or s["patience"],
             seed=args.seed,
             max_minutes=args.max_minutes,
+            mixed_precision=args.mixed_precision,
         )
         options = {"max_length": max_length, "max_train_samples": args.max_train_samples}
         options.update(max_eval_samples=args.max_eval_samples, task_options=task_settings.get("task_options", {}))
@@ -167,6 +168,7 @@ def run_one(task: str, method: str, data: Path, args) -> dict:
         "pooling": summary["pooling"],
         "max_length": max_length,
         "batch_size": batch_size,
+        "mixed_precision": args.mixed_precision,
         "quick": bool(args.quick),
         "transformers": __import__("transformers").__version__,
         "data_note": "BoolQ: the val file split 80/20 by a hash of the passage" if task == "boolq" else None,
@@ -196,6 +198,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-train-samples", type=int, default=None)
     parser.add_argument("--max-eval-samples", type=int, default=None)
     parser.add_argument("--max-minutes", type=float, default=None, help="Wall-clock cap per run (reported).")
+    parser.add_argument(
+        "--mixed-precision", default="no", help="no | bf16 | fp16 (autocast forwards; fp32 weights and prompts)."
+    )
     parser.add_argument("--lr", type=float, default=None, help="Override the method's learning rate.")
     parser.add_argument("--prompt-length", type=int, default=None, help="Override the prompt length.")
     parser.add_argument("--prompt-lengths", default=None, help="Also sweep ptv2 over these P (e.g. 1,5,20,50,100).")

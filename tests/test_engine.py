@@ -221,3 +221,20 @@ def test_deberta_refuses_gradient_checkpointing_with_deep_prompts():
 
     with pytest.raises(PTuningError, match="DeBERTa"):
         build("deberta-v2").enable_gradient_checkpointing()
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_bf16_autocast_trains_the_fp32_prefix(family):
+    """``--mixed-precision bf16``: fp32 prefix meets bf16 keys; gradients come back fp32 and finite."""
+    model = build(family)
+    with torch.no_grad():
+        model.prefix_encoder.embedding.weight.normal_(std=1.0)
+    ids, mask = batch()
+    with torch.no_grad():
+        reference = model(ids, mask)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = model(ids, mask)
+    assert (logits.float() - reference).abs().max() < 0.1 * reference.abs().max() + 0.05
+    torch.nn.functional.cross_entropy(logits.float(), torch.tensor([0, 1, 2])).backward()
+    grad = model.prefix_encoder.embedding.weight.grad
+    assert grad.dtype == torch.float32 and torch.isfinite(grad).all() and grad.abs().sum() > 0

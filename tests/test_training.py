@@ -11,6 +11,7 @@ import sys
 import time
 
 import pytest
+import torch
 from conftest import train_argv
 from safetensors.torch import load_file
 
@@ -150,3 +151,39 @@ def test_accelerate_two_cpu_processes_data_parallel(tmp_path, sst2_dir, tiny_ber
     summary = _launch(["--multi_gpu", "--num_processes", "2"], out, sst2_dir, tiny_bert_dir, env)
     assert summary["steps"] == 10 * 4  # 64 examples, 2 processes x batch 8 -> 4 steps per epoch
     _trained_well(summary, out, sst2_dir)
+
+
+def test_bf16_autocasts_training_and_evaluation_but_keeps_fp32_prompts(tmp_path, sst2_dir, tiny_bert_dir, monkeypatch):
+    from ptuning.model import PTuningModel
+
+    seen = []
+    original = PTuningModel.forward
+
+    def spy(self, *args, **kwargs):
+        enabled = torch.is_autocast_enabled("cpu")
+        seen.append((self.training, enabled and torch.get_autocast_dtype("cpu")))
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(PTuningModel, "forward", spy)
+    out = tmp_path / "bf16"
+    summary = pipeline.train(request(sst2_dir, out, tiny_bert_dir, epochs=1, mixed_precision="bf16"))
+    assert {(True, torch.bfloat16), (False, torch.bfloat16)} <= set(seen)  # both train and eval steps
+    assert summary["best"]["accuracy"] >= 0
+    prompt = load_file(str(out / "prompt.safetensors"))
+    assert prompt and all(t.dtype == torch.float32 for t in prompt.values())
+
+
+def test_unusable_precision_is_a_one_line_error(tmp_path, sst2_dir, tiny_bert_dir):
+    common = train_argv(sst2_dir, tiny_bert_dir, tmp_path / "run", "--epochs", "1")
+    for precision, message in [("fp8", "unknown --mixed-precision 'fp8'"), ("fp16", "needs a CUDA GPU")]:
+        if precision == "fp16" and torch.cuda.is_available():
+            continue
+        result = subprocess.run(
+            [sys.executable, "-m", "ptuning.cli", *common, "--mixed-precision", precision],
+            env=ENV,
+            capture_output=True,
+            text=True,
+        )
+        assert result.returncode != 0
+        assert message in result.stderr and "Traceback" not in result.stderr
+        assert not (tmp_path / "run").exists()  # refused before anything was written

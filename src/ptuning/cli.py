@@ -55,6 +55,9 @@ def train(
     ),
     grad_accum: int = typer.Option(1, help="Gradient accumulation steps."),
     gradient_checkpointing: bool = typer.Option(False, help="Recompute activations to save memory."),
+    mixed_precision: str = typer.Option(
+        "no", help="no | bf16 | fp16: forward passes under autocast (faster on GPUs); weights and prompts stay fp32."
+    ),
     pooling: str = typer.Option(
         "auto",
         help="auto | cls | mean | last. auto: the checkpoint's declared pooling, else cls (encoders), last (decoders).",
@@ -77,8 +80,9 @@ def train(
     from .model import MethodConfig
     from .pipeline import TrainRequest
     from .pipeline import train as run
-    from .train import SCHEDULERS, TrainConfig
+    from .train import SCHEDULERS, TrainConfig, check_precision
 
+    check_precision(mixed_precision)
     if scheduler not in SCHEDULERS:
         raise PTuningError(f"unknown --scheduler {scheduler!r}; choose one of {', '.join(SCHEDULERS)}")
     if epochs < 1 or batch_size < 1:
@@ -105,6 +109,7 @@ def train(
             seed=seed,
             grad_accum=grad_accum,
             gradient_checkpointing=gradient_checkpointing,
+            mixed_precision=mixed_precision,
             resume=resume,
         ),
         max_length=max_length,

@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader, RandomSampler, SequentialSampler
 from tqdm.auto import tqdm
 
 from . import checkpoint
+from .errors import PTuningError
 from .model import PTuningModel
 
 DEFAULT_LR = {"ptv2": 5e-3, "prompt-tuning": 3e-2, "ptv1": 5e-3, "finetune": 5e-5, "linear-probe": 5e-3}
@@ -44,8 +45,28 @@ class TrainConfig:
     seed: int = 42
     grad_accum: int = 1
     gradient_checkpointing: bool = False
+    mixed_precision: str = "no"  # no | bf16 | fp16: autocast for forward passes (training and evaluation)
     resume: bool = False
     stop_after_steps: int | None = None  # simulate an interruption (tests)
+
+
+PRECISIONS = ("no", "bf16", "fp16")
+
+
+def check_precision(precision: str) -> str:
+    """Refuse a precision the machine cannot run, before any work starts.
+
+    Only the forward passes run in reduced precision (autocast); parameters,
+    gradients, optimizer state and the saved prompt stay float32, so an artifact
+    trained in bf16 loads and serves exactly like a float32 one.
+    """
+    if precision not in PRECISIONS:
+        raise PTuningError(f"unknown --mixed-precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    if precision == "fp16" and not torch.cuda.is_available():
+        raise PTuningError("--mixed-precision fp16 needs a CUDA GPU; use bf16 (CPU and recent GPUs) or no")
+    if precision == "bf16" and torch.cuda.is_available() and not torch.cuda.is_bf16_supported():
+        raise PTuningError("this GPU has no bf16 support; use --mixed-precision fp16 or no")
+    return precision
 
 
 def lr_lambda(kind: str, warmup: int, total: int, gamma: float, steps_per_epoch: int) -> Callable[[int], float]:
@@ -146,7 +167,9 @@ def train(
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
-    accelerator = Accelerator(gradient_accumulation_steps=config.grad_accum)
+    accelerator = Accelerator(
+        gradient_accumulation_steps=config.grad_accum, mixed_precision=check_precision(config.mixed_precision)
+    )
     set_seed(config.seed)
     main = accelerator.is_main_process
     output_dir = Path(output_dir)

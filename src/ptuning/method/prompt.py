@@ -52,10 +52,17 @@ class PromptEncoder(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(hidden_size, hidden_size), nn.ReLU(), nn.Linear(hidden_size, hidden_size))
 
     def forward(self) -> torch.Tensor:
-        x = self.embedding.weight.unsqueeze(0)  # (1, P, H)
-        if self.lstm is not None:
-            x = self.lstm(x)[0]  # (1, P, H)
-        return self.mlp(x).squeeze(0)  # (P, H)
+        """The prompt, always in float32.
+
+        The encoder sees only ``P`` vectors, so autocast would save nothing here,
+        and the CPU LSTM kernel has no bf16 path: run it outside autocast.
+        """
+        device = self.embedding.weight.device.type
+        with torch.autocast(device_type=device, enabled=False):
+            x = self.embedding.weight.unsqueeze(0)  # (1, P, H)
+            if self.lstm is not None:
+                x = self.lstm(x)[0]  # (1, P, H)
+            return self.mlp(x).squeeze(0)  # (P, H)
 
 
 def prepend_prompt(
