@@ -27,6 +27,8 @@ from pathlib import Path
 
 import torch
 
+from ptuning.artifact import atomic_write_text
+
 METHODS = ("finetune", "ptv2", "ptv2-reparam", "ptv2-checkpointing", "prompt-tuning", "ptv1", "linear-probe")
 
 
@@ -181,7 +183,7 @@ def main() -> None:
     if args.paired_only:  # add the paired ratios to an earlier run's file
         data = json.loads(args.out.read_text())
         rows, data["paired"] = data["rows"], paired_rows(args)
-        args.out.write_text(json.dumps(data, indent=1))
+        atomic_write_text(args.out, json.dumps(data, indent=1))
         return
     for method in args.methods.split(","):
         rows.append(measure(sys.executable, method, args))
@@ -207,8 +209,8 @@ def main() -> None:
         setup = {"batch": args.batch_size, "length": args.length, "prompt_length": args.prompt_length}
         setup.update(steps=args.steps, torch=torch.__version__, threads=torch.get_num_threads())
         setup.update(machine=f"cpu ({platform.machine()}, {os.cpu_count()} cores)", date=time.strftime("%Y-%m-%d"))
-        args.out.write_text(
-            json.dumps({"setup": setup, "rows": rows, "peft_rows": peft_rows, "paired": pairs}, indent=1)
+        atomic_write_text(
+            args.out, json.dumps({"setup": setup, "rows": rows, "peft_rows": peft_rows, "paired": pairs}, indent=1)
         )
 
 

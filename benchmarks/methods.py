@@ -30,6 +30,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from ptuning.artifact import atomic_write_text  # noqa: E402
 from ptuning.model import MethodConfig  # noqa: E402
 from ptuning.pipeline import TrainRequest, evaluate, train  # noqa: E402
 from ptuning.train import TrainConfig  # noqa: E402
@@ -271,7 +272,7 @@ def main() -> None:
             setup.update(
                 date=time.strftime("%Y-%m-%d"), command="python benchmarks/methods.py " + " ".join(sys.argv[1:])
             )
-            args.out.write_text(json.dumps({**setup, "quick": args.quick, "rows": rows}, indent=1))
+            atomic_write_text(args.out, json.dumps({**setup, "quick": args.quick, "rows": rows}, indent=1))
 
 
 if __name__ == "__main__":

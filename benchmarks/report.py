@@ -17,6 +17,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ptuning.artifact import atomic_write_text
+
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 PLOTS = HERE / "plots"
@@ -424,7 +426,7 @@ def main() -> None:
             raise SystemExit(f"{OUT.name} differs from what benchmarks/results/ gives: run python benchmarks/report.py")
         print(f"{OUT.name} matches benchmarks/results/")
         return
-    OUT.write_text(text)
+    atomic_write_text(OUT, text)
     print(f"wrote {OUT} and {', '.join(images)}")
 
 

@@ -258,7 +258,7 @@ def main() -> None:
         result["http"] = serve_and_load(deep[:8], names, sentences, args)
         print("http", json.dumps(result["http"]), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1))
+    artifact.atomic_write_text(args.out, json.dumps(result, indent=1))
 
 
 if __name__ == "__main__":
