@@ -123,6 +123,7 @@ def run_one(task: str, method: str, data: Path, args) -> dict:
             seed=args.seed,
             max_minutes=args.max_minutes,
             mixed_precision=args.mixed_precision,
+            group_by_length=args.group_by_length,
         )
         options = {"max_length": max_length, "max_train_samples": args.max_train_samples}
         options.update(max_eval_samples=args.max_eval_samples, task_options=task_settings.get("task_options", {}))
@@ -170,6 +171,7 @@ def run_one(task: str, method: str, data: Path, args) -> dict:
         "max_length": max_length,
         "batch_size": batch_size,
         "mixed_precision": args.mixed_precision,
+        "group_by_length": args.group_by_length,
         "quick": bool(args.quick),
         "transformers": __import__("transformers").__version__,
         "data_note": "BoolQ: the val file split 80/20 by a hash of the passage" if task == "boolq" else None,
@@ -202,6 +204,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--mixed-precision", default="no", help="no | bf16 | fp16 (autocast forwards; fp32 weights and prompts)."
     )
+    parser.add_argument("--group-by-length", action="store_true", help="Batch similar lengths (less padding).")
     parser.add_argument("--lr", type=float, default=None, help="Override the method's learning rate.")
     parser.add_argument("--prompt-length", type=int, default=None, help="Override the prompt length.")
     parser.add_argument("--prompt-lengths", default=None, help="Also sweep ptv2 over these P (e.g. 1,5,20,50,100).")

@@ -187,3 +187,53 @@ def test_unusable_precision_is_a_one_line_error(tmp_path, sst2_dir, tiny_bert_di
         assert result.returncode != 0
         assert message in result.stderr and "Traceback" not in result.stderr
         assert not (tmp_path / "run").exists()  # refused before anything was written
+
+
+def _varied_features(n: int = 23, seed: int = 0) -> list[dict]:
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(3, 30, (n,), generator=g).tolist()
+    return [
+        {"input_ids": torch.randint(5, 100, (k,), generator=g).tolist(), "attention_mask": [1] * k} for k in lengths
+    ]
+
+
+@pytest.mark.parametrize("head_kind", ["sequence", "token"])
+def test_length_sorted_evaluation_returns_logits_in_input_order(head_kind):
+    from conftest import tiny_backbone
+
+    from ptuning.heads import SequenceClassificationHead
+    from ptuning.model import PTuningModel
+    from ptuning.tasks.base import pad_collate
+    from ptuning.tasks.tagging import TokenClassificationHead
+    from ptuning.train import predict_logits
+
+    torch.manual_seed(0)
+    head = SequenceClassificationHead(32, 3, "mean") if head_kind == "sequence" else TokenClassificationHead(32, 4)
+    model = PTuningModel(tiny_backbone("bert"), MethodConfig("ptv2", 3), head)
+    features = _varied_features()
+    collate = pad_collate(type("Tok", (), {"pad_token_id": 0})())
+    logits = predict_logits(model, features, collate, batch_size=4)
+    with torch.no_grad():
+        for i, feature in enumerate(features):
+            alone = model(**collate([feature]))[0]  # (labels,) or (L, tags)
+            got = logits[i] if alone.dim() == 1 else logits[i, : alone.shape[0]]
+            assert torch.allclose(got, alone, atol=1e-5), i
+
+
+def test_group_by_length_batches_similar_lengths_and_covers_every_feature_once():
+    from ptuning.train import _loader, feature_length
+
+    features = [dict(f, idx=i) for i, f in enumerate(_varied_features(n=400, seed=1))]
+
+    def epoch(seed, grouped):
+        loader = _loader(features, lambda rows: rows, 16, seed, group_by_length=grouped)
+        return [[f["idx"] for f in batch] for batch in loader]
+
+    grouped, shuffled = epoch(7, True), epoch(7, False)
+    assert sorted(i for b in grouped for i in b) == list(range(400))
+    assert epoch(7, True) == grouped and epoch(8, True) != grouped  # deterministic per seed, new order per epoch
+
+    def padding(batches):
+        return sum(len(b) * max(feature_length(features[i]) for i in b) for b in batches)
+
+    assert padding(grouped) < 0.8 * padding(shuffled)

@@ -55,6 +55,9 @@ def train(
     ),
     grad_accum: int = typer.Option(1, help="Gradient accumulation steps."),
     gradient_checkpointing: bool = typer.Option(False, help="Recompute activations to save memory."),
+    group_by_length: bool = typer.Option(
+        False, help="Batch inputs of similar length together: less padding, faster epochs on varied-length data."
+    ),
     mixed_precision: str = typer.Option(
         "no", help="no | bf16 | fp16: forward passes under autocast (faster on GPUs); weights and prompts stay fp32."
     ),
@@ -109,6 +112,7 @@ def train(
             seed=seed,
             grad_accum=grad_accum,
             gradient_checkpointing=gradient_checkpointing,
+            group_by_length=group_by_length,
             mixed_precision=mixed_precision,
             resume=resume,
         ),

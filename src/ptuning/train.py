@@ -45,6 +45,7 @@ class TrainConfig:
     seed: int = 42
     grad_accum: int = 1
     gradient_checkpointing: bool = False
+    group_by_length: bool = False  # batch similar lengths together (less padding; changes batch composition)
     mixed_precision: str = "no"  # no | bf16 | fp16: autocast for forward passes (training and evaluation)
     resume: bool = False
     stop_after_steps: int | None = None  # simulate an interruption (tests)
@@ -115,9 +116,29 @@ class JsonlLog:
             self.board.close()
 
 
-def _loader(features, collate, batch_size: int, seed: int | None) -> DataLoader:
+def feature_length(feature: dict) -> int:
+    """Padded size of one feature (a multiple-choice row pads every choice to its longest)."""
+    ids = feature["input_ids"]
+    if ids and isinstance(ids[0], list):
+        return len(ids) * max(len(choice) for choice in ids)
+    return len(ids)
+
+
+def _loader(features, collate, batch_size: int, seed: int | None, group_by_length: bool = False) -> DataLoader:
+    """Sequential without a seed (evaluation), else shuffled by ``seed``.
+
+    ``group_by_length`` batches features of similar length together (Hugging
+    Face's ``LengthGroupedSampler``): batches pad to their longest feature, so
+    this cuts the padding, and the time, of data with varied lengths.
+    """
     if seed is None:
         sampler = SequentialSampler(features)
+    elif group_by_length:
+        from transformers.trainer_pt_utils import LengthGroupedSampler  # the Trainer's module: slow to import
+
+        lengths = [feature_length(f) for f in features]
+        generator = torch.Generator().manual_seed(seed)
+        sampler = LengthGroupedSampler(batch_size, lengths=lengths, generator=generator)
     else:
         sampler = RandomSampler(features, generator=torch.Generator().manual_seed(seed))
     return DataLoader(features, batch_size=batch_size, sampler=sampler, collate_fn=collate)
@@ -132,7 +153,10 @@ def evaluate(model, task, features, examples, collate, batch_size: int, accelera
 @torch.no_grad()
 def predict_logits(model, features, collate, batch_size: int, accelerator=None) -> torch.Tensor:
     model.eval()
-    loader = _loader([{k: v for k, v in f.items() if k != "labels"} for f in features], collate, batch_size, None)
+    # Longest first: each batch pads only to its own longest feature, and the results are put back in order.
+    order = sorted(range(len(features)), key=lambda i: -feature_length(features[i]))
+    inputs = [{k: v for k, v in features[i].items() if k != "labels"} for i in order]
+    loader = _loader(inputs, collate, batch_size, None)
     if accelerator is not None:
         loader = accelerator.prepare_data_loader(loader)
     device = next(model.parameters()).device
@@ -149,7 +173,10 @@ def predict_logits(model, features, collate, batch_size: int, accelerator=None) 
     if outputs[0].dim() == 3:  # (N, L, tags) with L differing between batches
         longest = max(o.shape[1] for o in outputs)
         outputs = [torch.nn.functional.pad(o, (0, 0, 0, longest - o.shape[1])) for o in outputs]
-    return torch.cat(outputs)
+    sorted_logits = torch.cat(outputs)
+    logits = torch.empty_like(sorted_logits)
+    logits[torch.tensor(order, dtype=torch.long)] = sorted_logits
+    return logits
 
 
 def train(
@@ -244,7 +271,7 @@ def train(
     while loop["epoch"] < config.epochs and not stop:
         epoch = loop["epoch"]
         loader = accelerator.prepare_data_loader(
-            _loader(train_features, collate, config.batch_size, config.seed * 1000 + epoch)
+            _loader(train_features, collate, config.batch_size, config.seed * 1000 + epoch, config.group_by_length)
         )
         if loop["batches_done"]:
             loader = accelerator.skip_first_batches(loader, loop["batches_done"])
