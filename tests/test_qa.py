@@ -144,3 +144,45 @@ def test_qa_default_max_length_is_384(tmp_path, tiny_bert_dir):
                 task_options={"split_by_article": 0.5},
             )
         )
+
+
+def test_pool_serves_qa_windows_mixed_with_classification(tmp_path, tiny_bert_dir, sst2_dir):
+    """A QA row (several context windows) and a classification row in one pool call equal the single-task path."""
+    from ptuning.serve.pool import PromptPool
+
+    source = squad_file(tmp_path / "dev-v1.1.json", articles=12)
+    for task, data, P in (("squad", source, 3), ("sst2", sst2_dir, 2)):
+        pipeline.train(
+            pipeline.TrainRequest(
+                task=task,
+                data=str(data),
+                output=tmp_path / f"out-{task}",
+                model=str(tiny_bert_dir),
+                method=MethodConfig("ptv2", P),
+                train=TrainConfig(epochs=1, lr=1e-2, batch_size=4),
+                max_length=24,
+                task_options={"split_by_article": 0.3, "doc_stride": 6} if task == "squad" else {},
+            )
+        )
+    pool = PromptPool.from_artifact(tmp_path / "out-squad")
+    pool.load(tmp_path / "out-squad", "qa")
+    pool.load(tmp_path / "out-sst2", "sentiment")
+    questions = [
+        {"question": "what was dull ?", "context": CONTEXT},
+        {"question": "what was good ?", "context": CONTEXT},
+    ]
+    rows = [("qa", pool.to_example("qa", questions[0])), ("sentiment", pool.to_example("sentiment", "good film"))]
+    rows.append(("qa", pool.to_example("qa", questions[1])))
+    mixed = pool.predict(rows)
+
+    model, tokenizer, task, meta = artifact.load_artifact(tmp_path / "out-squad")
+    examples = [task.example_from_input(q) for q in questions]
+    features = task.featurize(examples, tokenizer, meta["max_length"])
+    assert len(features) >= 2 * len(examples)  # each context really is several windows at max length 24
+    alone = task.predictions(pipeline.predict_logits(model, features, task.collator(tokenizer), 8), examples)
+    for got, want in zip((mixed[0], mixed[2]), alone, strict=True):
+        assert got["answer"] == want["answer"] and got["answer"] in CONTEXT
+        assert got["null_odds"] == pytest.approx(want["null_odds"], abs=1e-4)
+    assert mixed[1]["label"] in ("0", "1")
+    with pytest.raises(Exception, match="'question' and 'context'"):
+        pool.to_example("qa", "just a string")

@@ -29,6 +29,8 @@ from ..tasks import Example, Task, get_task
 from ..tasks.base import pad_collate
 
 BACKBONE_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+# Families whose input may become several windows, each scored per token; the task reassembles them.
+WINDOWED = ("tagging", "qa")
 
 
 class UnknownTask(PTuningError):
@@ -83,8 +85,6 @@ class PromptPool:
         if config.method == "finetune":
             raise PTuningError(f"{path}: a fine-tuned model carries its own backbone; serve it on its own")
         task = get_task(meta["task"]["name"]).from_state(meta["task"])
-        if task.family == "qa":
-            raise PTuningError(f"{path}: question-answering artifacts are not served by the pool yet")
         head = task.build_head(self.model.backbone.config.hidden_size, meta["pooling"])
         head.load_state_dict(artifact.head_state(tensors))
         head.to(self.device).eval()
@@ -144,13 +144,14 @@ class PromptPool:
         """Predictions for ``(task name, example)`` rows, in order.
 
         Each row becomes one or more *units* (a multiple-choice row has one unit per
-        choice); units of all tasks with deep prefixes share backbone forwards.
+        choice, a long sentence or QA context one per window); units of all tasks with
+        deep prefixes share backbone forwards.
         """
         with self._lock:
             loaded = [self.get(name) for name, _ in rows]
             units: list[tuple[int, dict]] = []  # (row, features of one sequence)
             for i, (p, (_, example)) in enumerate(zip(loaded, rows, strict=True)):
-                for features in p.task.featurize([example], self.tokenizer, p.token_budget):  # tagging: windows
+                for features in p.task.featurize([example], self.tokenizer, p.token_budget):  # windows
                     features.pop("labels", None)
                     if isinstance(features["input_ids"][0], list):  # choices: one unit each
                         n = len(features["input_ids"])
@@ -171,7 +172,7 @@ class PromptPool:
             results = []
             for i, (p, (_, example)) in enumerate(zip(loaded, rows, strict=True)):
                 parts = per_row[i]
-                if p.task.family == "tagging":  # (windows, L, tags), windows padded to one length
+                if p.task.family in WINDOWED:  # (windows, L, tags or 2), windows padded to one length
                     longest = max(x.shape[0] for x in parts)
                     logits = torch.stack([nn.functional.pad(x, (0, 0, 0, longest - x.shape[0])) for x in parts])
                 else:
