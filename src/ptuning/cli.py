@@ -161,12 +161,19 @@ def evaluate(
 def predict(
     artifact: Path = typer.Argument(..., help="Artifact directory written by `ptuning train`."),
     input: Path = typer.Option(..., "--input", help="File in the task's format (labels optional)."),
-    output: Path = typer.Option(..., "--output", help="JSONL file: one prediction per input line."),
+    output: Path = typer.Option(
+        ..., "--output", help="JSONL (one prediction per input), a CoNLL file (tagging) or a JSON map (QA)."
+    ),
     model: Optional[str] = typer.Option(None, help="Backbone path, when it moved since training."),
     batch_size: int = typer.Option(64),
     device: str = typer.Option("auto", help=DEVICE_HELP),
 ) -> None:
-    """Write one JSON line (label and score) per input."""
+    """Predict for a file in the task's format, written in the task's own shape.
+
+    One JSON line per input (label and scores, chosen choice, entity, real value);
+    a CoNLL file with a predicted-tag column for tagging tasks; the official
+    {id: answer} map (plus null_odds.json for SQuAD 2.0) for QA.
+    """
     from .pipeline import predict as run
 
     count = run(artifact, input, output, model, batch_size, device)
