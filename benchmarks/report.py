@@ -230,6 +230,36 @@ def detail(runs: list[Run], round_name: str) -> str:
     return "\n".join(lines)
 
 
+def reparam_steps() -> str:
+    """Why ``ptv2-reparam`` is unstable at ptv2's learning rates: the step it takes on the prefix."""
+    path = RESULTS / "cpu" / "prefix_step_size.json"
+    if not path.exists():
+        return ""
+    data = json.loads(path.read_text())
+    keys, values = statistics.mean(data["key_rms"]), statistics.mean(data["value_rms"])
+    lines = [
+        "## Why the MLP reparameterisation diverges at ptv2's learning rates\n",
+        "How far one AdamW step moves the prefix (RMS over all its values, first "
+        f"{data['steps']} steps on a fixed batch, P={data['prompt_length']}), against the RMS of the backbone's own "
+        f"keys ({keys:.2f}) and values ({values:.2f}), averaged over layers, {data['date']}:\n",
+        "```bash\npython benchmarks/prefix_step_size.py --out benchmarks/results/cpu/prefix_step_size.json\n```\n",
+        "| reparameterised | lr | initial prefix RMS | RMS change per step (mean) | largest step |",
+        "|---|---|---|---|---|",
+    ]
+    for r in data["rows"]:
+        lines.append(
+            f"| {'yes' if r['reparam'] else 'no'} | {r['lr']:g} | {r['initial_rms']:.3f} | "
+            f"{statistics.mean(r['step_rms']):.4f} | {max(r['step_rms']):.4f} |"
+        )
+    lines.append(
+        "\nAdam moves each weight by about the learning rate per step. Without the MLP the weights are the prefix; "
+        "with it, every prefix value is a sum over the 512 hidden units, so the same rate moves it tens of times "
+        "further: at 5e-3 each step changes the prefix by a sizeable fraction of the keys' own scale, i.e. the "
+        "prompt is largely redrawn every step. The rows below 5e-3 show how far the rate must fall before the steps shrink to the plain prefix's.\n"
+    )
+    return "\n".join(lines)
+
+
 def efficiency() -> str:
     path = RESULTS / "cpu" / "efficiency.json"
     if not path.exists():
@@ -411,6 +441,7 @@ def main() -> None:
         equal_time(runs) + "\n",
         "## Efficiency\n",
         efficiency(),
+        reparam_steps(),
         "## Quick mode (CPU)\n",
         "`--quick` trains every method on small subsets for two epochs: it checks the harness end to end in about "
         "20 minutes on 2 CPU cores; its numbers are not results.\n",
