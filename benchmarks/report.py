@@ -35,12 +35,14 @@ ROUNDS = {
     "cpu-reparam": "this 2-core CPU, mean pooling, seeds 1-3 one after another, batch 16, max length 256, "
     "patience 5, `--max-minutes 12`",
     "cpu-small": "this 2-core CPU, mean pooling, seeds 1-3 one after another, harness defaults (batch 16, max "
-    "length 256); other benchmark jobs shared the CPU at times, so wall times are inflated",
+    "length 256); other benchmark jobs shared the CPU at times (WSC ptv2 seeds 2-3 ran in a second process "
+    "beside seed 1), so wall times are inflated",
     "cpu-peft": "this 2-core CPU, PEFT 0.21.2 prefix tuning under transformers 5.23 (`--peft-python`), one thread "
     "sharing the CPU, stopped after seed 1 for time. PEFT drops BERT's `token_type_ids` (its warning: 'Token type "
     "ids are not supported for parameter efficient tuning'), so its sentence pairs lose the segment embedding",
     "cpu-reparam-lr": "this 2-core CPU, `ptv2-reparam` at learning rates 1e-4 and 5e-4 (see 'Why the MLP "
-    "reparameterisation diverges'), seeds 1-3, one thread, each run capped at 6 min of training (`--max-minutes 6`)",
+    "reparameterisation diverges'), seeds 1-3 at 1e-4 and seed 1 at 5e-4 (the rest cut for time), one thread, "
+    "each run capped at 6 min of training (`--max-minutes 6`): all of them were still improving when the cap hit",
 }
 # (task, round, method label) of the runs the headline table shows, best converged evidence first.
 HEADLINE = [
