@@ -165,9 +165,15 @@ def test_bf16_autocasts_training_and_evaluation_but_keeps_fp32_prompts(tmp_path,
         return original(self, *args, **kwargs)
 
     monkeypatch.setattr(PTuningModel, "forward", spy)
+    pipeline.train(request(sst2_dir, tmp_path / "fp32", tiny_bert_dir, epochs=1))  # same process, other precision
+    assert seen and not any(dtype for _, dtype in seen)
+    seen.clear()
     out = tmp_path / "bf16"
     summary = pipeline.train(request(sst2_dir, out, tiny_bert_dir, epochs=1, mixed_precision="bf16"))
     assert {(True, torch.bfloat16), (False, torch.bfloat16)} <= set(seen)  # both train and eval steps
+    seen.clear()
+    pipeline.train(request(sst2_dir, tmp_path / "fp32-again", tiny_bert_dir, epochs=1))
+    assert seen and not any(dtype for _, dtype in seen)
     assert summary["best"]["accuracy"] >= 0
     prompt = load_file(str(out / "prompt.safetensors"))
     assert prompt and all(t.dtype == torch.float32 for t in prompt.values())

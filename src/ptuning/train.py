@@ -70,6 +70,21 @@ def check_precision(precision: str) -> str:
     return precision
 
 
+def _forget_other_precision(precision: str) -> None:
+    """Let a second run in this process use another precision.
+
+    Accelerate keeps one process-wide state and refuses a new ``Accelerator`` whose
+    precision differs from the first one's; the benchmark harness, a notebook or the
+    test suite train several times in one process. Only the precision part is reset:
+    the process group (``PartialState``) is kept.
+    """
+    from accelerate.state import AcceleratorState
+
+    state = AcceleratorState._shared_state
+    if state and state.get("_mixed_precision") != precision:
+        AcceleratorState._reset_state(reset_partial_state=False)
+
+
 def lr_lambda(kind: str, warmup: int, total: int, gamma: float, steps_per_epoch: int) -> Callable[[int], float]:
     """Warmup to the peak rate, then linear decay to 0 or ``gamma`` per epoch."""
 
@@ -194,9 +209,9 @@ def train(
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
-    accelerator = Accelerator(
-        gradient_accumulation_steps=config.grad_accum, mixed_precision=check_precision(config.mixed_precision)
-    )
+    precision = check_precision(config.mixed_precision)
+    _forget_other_precision(precision)
+    accelerator = Accelerator(gradient_accumulation_steps=config.grad_accum, mixed_precision=precision)
     set_seed(config.seed)
     main = accelerator.is_main_process
     output_dir = Path(output_dir)
