@@ -42,6 +42,36 @@ def train_argv(data, model_dir, output, *extra: str) -> list[str]:
     return ["train", "--task", "sst2", "--data", str(data), "--model", str(model_dir), "--output", str(output), *extra]
 
 
+def train_tiny(
+    task: str,
+    data,
+    output,
+    model_dir,
+    *,
+    method: str = "ptv2",
+    prompt_length: int = 3,
+    epochs: int = 1,
+    lr: float | None = None,
+    **request_kw,
+) -> dict:
+    """Train on a tiny model (batch 4): an artifact to serve or score in a test."""
+    from ptuning import pipeline
+    from ptuning.model import MethodConfig
+    from ptuning.train import TrainConfig
+
+    return pipeline.train(
+        pipeline.TrainRequest(
+            task=task,
+            data=str(data),
+            output=output,
+            model=str(model_dir),
+            method=MethodConfig(method, prompt_length),
+            train=TrainConfig(epochs=epochs, lr=lr, batch_size=4),
+            **request_kw,
+        )
+    )
+
+
 def tiny_config(family: str, **overrides):
     from transformers import AutoConfig
 

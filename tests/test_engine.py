@@ -22,6 +22,14 @@ def build(family: str, method: str = "ptv2", P: int = 5, seed: int = 0, **backbo
     return model.eval()
 
 
+def build_with_strong_prefix(family: str) -> PTuningModel:
+    """A prefix far from its small init, so its effect on the output is unmistakable."""
+    model = build(family)
+    with torch.no_grad():
+        model.prefix_encoder.embedding.weight.normal_(std=1.0)
+    return model
+
+
 def batch(seed: int = 0, length: int = 9):
     g = torch.Generator().manual_seed(seed)
     ids = torch.randint(5, 120, (3, length), generator=g)
@@ -47,9 +55,7 @@ def test_zero_length_prompt_reproduces_backbone_exactly(family):
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_prefix_changes_output_and_receives_gradients(family):
-    model = build(family)
-    with torch.no_grad():
-        model.prefix_encoder.embedding.weight.normal_(std=1.0)
+    model = build_with_strong_prefix(family)
     ids, mask = batch()
     reference = plain_hidden(model.backbone, ids, mask)
     hidden = model.encode(ids, mask)
@@ -226,9 +232,7 @@ def test_deberta_refuses_gradient_checkpointing_with_deep_prompts():
 @pytest.mark.parametrize("family", FAMILIES)
 def test_bf16_autocast_trains_the_fp32_prefix(family):
     """``--mixed-precision bf16``: fp32 prefix meets bf16 keys; gradients come back fp32 and finite."""
-    model = build(family)
-    with torch.no_grad():
-        model.prefix_encoder.embedding.weight.normal_(std=1.0)
+    model = build_with_strong_prefix(family)
     ids, mask = batch()
     with torch.no_grad():
         reference = model(ids, mask)

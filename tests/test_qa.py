@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from conftest import train_tiny
 
 from ptuning import artifact, pipeline
 from ptuning.errors import DataError
@@ -152,18 +153,9 @@ def test_pool_serves_qa_windows_mixed_with_classification(tmp_path, tiny_bert_di
 
     source = squad_file(tmp_path / "dev-v1.1.json", articles=12)
     for task, data, P in (("squad", source, 3), ("sst2", sst2_dir, 2)):
-        pipeline.train(
-            pipeline.TrainRequest(
-                task=task,
-                data=str(data),
-                output=tmp_path / f"out-{task}",
-                model=str(tiny_bert_dir),
-                method=MethodConfig("ptv2", P),
-                train=TrainConfig(epochs=1, lr=1e-2, batch_size=4),
-                max_length=24,
-                task_options={"split_by_article": 0.3, "doc_stride": 6} if task == "squad" else {},
-            )
-        )
+        options = {"split_by_article": 0.3, "doc_stride": 6} if task == "squad" else {}
+        out = tmp_path / f"out-{task}"
+        train_tiny(task, data, out, tiny_bert_dir, prompt_length=P, lr=1e-2, max_length=24, task_options=options)
     pool = PromptPool.from_artifact(tmp_path / "out-squad")
     pool.load(tmp_path / "out-squad", "qa")
     pool.load(tmp_path / "out-sst2", "sentiment")

@@ -9,30 +9,20 @@ import sys
 import fixtures
 import pytest
 import torch
-from conftest import FAMILIES, tiny_backbone
+from conftest import FAMILIES, tiny_backbone, train_tiny
 
 from ptuning import pipeline
 from ptuning.backbones import geometry
 from ptuning.model import MethodConfig, PTuningModel
 from ptuning.tasks import get_task, load_records
 from ptuning.tasks import metrics as m
-from ptuning.train import TrainConfig
 
 SUITE = list(fixtures.WRITERS)
 
 
 def train(task: str, data, out, model_dir, method: str = "ptv2", epochs: int = 1) -> dict:
-    return pipeline.train(
-        pipeline.TrainRequest(
-            task=task,
-            data=str(data),
-            output=out,
-            model=str(model_dir),
-            method=MethodConfig(method, 3),
-            train=TrainConfig(epochs=epochs, lr=1e-2 if method != "finetune" else 1e-3, batch_size=4),
-            max_length=48,
-        )
-    )
+    lr = 1e-2 if method != "finetune" else 1e-3
+    return train_tiny(task, data, out, model_dir, method=method, epochs=epochs, lr=lr, max_length=48)
 
 
 @pytest.mark.parametrize("task", SUITE)

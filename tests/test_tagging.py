@@ -6,7 +6,7 @@ import random
 
 import pytest
 import torch
-from conftest import FAMILIES, WORDS, tiny_backbone
+from conftest import FAMILIES, WORDS, tiny_backbone, train_tiny
 
 from ptuning import pipeline
 from ptuning.errors import DataError
@@ -214,17 +214,8 @@ def test_pool_mixes_tagging_with_classification(tmp_path, tiny_bert_dir, sst2_di
 
     data = write_conll(tmp_path / "conll")
     for task, source in (("conll03", data), ("sst2", sst2_dir)):
-        pipeline.train(
-            pipeline.TrainRequest(
-                task=task,
-                data=str(source),
-                output=tmp_path / f"out-{task}",
-                model=str(tiny_bert_dir),
-                method=MethodConfig("ptv2", 2 if task == "sst2" else 4),
-                train=TrainConfig(epochs=1, batch_size=4),
-                max_length=10,
-            )
-        )
+        P = 2 if task == "sst2" else 4
+        train_tiny(task, source, tmp_path / f"out-{task}", tiny_bert_dir, prompt_length=P, max_length=10)
     pool = PromptPool.from_artifact(tmp_path / "out-conll03")
     pool.load(tmp_path / "out-conll03", "ner")
     pool.load(tmp_path / "out-sst2", "sentiment")
