@@ -62,16 +62,38 @@ def test_every_method_has_settings(name):
 
 
 def test_gap_table_prefers_test_figures_and_falls_back_to_dev(monkeypatch):
-    def run(task, label, dev, test=None):
+    def run(task, label, dev, test=None, round_name="r"):
         history = [{"epoch": 1, "f1": dev, "elapsed_s": 1.0}]
         row = {"test": {"f1": test} if test is not None else None, "epochs_run": 1, "epochs": 1}
-        return report.Run("r", task, label, 1, history, row)
+        return report.Run(round_name, task, label, 1, history, row)
 
     monkeypatch.setattr(
-        report, "HEADLINE", [("conll03", "r", ["finetune", "ptv2"]), ("squad", "r", ["finetune", "ptv2"])]
+        report,
+        "HEADLINE",
+        [
+            ("conll03", "r", ["finetune", "ptv2"]),
+            ("squad", "r", ["finetune-e10", "ptv2"]),
+            ("squad", "old", ["finetune", "ptv2"]),
+        ],
     )
     runs = [run("conll03", "finetune", 0.9, 0.85), run("conll03", "ptv2", 0.88, 0.82)]
-    runs += [run("squad", "finetune", 0.7, 0.68), run("squad", "ptv2", 0.6)]
+    runs += [run("squad", "finetune-e10", 0.7, 0.68), run("squad", "ptv2", 0.6)]
+    # An older round with a better ptv2 figure: not compared against the first-listed fine-tuning row.
+    runs += [run("squad", "finetune", 0.5, 0.5, "old"), run("squad", "ptv2", 0.69, 0.69, "old")]
     table = report.gaps(runs)
-    assert "| conll03 | 85.0 | ptv2 | 82.0 | -3.0 | test f1 |" in table
-    assert "| squad | 70.0 | ptv2 | 60.0 | -10.0 | dev f1 |" in table
+    assert "| conll03 | r | finetune | 85.0 | ptv2 | 82.0 | -3.0 | test f1 |" in table
+    assert "| squad | r | finetune-e10 | 70.0 | ptv2 | 60.0 | -10.0 | dev f1 |" in table
+    assert "69.0" not in table
+
+
+def test_gpu_round_histories_join_their_finished_rows(tmp_path, monkeypatch):
+    """Run directories are named task-method+tag-P<len>-seed; the finished row is keyed without the P."""
+    row = {"task": "conll03", "method": "ptv2", "tag": "-e30", "seed": 1, "epochs_run": 2, "epochs": 30}
+    row["stopped_by"] = "time"
+    history = [{"epoch": 1, "f1": 0.7, "elapsed_s": 5.0}, {"epoch": 2, "f1": 0.8, "elapsed_s": 9.0}]
+    data = {"complete": [{"rows": [row]}], "partial": {"conll03-ptv2-e30-P100-1": history}, "logs": {}}
+    (tmp_path / "gpu-round").mkdir()
+    (tmp_path / "gpu-round" / "round.json").write_text(json.dumps(data))
+    monkeypatch.setattr(report, "RESULTS", tmp_path)
+    [run] = report.load_runs()
+    assert (run.label, run.seed, run.row, run.stopped_by) == ("ptv2-e30", 1, row, "time")
