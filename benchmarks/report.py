@@ -36,6 +36,9 @@ ROUNDS = {
     "h200-round9": "mean pooling, seed 1, fp32, 6 runs sharing the GPU under CUDA MPS (so their kernels run "
     "concurrently), each capped at 7 min of training (`--max-minutes 7`) and killed at 535 s; CoNLL-2003 on a "
     "30-epoch schedule for the prompts (patience 5) and 10 for fine-tuning (patience 3), SQuAD patience 4 / 2",
+    "h200-round10": "mean pooling, seed 1, fp32, the ptv2 prompt-length sweep on RTE (`--prompt-length P --tag=-PP`, "
+    "P in 1, 5, 20, 50, 100), 5 runs sharing the GPU under CUDA MPS, each capped at 1.8 min of training and 30 "
+    "epochs (patience 10)",
     "cpu-reparam": "this 2-core CPU, mean pooling, seeds 1-3 one after another, batch 16, max length 256, "
     "patience 5, `--max-minutes 12`",
     "cpu-small": "this 2-core CPU, mean pooling, seeds 1-3 one after another, harness defaults (batch 16, max "
@@ -381,23 +384,53 @@ def plots(runs: list[Run]) -> list[str]:
     plt.close(fig)
     written.append("benchmarks/plots/methods_by_task.png")
 
-    sweep = [r for r in runs if "-P" in r.label]
+    sweep = [r for r in runs if "-P" in r.label and r.row]
     if sweep:
         fig, axes = plt.subplots(1, 2, figsize=(8, 3.4))
         for ax, task in zip(axes, ("rte", "conll03"), strict=True):
-            points = sorted((r.row["prompt_length"], 100 * r.best[r.metric]) for r in sweep if r.task == task)
-            if points:
-                ax.plot([p for p, _ in points], [v for _, v in points], marker="o")
+            for round_name in sorted({r.round for r in sweep if r.task == task}):
+                points = sorted(
+                    (r.row["prompt_length"], 100 * r.best[r.metric])
+                    for r in sweep
+                    if (r.task, r.round) == (task, round_name)
+                )
+                quick_check = round_name == "cpu"
+                label = "--quick (subsets: a harness check)" if quick_check else round_name
+                style = {"linestyle": "--", "alpha": 0.5} if quick_check else {}
+                ax.plot([p for p, _ in points], [v for _, v in points], marker="o", label=label, **style)
+            if task in MAJORITY:
+                ax.axhline(MAJORITY[task], color="grey", linestyle=":", linewidth=1)
             ax.set_xscale("log")
             ax.set_xlabel("prompt length P")
-            ax.set_title(f"{task}: ptv2 dev {MAIN_METRIC.get(task, 'accuracy')} vs P", fontsize=9)
-        source = sorted({r.round for r in sweep})
-        fig.suptitle(f"from {', '.join(source)} (--quick: small subsets, a harness check, not a result)", fontsize=8)
+            ax.set_title(f"{task}: ptv2 best dev {MAIN_METRIC.get(task, 'accuracy')} vs P", fontsize=9)
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend(fontsize=7)
+        fig.suptitle("MiniLM, seed 1 (dotted: majority class)", fontsize=8)
         fig.tight_layout()
         fig.savefig(PLOTS / "prompt_length.png", dpi=110)
         plt.close(fig)
         written.append("benchmarks/plots/prompt_length.png")
     return written
+
+
+def prompt_lengths(runs: list[Run]) -> str:
+    """The ptv2 prompt-length sweeps outside quick mode: one row per (round, task, P)."""
+    sweep = sorted(
+        (r for r in runs if "-P" in r.label and r.row and r.round != "cpu"),
+        key=lambda r: (r.round, r.task, r.row["prompt_length"], r.seed),
+    )
+    if not sweep:
+        return "Not run outside quick mode yet.\n"
+    lines = [
+        "| round | task | P | seed | best dev | epochs (best / run) | stopped by |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in sweep:
+        lines.append(
+            f"| {r.round} | {r.task} | {r.row['prompt_length']} | {r.seed} | {r.metric} {100 * r.best[r.metric]:.1f} "
+            f"| {int(r.best['epoch'])} / {len(r.history)} | {r.stopped_by} |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def quick(runs: list[Run]) -> str:
@@ -470,6 +503,11 @@ def main() -> None:
         "shortest run (all runs of a round shared the GPU, so their clocks are comparable with one another, not "
         "with other rounds).\n",
         equal_time(runs) + "\n",
+        "## Prompt length\n",
+        "ptv2's best dev metric by prompt length P (one seed each; the RTE dev set has 277 examples, so one example "
+        "is 0.36 points and single-seed differences of a few points are within seed noise: compare the seed spread "
+        "of the headline rows).\n",
+        prompt_lengths(runs),
         "## Efficiency\n",
         efficiency(),
         reparam_steps(),

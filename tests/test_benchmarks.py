@@ -97,3 +97,14 @@ def test_gpu_round_histories_join_their_finished_rows(tmp_path, monkeypatch):
     monkeypatch.setattr(report, "RESULTS", tmp_path)
     [run] = report.load_runs()
     assert (run.label, run.seed, run.row, run.stopped_by) == ("ptv2-e30", 1, row, "time")
+
+
+def test_prompt_length_table_lists_real_sweeps_and_leaves_out_quick_mode():
+    def run(round_name, p, acc):
+        row = {"prompt_length": p, "epochs_run": 3, "epochs": 30, "stopped_by": "patience"}
+        history = [{"epoch": 1, "accuracy": acc / 2}, {"epoch": 2, "accuracy": acc}, {"epoch": 3, "accuracy": acc / 3}]
+        return report.Run(round_name, "rte", f"ptv2-P{p}", 1, history, row)
+
+    table = report.prompt_lengths([run("gpu", 50, 0.592), run("gpu", 1, 0.542), run("cpu", 5, 0.9)])
+    assert table.index("| gpu | rte | 1 | 1 | accuracy 54.2 | 2 / 3 | patience |") < table.index("| gpu | rte | 50 |")
+    assert "90.0" not in table
