@@ -150,7 +150,12 @@ def run_one(task: str, method: str, data: Path, args) -> dict:
                     output=run_dir,
                     overwrite=True,
                     model=args.model,
-                    method=MethodConfig(base, s.get("prompt_length", 0), reparam=args.reparam or method != base),
+                    method=MethodConfig(
+                        base,
+                        s.get("prompt_length", 0),
+                        reparam=args.reparam or method != base,
+                        prefix_init_std=args.prefix_init_std,
+                    ),
                     train=train_config,
                     pooling=args.pooling,
                     **options,
@@ -172,6 +177,7 @@ def run_one(task: str, method: str, data: Path, args) -> dict:
         "batch_size": batch_size,
         "mixed_precision": args.mixed_precision,
         "group_by_length": args.group_by_length,
+        "prefix_init_std": args.prefix_init_std if method == "ptv2" else None,
         "quick": bool(args.quick),
         "transformers": __import__("transformers").__version__,
         "data_note": "BoolQ: the val file split 80/20 by a hash of the passage" if task == "boolq" else None,
@@ -211,6 +217,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--sweep-tasks", default="rte,conll03", help="Tasks the --prompt-lengths sweep runs on.")
     parser.add_argument("--tag", default="", help="Suffix for run directories (e.g. -lr2e-2).")
     parser.add_argument("--reparam", action="store_true")
+    parser.add_argument(
+        "--prefix-init-std", type=float, default=0.02, help="ptv2: std of the prefix's initial values (PEFT: 1.0)."
+    )
     parser.add_argument("--patience", type=int, default=None, help="Override every method's patience.")
     parser.add_argument("--work-dir", type=Path, default=None, help="Keep each run's directory (metrics.jsonl) here.")
     parser.add_argument("--seeds", default="42", help="Comma-separated seeds; each (task, method) runs once per seed.")

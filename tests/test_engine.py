@@ -242,3 +242,16 @@ def test_bf16_autocast_trains_the_fp32_prefix(family):
     torch.nn.functional.cross_entropy(logits.float(), torch.tensor([0, 1, 2])).backward()
     grad = model.prefix_encoder.embedding.weight.grad
     assert grad.dtype == torch.float32 and torch.isfinite(grad).all() and grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("std", [0.02, 1.0])
+def test_prefix_starts_at_the_configured_scale(std):
+    from ptuning.errors import PTuningError
+
+    backbone = tiny_backbone("bert")
+    head = SequenceClassificationHead(32, 3, "cls", dropout=0.0)
+    model = PTuningModel(backbone, MethodConfig("ptv2", 50, prefix_init_std=std), head)
+    weight = model.prefix_encoder.embedding.weight
+    assert abs(weight.std().item() / std - 1) < 0.05  # thousands of values: within 5 % of the asked std
+    with pytest.raises(PTuningError, match="prefix-init-std"):
+        MethodConfig("ptv2", 5, prefix_init_std=0.0)

@@ -31,6 +31,9 @@ def train(
     reparam_hidden: int = typer.Option(512, help="Hidden width of the reparameterisation MLP."),
     prefix_dropout: float = typer.Option(0.0, help="Dropout on the prefix during training."),
     prompt_encoder: str = typer.Option("lstm", help="ptv1 prompt encoder: lstm | mlp."),
+    prefix_init_std: float = typer.Option(
+        0.02, help="ptv2 without --reparam: std of the prefix's initial values (1.0 = the official code's)."
+    ),
     epochs: int = typer.Option(10, help="Maximum epochs."),
     lr: Optional[float] = typer.Option(
         None, help="Peak learning rate (default per method: ptv2 5e-3, finetune 5e-5…)."
@@ -95,7 +98,9 @@ def train(
         data=data,
         output=output,
         model=model,
-        method=MethodConfig(method, prompt_length, reparam, reparam_hidden, prefix_dropout, prompt_encoder),
+        method=MethodConfig(
+            method, prompt_length, reparam, reparam_hidden, prefix_dropout, prompt_encoder, prefix_init_std
+        ),
         train=TrainConfig(
             epochs=epochs,
             lr=lr,

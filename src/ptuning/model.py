@@ -34,12 +34,15 @@ class MethodConfig:
     reparam_hidden: int = 512
     prefix_dropout: float = 0.0
     prompt_encoder: str = "lstm"
+    prefix_init_std: float = 0.02
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise PTuningError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
         if self.prompt_length < 0:
             raise PTuningError("--prompt-length must be >= 0")
+        if not self.prefix_init_std > 0:
+            raise PTuningError(f"--prefix-init-std must be > 0, got {self.prefix_init_std}")
         if self.method not in (DEEP, *INPUT_PROMPT):
             self.prompt_length = 0
 
@@ -69,6 +72,7 @@ class PTuningModel(nn.Module):
                 hidden_size=config.reparam_hidden,
                 embed_size=g.hidden_size,
                 dropout=config.prefix_dropout,
+                init_std=config.prefix_init_std,
             )
             if self.is_deberta:
                 deberta.attach(backbone)

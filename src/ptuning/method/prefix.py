@@ -42,7 +42,8 @@ class PrefixEncoder(nn.Module):
 
     With ``reparam`` the prefix is ``MLP(Embedding(P, hidden))``, which the paper
     finds helps on some tasks; the MLP is only a training device and is folded
-    away (:meth:`fold`) before an artifact is saved.
+    away (:meth:`fold`) before an artifact is saved. Without it, ``init_std`` is
+    the standard deviation the prefix vectors start from.
     """
 
     def __init__(
@@ -56,6 +57,7 @@ class PrefixEncoder(nn.Module):
         hidden_size: int = 512,
         embed_size: int | None = None,
         dropout: float = 0.0,
+        init_std: float = 0.02,
     ) -> None:
         super().__init__()
         self.num_layers, self.num_kv_heads, self.head_dim = num_layers, num_kv_heads, head_dim
@@ -71,7 +73,9 @@ class PrefixEncoder(nn.Module):
             )
         else:
             self.embedding = nn.Embedding(prompt_length, out)
-            nn.init.normal_(self.embedding.weight, std=0.02)
+            # The scale the prefix starts at: 0.02 (BERT's own init) starts far below the backbone's key/value
+            # scale (RMS ~1); 1.0 is nn.Embedding's default, which the official code and PEFT keep.
+            nn.init.normal_(self.embedding.weight, std=init_std)
         self.dropout = nn.Dropout(dropout)
 
     def forward(self) -> torch.Tensor:
