@@ -45,7 +45,7 @@ ROUNDS = {
     "length 256); other benchmark jobs shared the CPU at times (WSC ptv2 seeds 2-3 ran in a second process "
     "beside seed 1), so wall times are inflated",
     "cpu-peft": "this 2-core CPU, PEFT 0.21.2 prefix tuning under transformers 5.23 (`--peft-python`), one thread "
-    "sharing the CPU, stopped after seed 1 for time. PEFT drops BERT's `token_type_ids` (its warning: 'Token type "
+    "per run (seed 1 in session 3; seeds 2 and 3 side by side later; COPA not run). PEFT drops BERT's `token_type_ids` (its warning: 'Token type "
     "ids are not supported for parameter efficient tuning'), so its sentence pairs lose the segment embedding",
     "cpu-reparam-lr": "this 2-core CPU, `ptv2-reparam` at learning rates 1e-4 and 5e-4 (see 'Why the MLP "
     "reparameterisation diverges'), seeds 1-3 at 1e-4 and seed 1 at 5e-4 (the rest cut for time), one thread, "
