@@ -47,6 +47,9 @@ ROUNDS = {
     "cpu-peft": "this 2-core CPU, PEFT 0.21.2 prefix tuning under transformers 5.23 (`--peft-python`), one thread "
     "per run (seed 1 in session 3; seeds 2 and 3 side by side later; COPA not run). PEFT drops BERT's `token_type_ids` (its warning: 'Token type "
     "ids are not supported for parameter efficient tuning'), so its sentence pairs lose the segment embedding",
+    "cpu-init": "this 2-core CPU, one thread per run, two runs side by side: ptv2 with the prefix started at std 1.0 "
+    "(`--prefix-init-std 1.0`, nn.Embedding's default, which PEFT and the official code keep) against our default "
+    "0.02, harness defaults otherwise (lr 1e-2, P=20, patience 10)",
     "cpu-reparam-lr": "this 2-core CPU, `ptv2-reparam` at learning rates 1e-4 and 5e-4 (see 'Why the MLP "
     "reparameterisation diverges'), seeds 1-3 at 1e-4 and seed 1 at 5e-4 (the rest cut for time), one thread, "
     "each run capped at 6 min of training (`--max-minutes 6`): all of them were still improving when the cap hit",
@@ -57,6 +60,7 @@ HEADLINE = [
     ("cb", "h200-round4", ["ptv1", "ptv2-reparam"]),
     ("cb", "cpu-reparam", ["ptv2-reparam"]),
     ("cb", "cpu-peft", ["peft-prefix"]),
+    ("cb", "cpu-init", ["ptv2-init1", "ptv2"]),
     ("cb", "cpu-reparam-lr", ["ptv2-reparam-lr1e-4", "ptv2-reparam-lr5e-4"]),
     ("rte", "h200-round2", ["finetune", "ptv2", "prompt-tuning"]),
     ("rte", "h200-round4", ["ptv2-reparam"]),
