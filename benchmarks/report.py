@@ -25,6 +25,7 @@ RESULTS = HERE / "results"
 PLOTS = HERE / "plots"
 OUT = HERE.parent / "BENCHMARKS.md"
 MAIN_METRIC = {"multirc": "f1a", "conll03": "f1", "squad": "f1"}
+QUICK_ROUND = "cpu"  # the directory --quick writes to: its sweep checks the harness, it is not a result
 MAJORITY = {"cb": 50.0, "rte": 52.7, "copa": 55.0, "wsc": 63.5}
 ROUNDS = {
     "h200-round1": "[CLS] pooling, seed 42, batch 16, max length 256, one process per run",
@@ -45,8 +46,9 @@ ROUNDS = {
     "length 256); other benchmark jobs shared the CPU at times (WSC ptv2 seeds 2-3 ran in a second process "
     "beside seed 1), so wall times are inflated",
     "cpu-peft": "this 2-core CPU, PEFT 0.21.2 prefix tuning under transformers 5.23 (`--peft-python`), one thread "
-    "per run (seed 1 in session 3; seeds 2 and 3 side by side later; COPA not run). PEFT drops BERT's `token_type_ids` (its warning: 'Token type "
-    "ids are not supported for parameter efficient tuning'), so its sentence pairs lose the segment embedding",
+    "per run (seed 1 in session 3; seeds 2 and 3 side by side later; COPA not run). PEFT drops BERT's "
+    "`token_type_ids` (its warning: 'Token type ids are not supported for parameter efficient tuning'), so its "
+    "sentence pairs lose the segment embedding",
     "cpu-init": "this 2-core CPU, one thread per run, two runs side by side: ptv2 with the prefix started at std 1.0 "
     "(`--prefix-init-std 1.0`, nn.Embedding's default, which PEFT and the official code keep) against our default "
     "0.02, harness defaults otherwise (lr 1e-2, P=20, patience 10)",
@@ -388,7 +390,7 @@ def plots(runs: list[Run]) -> list[str]:
     plt.close(fig)
     written.append("benchmarks/plots/methods_by_task.png")
 
-    sweep = [r for r in runs if "-P" in r.label and r.row]
+    sweep = sweep_runs(runs)
     if sweep:
         fig, axes = plt.subplots(1, 2, figsize=(8, 3.4))
         for ax, task in zip(axes, ("rte", "conll03"), strict=True):
@@ -398,7 +400,7 @@ def plots(runs: list[Run]) -> list[str]:
                     for r in sweep
                     if (r.task, r.round) == (task, round_name)
                 )
-                quick_check = round_name == "cpu"
+                quick_check = round_name == QUICK_ROUND
                 label = "--quick (subsets: a harness check)" if quick_check else round_name
                 style = {"linestyle": "--", "alpha": 0.5} if quick_check else {}
                 ax.plot([p for p, _ in points], [v for _, v in points], marker="o", label=label, **style)
@@ -417,10 +419,15 @@ def plots(runs: list[Run]) -> list[str]:
     return written
 
 
+def sweep_runs(runs: list[Run]) -> list[Run]:
+    """Finished ptv2 runs of a prompt-length sweep (their label ends in -P<length>)."""
+    return [r for r in runs if "-P" in r.label and r.row]
+
+
 def prompt_lengths(runs: list[Run]) -> str:
     """The ptv2 prompt-length sweeps outside quick mode: one row per (round, task, P)."""
     sweep = sorted(
-        (r for r in runs if "-P" in r.label and r.row and r.round != "cpu"),
+        (r for r in sweep_runs(runs) if r.round != QUICK_ROUND),
         key=lambda r: (r.round, r.task, r.row["prompt_length"], r.seed),
     )
     if not sweep:
