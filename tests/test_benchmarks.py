@@ -86,6 +86,20 @@ def test_gap_table_prefers_test_figures_and_falls_back_to_dev(monkeypatch):
     assert "69.0" not in table
 
 
+def test_gap_table_compares_across_rounds_of_the_same_setup_only(monkeypatch):
+    def run(label, dev, round_name):
+        history = [{"epoch": 1, "f1a": dev, "elapsed_s": 1.0}]
+        return report.Run(round_name, "multirc", label, 1, history, {"test": None, "epochs_run": 1, "epochs": 1})
+
+    monkeypatch.setattr(report, "SAME_SETUP", {"b": "a"})
+    headline = [("multirc", "a", ["finetune", "ptv2"]), ("multirc", "b", ["ptv2-lr"]), ("multirc", "c", ["ptv2"])]
+    monkeypatch.setattr(report, "HEADLINE", headline)
+    runs = [run("finetune", 0.6, "a"), run("ptv2", 0.5, "a"), run("ptv2-lr", 0.55, "b"), run("ptv2", 0.7, "c")]
+    table = report.gaps(runs)
+    assert "| multirc | a | finetune | 60.0 | ptv2-lr (b) | 55.0 | -5.0 | dev f1a |" in table
+    assert "70.0" not in table  # round c is another setup
+
+
 def test_gpu_round_histories_join_their_finished_rows(tmp_path, monkeypatch):
     """Run directories are named task-method+tag-P<len>-seed; the finished row is keyed without the P."""
     row = {"task": "conll03", "method": "ptv2", "tag": "-e30", "seed": 1, "epochs_run": 2, "epochs": 30}
