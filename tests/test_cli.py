@@ -111,6 +111,22 @@ def test_unknown_task_and_method_are_one_line_errors(tmp_path, sst2_dir):
         assert result.returncode == 2 and needle in result.stderr and "Traceback" not in result.stderr
 
 
+def test_usage_errors_are_click_messages_not_tracebacks(tmp_path):
+    """typer vendors its own click, so its usage errors must be caught by shape (this printed a traceback)."""
+    result = cli("eval", str(tmp_path), "--data", "x", "--no-such-flag")
+    assert result.returncode == 2 and "No such option: --no-such-flag" in result.stderr
+    assert "Traceback" not in result.stderr
+    missing = cli("train", "--task", "sst2")
+    assert missing.returncode == 2 and "Missing option" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def test_version_flag_prints_the_package_version():
+    from ptuning import __version__
+
+    result = cli("--version")
+    assert result.returncode == 0 and result.stdout.strip() == f"ptuning {__version__}"
+
+
 def test_non_empty_output_needs_resume_or_overwrite(tmp_path, sst2_dir, tiny_bert_dir):
     out = tmp_path / "busy"
     out.mkdir()
