@@ -156,6 +156,11 @@ def load_runs() -> list[Run]:
     return runs
 
 
+def epoch(entry: dict) -> str:
+    """The (possibly fractional, with --eval-steps) epoch of one evaluation: 5, or 2.4."""
+    return f"{round(entry['epoch'], 1):g}"
+
+
 def pct(values: list[float]) -> str:
     if not values:
         return "—"
@@ -178,7 +183,7 @@ def headline(runs: list[Run]) -> str:
             dev = pct([r.best[metric] for r in group])
             tests = [r.row["test"][metric] for r in group if r.row and r.row.get("test")]
             test = pct(tests) if tests else ("not measured" if task in ("conll03", "squad") else "— (no test set)")
-            epochs = ", ".join(f"{int(r.best['epoch'])}/{len(r.history)}" for r in group)
+            epochs = ", ".join(f"{epoch(r.best)}/{epoch(r.history[-1])}" for r in group)
             rows = [r.row for r in group if r.row]
             p = rows[0].get("prompt_length", "—") if rows else "—"
             lr = f"{rows[0]['lr']:g}" if rows else "—"
@@ -292,7 +297,7 @@ def detail(runs: list[Run], round_name: str) -> str:
         curve = " ".join(f"{100 * h[r.metric]:.1f}" for h in r.history)
         lines.append(
             f"| {r.task} | {r.label} | {r.seed} | {r.metric} {100 * best[r.metric]:.1f}{extra} | {test} "
-            f"| {int(best['epoch'])} / {len(r.history)} | {r.stopped_by} | {wall} | {curve} |"
+            f"| {epoch(best)} / {epoch(r.history[-1])} | {r.stopped_by} | {wall} | {curve} |"
         )
     return "\n".join(lines)
 
@@ -466,7 +471,7 @@ def prompt_lengths(runs: list[Run]) -> str:
     for r in sweep:
         lines.append(
             f"| {r.round} | {r.task} | {r.row['prompt_length']} | {r.seed} | {r.metric} {100 * r.best[r.metric]:.1f} "
-            f"| {int(r.best['epoch'])} / {len(r.history)} | {r.stopped_by} |"
+            f"| {epoch(r.best)} / {epoch(r.history[-1])} | {r.stopped_by} |"
         )
     return "\n".join(lines) + "\n"
 

@@ -86,6 +86,14 @@ def test_time_cap_stops_at_the_first_evaluation_past_it(tmp_path, sst2_dir, tiny
     assert uncapped["stopped_by"] == "epochs" and uncapped["epochs_run"] == 2
 
 
+def test_reparameterised_prefix_defaults_to_a_tenfold_smaller_learning_rate(tmp_path, sst2_dir, tiny_bert_dir):
+    plain = request(sst2_dir, tmp_path / "plain", tiny_bert_dir, epochs=1, lr=None)
+    reparam = request(sst2_dir, tmp_path / "reparam", tiny_bert_dir, epochs=1, lr=None)
+    reparam.method = MethodConfig("ptv2", 4, reparam=True)
+    assert pipeline.train(plain)["config"]["lr"] == 5e-3
+    assert pipeline.train(reparam)["config"]["lr"] == 5e-4
+
+
 def test_schedules():
     linear = lr_lambda("linear", warmup=2, total=10, gamma=0.5, steps_per_epoch=4)
     assert [round(linear(s), 3) for s in (0, 1, 2, 6, 10)] == [0.5, 1.0, 1.0, 0.5, 0.0]

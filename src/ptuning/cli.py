@@ -51,7 +51,7 @@ def train(
     ),
     epochs: int = typer.Option(10, help="Maximum epochs."),
     lr: Optional[float] = typer.Option(
-        None, help="Peak learning rate (default per method: ptv2 5e-3, finetune 5e-5…)."
+        None, help="Peak learning rate (default per method: ptv2 5e-3, ptv2 --reparam 5e-4, finetune 5e-5…)."
     ),
     batch_size: int = typer.Option(16, help="Training batch size (per process)."),
     eval_batch_size: int = typer.Option(64, help="Evaluation batch size."),

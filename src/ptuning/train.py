@@ -22,9 +22,21 @@ from tqdm.auto import tqdm
 
 from . import checkpoint
 from .errors import PTuningError
-from .model import PTuningModel
+from .model import MethodConfig, PTuningModel
 
 DEFAULT_LR = {"ptv2": 5e-3, "prompt-tuning": 3e-2, "ptv1": 5e-3, "finetune": 5e-5, "linear-probe": 5e-3}
+# Through the MLP, one Adam step moves the prefix tens of times further than the same rate on the raw prefix, and
+# 5e-3 collapsed CB and RTE to one class (BENCHMARKS.md, "Why the MLP reparameterisation diverges").
+REPARAM_LR = 5e-4
+
+
+def default_lr(method: MethodConfig) -> float:
+    """The peak learning rate a method trains at when the user names none."""
+    if method.method == "ptv2" and method.reparam:
+        return REPARAM_LR
+    return DEFAULT_LR[method.method]
+
+
 SCHEDULERS = ("linear", "exponential", "constant")
 
 
@@ -215,7 +227,7 @@ def train(
     set_seed(config.seed)
     main = accelerator.is_main_process
     output_dir = Path(output_dir)
-    lr = config.lr or DEFAULT_LR[model.config.method]
+    lr = config.lr or default_lr(model.config)
     if config.gradient_checkpointing:
         model.enable_gradient_checkpointing()
 
