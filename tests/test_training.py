@@ -94,6 +94,14 @@ def test_reparameterised_prefix_defaults_to_a_tenfold_smaller_learning_rate(tmp_
     assert pipeline.train(reparam)["config"]["lr"] == 5e-4
 
 
+def test_eval_steps_also_scores_the_steps_after_the_last_boundary(tmp_path, sst2_dir, tiny_bert_dir):
+    """A run shorter than --eval-steps used to end with no evaluation and no artifact."""
+    summary = pipeline.train(request(sst2_dir, tmp_path / "run", tiny_bert_dir, epochs=2, eval_steps=1000))
+    history = summary["history"]
+    assert len(history) == 1 and history[0]["epoch"] == 2.0 and history[0]["step"] == summary["steps"]
+    assert (tmp_path / "run" / "prompt.safetensors").exists()
+
+
 def test_schedules():
     linear = lr_lambda("linear", warmup=2, total=10, gamma=0.5, steps_per_epoch=4)
     assert [round(linear(s), 3) for s in (0, 1, 2, 6, 10)] == [0.5, 1.0, 1.0, 0.5, 0.0]

@@ -263,6 +263,7 @@ def train(
     started = time.perf_counter() - loop["elapsed_s"]
     stop = False
     steps_this_run = 0
+    total_loss, seen = 0.0, 0  # the running loss of the current epoch
 
     def evaluate_and_keep(epoch_float: float, train_loss: float) -> bool:
         """Evaluate, keep the best artifact, checkpoint; True when patience or the time cap ran out."""
@@ -334,6 +335,9 @@ def train(
         loop.update(epoch=epoch + 1, batches_done=0)
         if not config.eval_steps:
             stop = evaluate_and_keep(float(epoch + 1), total_loss / max(seen, 1))
+    unscored = not loop["history"] or loop["history"][-1]["step"] != loop["step"]
+    if config.eval_steps and not stop and unscored:  # the steps after the last --eval-steps boundary count too
+        stop = evaluate_and_keep(float(loop["epoch"]), total_loss / max(seen, 1))
     log.close()
     summary = _summary(loop, metric, n_train, n_backbone, started)
     summary["stopped_early"] = stop
