@@ -68,7 +68,9 @@ ROUNDS = {
     "seeds 1-3 (20-epoch schedule, patience 4, 25-min cap); ptv2 seeds 1-3 on a 20-epoch schedule (`--max-epochs 20 "
     "--patience 5 --tag=-e20`, 30-min cap); a first seed-1 ptv2 run on the harness's 60-epoch schedule (patience 5, "
     "28-min cap); PEFT 0.21.2 prefix tuning (methods.py run by the transformers-5.23 environment's interpreter), "
-    "seeds 1-3 on the ptv2-e20 schedule (27-min cap). Two to four runs shared the 2 cores at any time, and a CPU "
+    "seeds 1-3 on the ptv2-e20 schedule (27-min cap); then ptv2-e20 with the prefix started at PEFT's "
+    "std 1.0 (`--prefix-init-std 1.0 --tag=-e20-init1`), seeds 1-2 side by side (20-min cap). Two to four runs "
+    "shared the 2 cores at any time, and a CPU "
     "smoke test of another script shared them for 7 minutes during fine-tuning seed 1 and the 60-epoch ptv2 run, "
     "so wall times are inflated unevenly and the time cap ended some runs (`stopped by`)",
     "cpu-reparam-lr": "this 2-core CPU, `ptv2-reparam` at learning rates 1e-4 and 5e-4 (see 'Why the MLP "
@@ -91,7 +93,7 @@ HEADLINE = [
     ("rte", "h100-round11", ["ptv2-init1"]),
     ("rte", "h100-round12", ["ptv1", "ptv2-reparam"]),
     ("rte", "h100-round13", ["ptv2-reparam-lr1e-3"]),
-    ("sst2", "cpu-sst2", ["finetune", "ptv2-e20", "ptv2", "peft-prefix-e20"]),
+    ("sst2", "cpu-sst2", ["finetune", "ptv2-e20", "ptv2", "peft-prefix-e20", "ptv2-e20-init1"]),
     ("copa", "cpu-small", ["finetune", "ptv2"]),
     ("copa", "h200-round3", ["finetune", "ptv2"]),
     ("wsc", "cpu-small", ["finetune", "ptv2"]),
