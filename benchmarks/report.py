@@ -70,9 +70,9 @@ ROUNDS = {
     "28-min cap); PEFT 0.21.2 prefix tuning (methods.py run by the transformers-5.23 environment's interpreter), "
     "seeds 1-3 on the ptv2-e20 schedule (27-min cap); then ptv2-e20 with the prefix started at PEFT's "
     "std 1.0 (`--prefix-init-std 1.0 --tag=-e20-init1`), seeds 1-2 side by side (20-min cap). Two to four runs "
-    "shared the 2 cores at any time, and a CPU "
-    "smoke test of another script shared them for 7 minutes during fine-tuning seed 1 and the 60-epoch ptv2 run, "
-    "so wall times are inflated unevenly and the time cap ended some runs (`stopped by`)",
+    "shared the 2 cores at any time, and a CPU smoke test of another script shared them for 7 minutes during "
+    "fine-tuning seed 1 and the 60-epoch ptv2 run, so wall times are inflated unevenly and the time cap ended some "
+    "runs (`stopped by`)",
     "cpu-reparam-lr": "this 2-core CPU, `ptv2-reparam` at learning rates 1e-4 and 5e-4 (see 'Why the MLP "
     "reparameterisation diverges'), seeds 1-3 at 1e-4 and seed 1 at 5e-4 (the rest cut for time), one thread, "
     "each run capped at 6 min of training (`--max-minutes 6`): all of them were still improving when the cap hit",
