@@ -81,7 +81,11 @@ QUICK = {
 
 
 def boolq_split(data: Path, work: Path) -> Path:
-    """Only BoolQ's val file is at hand: split it into train/val by a hash of the passage (no passage on both sides)."""
+    """Only BoolQ's val file is at hand: split it into train/val by a hash of the passage (no passage on both sides).
+
+    Several runs may share one work dir at once: each file is written atomically, val last, so a run that sees
+    val.jsonl never reads a train.jsonl another run is still writing.
+    """
     target = work / "boolq-hash-split"
     if (target / "val.jsonl").exists():
         return target
@@ -90,8 +94,8 @@ def boolq_split(data: Path, work: Path) -> Path:
     for line in (data / "val.jsonl").read_text().splitlines():
         passage = json.loads(line)["passage"]
         (val if int(hashlib.sha256(passage.encode()).hexdigest()[:8], 16) % 5 == 0 else train).append(line)
-    (target / "train.jsonl").write_text("\n".join(train) + "\n")
-    (target / "val.jsonl").write_text("\n".join(val) + "\n")
+    atomic_write_text(target / "train.jsonl", "\n".join(train) + "\n")
+    atomic_write_text(target / "val.jsonl", "\n".join(val) + "\n")
     return target
 
 

@@ -26,7 +26,7 @@ PLOTS = HERE / "plots"
 OUT = HERE.parent / "BENCHMARKS.md"
 MAIN_METRIC = {"multirc": "f1a", "conll03": "f1", "squad": "f1"}
 QUICK_ROUND = "cpu"  # the directory --quick writes to: its sweep checks the harness, it is not a result
-MAJORITY = {"cb": 50.0, "rte": 52.7, "copa": 55.0, "wsc": 63.5, "sst2": 50.9}
+MAJORITY = {"cb": 50.0, "rte": 52.7, "copa": 55.0, "wsc": 63.5, "sst2": 50.9, "boolq": 61.3}
 ROUNDS = {
     "h200-round1": "[CLS] pooling, seed 42, batch 16, max length 256, one process per run",
     "h200-round2": "mean pooling, seeds 1-3, batch 16, max length 256, 18 runs sharing the GPU",
@@ -50,6 +50,20 @@ ROUNDS = {
     "defaults, seeds 1-3 one after another, 1.7 min cap per run",
     "h100-round13": "the same setup as h100-round11 (one H100, bf16), RTE ptv2-reparam at lr 1e-3 (`--lr 1e-3 "
     "--tag=-lr1e-3`), seeds 1-3 side by side, 2.4 min cap per run",
+    "h100-round14": "the same setup as h100-round11 (one H100, bf16, CUDA MPS), 18 processes, each capped at 7.5 min "
+    "of training and killed at 555 s. GLUE SST-2 on the full 67k training set, evaluated every 400 steps "
+    "(`--eval-steps 400`, patience counts evaluations), grouped by length: fine-tuning 3 epochs (patience 4) and ptv2 "
+    "10 epochs (patience 6), seeds 1-3. BoolQ (the val file split 80/20 by a hash of the passage: 2,642 train, 628 "
+    "dev questions): fine-tuning 10 epochs (patience 3) and ptv2 30 epochs (patience 8), seeds 1-3; fine-tuning "
+    "seed 3 and ptv2 seed 1 ran in fp32, because their bf16 attempts crashed at start, reading the split file "
+    "while another run was still writing it (a harness race, fixed since: the split is now written atomically). "
+    "The CoNLL-2003 prompt-length sweep on full data (P in 1, 5, 20, 50, `--prompt-length P --tag=-PP`; P=100 is "
+    "h100-round11's ptv2-e25) on round 11's 25-epoch schedule (patience 5, lr 2e-2). `ptv2-reparam` at lr 5e-4 "
+    "(`--tag=-lr5e-4`), 40 epochs, patience 8, CB and RTE, seeds 1-3 one after another",
+    "h100-round15": "the same setup as h100-round11 (one H100, bf16, CUDA MPS), 18 processes, each capped at 4.5 min "
+    "of training and killed at 295 s (none reached the cap): prompt-tuning, ptv1 and ptv2-reparam (its default lr "
+    "5e-4) at the harness defaults on BoolQ (30 epochs, patience 8, seeds 1-3 side by side), COPA and WSC (seeds "
+    "1-3 one after another); BoolQ ptv2 with P=50 (`--prompt-length 50 --tag=-P50`), seeds 1-3",
     "cpu-reparam": "this 2-core CPU, mean pooling, seeds 1-3 one after another, batch 16, max length 256, "
     "patience 5, `--max-minutes 12`",
     "cpu-small": "this 2-core CPU, mean pooling, seeds 1-3 one after another, harness defaults (batch 16, max "
@@ -78,7 +92,12 @@ ROUNDS = {
     "each run capped at 6 min of training (`--max-minutes 6`): all of them were still improving when the cap hit",
 }
 # Rounds run with the same hardware, precision and sharing as an earlier one: the gap table compares across them.
-SAME_SETUP = {"h100-round12": "h100-round11", "h100-round13": "h100-round11"}
+SAME_SETUP = {f"h100-round{n}": "h100-round11" for n in (12, 13, 14, 15)}
+# A sweep's point taken from an earlier run of the same setup and schedule: (sweep round, task) -> [(round, label)].
+SWEEP_JOIN = {("h100-round14", "conll03"): [("h100-round11", "ptv2-e25")]}
+# The GPU rounds rerun a run in fp32 when its bf16 attempt fails at start (tag suffix -fp32): the same run label,
+# and the round's description says which seeds ran in fp32.
+FALLBACK_SUFFIX = "-fp32"
 # (task, round, method label) of the runs the headline table shows, best converged evidence first.
 HEADLINE = [
     ("cb", "h200-round2", ["finetune", "ptv2", "prompt-tuning"]),
@@ -88,27 +107,95 @@ HEADLINE = [
     ("cb", "cpu-init", ["ptv2-init1", "ptv2"]),
     ("cb", "h100-round11", ["ptv2-init1"]),
     ("cb", "cpu-reparam-lr", ["ptv2-reparam-lr1e-4", "ptv2-reparam-lr5e-4"]),
+    ("cb", "h100-round14", ["ptv2-reparam-lr5e-4"]),
     ("rte", "h200-round2", ["finetune", "ptv2", "prompt-tuning"]),
     ("rte", "h200-round4", ["ptv2-reparam"]),
     ("rte", "h100-round11", ["ptv2-init1"]),
     ("rte", "h100-round12", ["ptv1", "ptv2-reparam"]),
     ("rte", "h100-round13", ["ptv2-reparam-lr1e-3"]),
+    ("rte", "h100-round14", ["ptv2-reparam-lr5e-4"]),
+    ("boolq", "h100-round14", ["finetune-e10", "ptv2-e30"]),
+    ("boolq", "h100-round15", ["ptv2-P50", "prompt-tuning", "ptv1", "ptv2-reparam"]),
+    ("sst2", "h100-round14", ["finetune-e3", "ptv2-e10"]),
     ("sst2", "cpu-sst2", ["finetune", "ptv2-e20", "ptv2", "peft-prefix-e20", "ptv2-e20-init1"]),
     ("copa", "cpu-small", ["finetune", "ptv2"]),
     ("copa", "h200-round3", ["finetune", "ptv2"]),
+    ("copa", "h100-round15", ["prompt-tuning", "ptv1", "ptv2-reparam"]),
     ("wsc", "cpu-small", ["finetune", "ptv2"]),
     ("wsc", "h200-round3", ["finetune", "ptv2"]),
+    ("wsc", "h100-round15", ["prompt-tuning", "ptv1", "ptv2-reparam"]),
     ("multirc", "h100-round11", ["finetune-e8", "ptv2-lr2e-2-e20"]),
     ("multirc", "h100-round12", ["ptv2-lr1e-2-e20", "ptv2-lr5e-3-e20"]),
     ("multirc", "h200-round4", ["finetune", "ptv2"]),
     ("conll03", "h200-round9", ["finetune-e10", "ptv2-e30", "prompt-tuning-e30"]),
     ("conll03", "h100-round11", ["ptv2-e25", "prompt-tuning-e25"]),
     ("conll03", "h100-round12", ["prompt-tuning-e40"]),
+    ("conll03", "h100-round14", ["ptv2-P50"]),
     ("conll03", "h200-round4", ["finetune", "ptv2", "ptv2-lr2e-2", "prompt-tuning"]),
     ("conll03", "h200-round5", ["ptv2-lr2e-2-e8", "prompt-tuning-e8"]),
     ("squad", "h200-round9", ["finetune-e10", "ptv2-e30", "prompt-tuning-e30"]),
     ("squad", "h200-round4", ["finetune", "ptv2", "prompt-tuning"]),
 ]
+
+
+# The bar plot's rows: per task, each method's converged row at its current defaults (the headline table has the
+# variants). SST-2 shows the full-data GPU rows and the 4k-subset CPU rows, which alone have PEFT.
+PLOT = {
+    "cb": [
+        ("h200-round2", "finetune"),
+        ("h200-round2", "prompt-tuning"),
+        ("h200-round4", "ptv1"),
+        ("h200-round2", "ptv2"),
+        ("h100-round14", "ptv2-reparam-lr5e-4"),
+        ("cpu-peft", "peft-prefix"),
+    ],
+    "rte": [
+        ("h200-round2", "finetune"),
+        ("h200-round2", "prompt-tuning"),
+        ("h100-round12", "ptv1"),
+        ("h200-round2", "ptv2"),
+        ("h100-round14", "ptv2-reparam-lr5e-4"),
+    ],
+    "boolq": [
+        ("h100-round14", "finetune-e10"),
+        ("h100-round15", "prompt-tuning"),
+        ("h100-round15", "ptv1"),
+        ("h100-round14", "ptv2-e30"),
+        ("h100-round15", "ptv2-reparam"),
+    ],
+    "sst2": [
+        ("h100-round14", "finetune-e3"),
+        ("h100-round14", "ptv2-e10"),
+        ("cpu-sst2", "finetune"),
+        ("cpu-sst2", "ptv2-e20"),
+        ("cpu-sst2", "peft-prefix-e20"),
+    ],
+    "copa": [
+        ("cpu-small", "finetune"),
+        ("h100-round15", "prompt-tuning"),
+        ("h100-round15", "ptv1"),
+        ("cpu-small", "ptv2"),
+        ("h100-round15", "ptv2-reparam"),
+    ],
+    "wsc": [
+        ("cpu-small", "finetune"),
+        ("h100-round15", "prompt-tuning"),
+        ("h100-round15", "ptv1"),
+        ("cpu-small", "ptv2"),
+        ("h100-round15", "ptv2-reparam"),
+    ],
+    "multirc": [("h100-round11", "finetune-e8"), ("h100-round12", "ptv2-lr1e-2-e20")],
+    "conll03": [("h200-round9", "finetune-e10"), ("h100-round12", "prompt-tuning-e40"), ("h100-round11", "ptv2-e25")],
+    "squad": [("h200-round9", "finetune-e10"), ("h200-round9", "prompt-tuning-e30"), ("h200-round9", "ptv2-e30")],
+}
+METHOD_COLOURS = {
+    "finetune": "tab:gray",
+    "prompt-tuning": "tab:orange",
+    "ptv1": "tab:olive",
+    "ptv2": "tab:blue",
+    "ptv2-reparam": "tab:cyan",
+    "peft-prefix": "tab:red",
+}
 
 
 @dataclass
@@ -137,7 +224,7 @@ class Run:
 
 
 def _label(row: dict) -> str:
-    return row["method"] + (row.get("tag") or "")
+    return (row["method"] + (row.get("tag") or "")).removesuffix(FALLBACK_SUFFIX)
 
 
 def load_runs() -> list[Run]:
@@ -154,6 +241,7 @@ def load_runs() -> list[Run]:
                     task, rest = name.split("-", 1)
                     label, seed = rest.rsplit("-", 1)
                     label = re.sub(r"-P\d+$", "", label)  # run directories also carry the prompt length
+                    label = label.removesuffix(FALLBACK_SUFFIX)
                     row, part = finished.get((task, label, int(seed)), (None, {}))
                     setup = {k: v for k, v in part.items() if k != "rows"}
                     runs.append(Run(directory.name, task, label, int(seed), history, row, setup))
@@ -165,7 +253,7 @@ def load_runs() -> list[Run]:
                         if row.get("sweep"):
                             run.label += f"-P{row['prompt_length']}"
                         runs.append(run)
-    return runs
+    return sorted(runs, key=lambda r: (r.round, r.task, r.label, r.seed))  # seeds in order, whatever the file order
 
 
 def epoch(entry: dict) -> str:
@@ -407,28 +495,33 @@ def plots(runs: list[Run]) -> list[str]:
 
     PLOTS.mkdir(exist_ok=True)
     written = []
-    tasks = list(dict.fromkeys(t for t, _, _ in HEADLINE))
+    tasks = list(PLOT)
     columns = (len(tasks) + 1) // 2
     fig, grid = plt.subplots(2, columns, figsize=(3.4 * columns, 7.6))
     axes = list(grid.flat)
     for ax in axes[len(tasks) :]:
         ax.axis("off")
     for ax, task in zip(axes[: len(tasks)], tasks, strict=True):
-        names, means, errs = [], [], []
-        for t, round_name, labels in HEADLINE:
-            for label in labels if t == task else []:
-                group = [r for r in runs if (r.round, r.task, r.label) == (round_name, task, label)]
-                if group:
-                    values = [100 * r.best[r.metric] for r in group]
-                    names.append(f"{label}\n(n={len(values)})")
-                    means.append(statistics.mean(values))
-                    errs.append(statistics.stdev(values) if len(values) > 1 else 0.0)
-        ax.bar(range(len(names)), means, yerr=errs, capsize=3, color="tab:blue")
-        ax.set_xticks(range(len(names)), names, rotation=70, fontsize=7)
+        names, means, errs, colours = [], [], [], []
+        for round_name, label in PLOT[task]:
+            group = [r for r in runs if (r.round, r.task, r.label) == (round_name, task, label)]
+            if group:
+                values = [100 * r.best[r.metric] for r in group]
+                names.append(f"{label}\n{round_name} (n={len(values)})")
+                means.append(statistics.mean(values))
+                errs.append(statistics.stdev(values) if len(values) > 1 else 0.0)
+                family = group[0].row["method"] if group[0].row else label
+                colours.append(METHOD_COLOURS.get(family, "tab:gray"))
+        ax.bar(range(len(names)), means, yerr=errs, capsize=3, color=colours)
+        ax.set_xticks(range(len(names)), names, rotation=70, fontsize=6)
         ax.set_title(f"{task} (dev {MAIN_METRIC.get(task, 'accuracy')})", fontsize=9)
         if task in MAJORITY:
             ax.axhline(MAJORITY[task], color="grey", linestyle="--", linewidth=1)
-    fig.suptitle("MiniLM: best dev metric by method (error bars: std over seeds; dashed: majority class)")
+    fig.suptitle(
+        "MiniLM: best dev metric by method, one converged row each (all rows: BENCHMARKS.md; "
+        "error bars: std over seeds; dashed: majority class)",
+        fontsize=10,
+    )
     fig.tight_layout()
     fig.savefig(PLOTS / "methods_by_task.png", dpi=110)
     plt.close(fig)
@@ -438,12 +531,9 @@ def plots(runs: list[Run]) -> list[str]:
     if sweep:
         fig, axes = plt.subplots(1, 2, figsize=(8, 3.4))
         for ax, task in zip(axes, ("rte", "conll03"), strict=True):
-            for round_name in sorted({r.round for r in sweep if r.task == task}):
-                points = sorted(
-                    (r.row["prompt_length"], 100 * r.best[r.metric])
-                    for r in sweep
-                    if (r.task, r.round) == (task, round_name)
-                )
+            joined = {round_name for keys in SWEEP_JOIN.values() for round_name, _ in keys}
+            for round_name in sorted({r.round for r in sweep if r.task == task} - joined):
+                points = sweep_points(sweep, task, round_name)
                 quick_check = round_name == QUICK_ROUND
                 label = "--quick (subsets: a harness check)" if quick_check else round_name
                 style = {"linestyle": "--", "alpha": 0.5} if quick_check else {}
@@ -464,8 +554,19 @@ def plots(runs: list[Run]) -> list[str]:
 
 
 def sweep_runs(runs: list[Run]) -> list[Run]:
-    """Finished ptv2 runs of a prompt-length sweep (their label ends in -P<length>)."""
-    return [r for r in runs if "-P" in r.label and r.row]
+    """Finished ptv2 runs of a prompt-length sweep (their label ends in -P<length>), and the runs SWEEP_JOIN adds."""
+    joined = {key for keys in SWEEP_JOIN.values() for key in keys}
+    return [r for r in runs if ("-P" in r.label or (r.round, r.label) in joined) and r.row]
+
+
+def sweep_points(sweep: list[Run], task: str, round_name: str) -> list[tuple[int, float]]:
+    """(P, best dev metric) of one round's sweep on one task, with the points SWEEP_JOIN takes from earlier rounds."""
+    members = {(round_name, None)} | {(r, label) for r, label in SWEEP_JOIN.get((round_name, task), [])}
+    return sorted(
+        (r.row["prompt_length"], 100 * r.best[r.metric])
+        for r in sweep
+        if r.task == task and ((r.round, None) in members or (r.round, r.label) in members)
+    )
 
 
 def prompt_lengths(runs: list[Run]) -> str:
@@ -477,13 +578,14 @@ def prompt_lengths(runs: list[Run]) -> str:
     if not sweep:
         return "Not run outside quick mode yet.\n"
     lines = [
-        "| round | task | P | seed | best dev | epochs (best / run) | stopped by |",
-        "|---|---|---|---|---|---|---|",
+        "| round | task | P | seed | best dev | test | epochs (best / run) | stopped by |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in sweep:
+        test = f"{100 * r.row['test'][r.metric]:.1f}" if r.row.get("test") else "—"
         lines.append(
             f"| {r.round} | {r.task} | {r.row['prompt_length']} | {r.seed} | {r.metric} {100 * r.best[r.metric]:.1f} "
-            f"| {epoch(r.best)} / {epoch(r.history[-1])} | {r.stopped_by} |"
+            f"| {test} | {epoch(r.best)} / {epoch(r.history[-1])} | {r.stopped_by} |"
         )
     return "\n".join(lines) + "\n"
 

@@ -120,5 +120,60 @@ def test_prompt_length_table_lists_real_sweeps_and_leaves_out_quick_mode():
         return report.Run(round_name, "rte", f"ptv2-P{p}", 1, history, row)
 
     table = report.prompt_lengths([run("gpu", 50, 0.592), run("gpu", 1, 0.542), run("cpu", 5, 0.9)])
-    assert table.index("| gpu | rte | 1 | 1 | accuracy 54.2 | 2 / 3 | patience |") < table.index("| gpu | rte | 50 |")
+    first = table.index("| gpu | rte | 1 | 1 | accuracy 54.2 | — | 2 / 3 | patience |")
+    assert first < table.index("| gpu | rte | 50 |")
     assert "90.0" not in table
+
+
+def test_fp32_fallback_reruns_keep_their_run_label(tmp_path, monkeypatch):
+    """A GPU round reruns a run whose bf16 attempt failed at start in fp32 (tag -fp32): it is the same seed's row."""
+    rows = [
+        {"task": "boolq", "method": "ptv2", "tag": "-e30", "seed": 2, "epochs_run": 1, "epochs": 30},
+        {"task": "boolq", "method": "ptv2", "tag": "-e30-fp32", "seed": 1, "epochs_run": 1, "epochs": 30},
+    ]
+    partial = {
+        "boolq-ptv2-e30-P20-2": [{"epoch": 1, "accuracy": 0.6, "elapsed_s": 1.0}],
+        "boolq-ptv2-e30-fp32-P20-1": [{"epoch": 1, "accuracy": 0.7, "elapsed_s": 1.0}],
+    }
+    (tmp_path / "gpu").mkdir()
+    data = {"complete": [{"rows": rows}], "partial": partial, "logs": {}}
+    (tmp_path / "gpu" / "round.json").write_text(json.dumps(data))
+    monkeypatch.setattr(report, "RESULTS", tmp_path)
+    runs = report.load_runs()
+    assert [(r.label, r.seed, r.row is not None) for r in runs] == [("ptv2-e30", 1, True), ("ptv2-e30", 2, True)]
+
+
+def test_sweep_plot_joins_the_earlier_run_of_the_same_schedule(monkeypatch):
+    def run(round_name, label, p, f1):
+        row = {"prompt_length": p, "epochs_run": 1, "epochs": 25}
+        return report.Run(round_name, "conll03", label, 1, [{"epoch": 1, "f1": f1}], row)
+
+    monkeypatch.setattr(report, "SWEEP_JOIN", {("new", "conll03"): [("old", "ptv2-e25")]})
+    runs = [run("new", "ptv2-P5", 5, 0.8), run("old", "ptv2-e25", 100, 0.9), run("old", "ptv2-e8", 100, 0.1)]
+    sweep = report.sweep_runs(runs)
+    assert report.sweep_points(sweep, "conll03", "new") == [(5, 80.0), (100, 90.0)]
+
+
+def test_boolq_split_files_appear_whole_and_train_before_val(tmp_path, monkeypatch):
+    """Runs sharing a work dir read the split while another creates it (a race seen on the GPU): each file must
+    appear by an atomic rename, and val.jsonl (what readers check for) only once train.jsonl is whole."""
+    import os
+
+    lines = [json.dumps({"passage": f"passage {i}", "question": "q?", "label": i % 2 == 0}) for i in range(40)]
+    (tmp_path / "val.jsonl").write_text("\n".join(lines) + "\n")
+    placed = []
+    real_replace = os.replace
+
+    def replace(src, dst):
+        if str(dst).endswith("val.jsonl"):
+            train = Path(dst).with_name("train.jsonl").read_text().splitlines()
+            placed.append(("val", len(train)))
+        else:
+            placed.append((Path(dst).name, None))
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    target = methods.boolq_split(tmp_path, tmp_path / "work")
+    train_rows = len((target / "train.jsonl").read_text().splitlines())
+    assert placed == [("train.jsonl", None), ("val", train_rows)]
+    assert sorted(p.name for p in target.iterdir()) == ["train.jsonl", "val.jsonl"]
