@@ -29,6 +29,7 @@ import torch
 
 from ptuning.artifact import atomic_write_text
 
+PHASES = ("forward", "backward", "optimizer")
 METHODS = ("finetune", "ptv2", "ptv2-reparam", "ptv2-checkpointing", "prompt-tuning", "ptv1", "linear-probe")
 
 
@@ -85,15 +86,19 @@ def worker(method: str, prompt_length: int, batch: int, length: int, steps: int)
     ids = torch.randint(1000, 30000, (batch, length), generator=generator)
     mask = torch.ones_like(ids)
     labels = torch.randint(0, 2, (batch,), generator=generator)
-    times = []
+    times, phases = [], []  # phases: (forward, backward, optimizer) seconds, to show where a step's time goes
     for i in range(steps + 3):
         start = time.perf_counter()
         loss = torch.nn.functional.cross_entropy(model(ids, mask), labels)
+        forward = time.perf_counter()
         loss.backward()
+        backward = time.perf_counter()
         optimizer.step()
         optimizer.zero_grad()
+        end = time.perf_counter()
         if i >= 3:
-            times.append(time.perf_counter() - start)
+            times.append(end - start)
+            phases.append((forward - start, backward - forward, end - backward))
     peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # training's peak, before saving
     n_trainable = sum(p.numel() for p in trainable)
     import transformers
@@ -105,6 +110,7 @@ def worker(method: str, prompt_length: int, batch: int, length: int, steps: int)
         "trainable_pct": 100 * n_trainable / n_backbone,
         "artifact_bytes": artifact_bytes(method, model, name),
         "step_s": statistics.median(times),
+        **{f"{name}_s": statistics.median(p[k] for p in phases) for k, name in enumerate(PHASES)},
         "peak_rss_mb": peak_rss_mb,
         "transformers": transformers.__version__,
         "python": sys.executable,

@@ -83,10 +83,16 @@ ROUNDS = {
     "--patience 5 --tag=-e20`, 30-min cap); a first seed-1 ptv2 run on the harness's 60-epoch schedule (patience 5, "
     "28-min cap); PEFT 0.21.2 prefix tuning (methods.py run by the transformers-5.23 environment's interpreter), "
     "seeds 1-3 on the ptv2-e20 schedule (27-min cap); then ptv2-e20 with the prefix started at PEFT's "
-    "std 1.0 (`--prefix-init-std 1.0 --tag=-e20-init1`), seeds 1-2 side by side (20-min cap). Two to four runs "
+    "std 1.0 (`--prefix-init-std 1.0 --tag=-e20-init1`), seeds 1-2 side by side (20-min cap); last, in a later session, "
+    "ptv2 on the same schedule without early stopping (`--patience 20 --max-minutes 27 --tag=-e20-nostop`), PEFT's "
+    "cap, seeds 1-2 one after another beside one other run. Two to four runs "
     "shared the 2 cores at any time, and a CPU smoke test of another script shared them for 7 minutes during "
     "fine-tuning seed 1 and the 60-epoch ptv2 run, so wall times are inflated unevenly and the time cap ended some "
     "runs (`stopped by`)",
+    "cpu-peft-mc": "this 2-core CPU, PEFT 0.21.2 prefix tuning under transformers 5.23 (methods.py run by that "
+    "environment's interpreter) on COPA and WSC at the harness defaults (P=20, lr 1e-2, patience 10, batch 16, max "
+    "length 256), seeds one after another, 25-min cap per run, one thread, beside one other run: the same setup as "
+    "cpu-small's fine-tuning and ptv2 rows",
     "cpu-reparam-lr": "this 2-core CPU, `ptv2-reparam` at learning rates 1e-4 and 5e-4 (see 'Why the MLP "
     "reparameterisation diverges'), seeds 1-3 at 1e-4 and seed 1 at 5e-4 (the rest cut for time), one thread, "
     "each run capped at 6 min of training (`--max-minutes 6`): all of them were still improving when the cap hit",
@@ -117,13 +123,15 @@ HEADLINE = [
     ("boolq", "h100-round14", ["finetune-e10", "ptv2-e30"]),
     ("boolq", "h100-round15", ["ptv2-P50", "prompt-tuning", "ptv1", "ptv2-reparam"]),
     ("sst2", "h100-round14", ["finetune-e3", "ptv2-e10"]),
-    ("sst2", "cpu-sst2", ["finetune", "ptv2-e20", "ptv2", "peft-prefix-e20", "ptv2-e20-init1"]),
+    ("sst2", "cpu-sst2", ["finetune", "ptv2-e20", "ptv2", "peft-prefix-e20", "ptv2-e20-init1", "ptv2-e20-nostop"]),
     ("copa", "cpu-small", ["finetune", "ptv2"]),
     ("copa", "h200-round3", ["finetune", "ptv2"]),
     ("copa", "h100-round15", ["prompt-tuning", "ptv1", "ptv2-reparam"]),
+    ("copa", "cpu-peft-mc", ["peft-prefix"]),
     ("wsc", "cpu-small", ["finetune", "ptv2"]),
     ("wsc", "h200-round3", ["finetune", "ptv2"]),
     ("wsc", "h100-round15", ["prompt-tuning", "ptv1", "ptv2-reparam"]),
+    ("wsc", "cpu-peft-mc", ["peft-prefix"]),
     ("multirc", "h100-round11", ["finetune-e8", "ptv2-lr2e-2-e20"]),
     ("multirc", "h100-round12", ["ptv2-lr1e-2-e20", "ptv2-lr5e-3-e20"]),
     ("multirc", "h200-round4", ["finetune", "ptv2"]),
@@ -176,6 +184,7 @@ PLOT = {
         ("h100-round15", "ptv1"),
         ("cpu-small", "ptv2"),
         ("h100-round15", "ptv2-reparam"),
+        ("cpu-peft-mc", "peft-prefix"),
     ],
     "wsc": [
         ("cpu-small", "finetune"),
@@ -183,6 +192,7 @@ PLOT = {
         ("h100-round15", "ptv1"),
         ("cpu-small", "ptv2"),
         ("h100-round15", "ptv2-reparam"),
+        ("cpu-peft-mc", "peft-prefix"),
     ],
     "multirc": [("h100-round11", "finetune-e8"), ("h100-round12", "ptv2-lr1e-2-e20")],
     "conll03": [("h200-round9", "finetune-e10"), ("h100-round12", "prompt-tuning-e40"), ("h100-round11", "ptv2-e25")],
@@ -467,6 +477,20 @@ def efficiency() -> str:
             f"({1000 * pair['step_s'][second]:.0f} vs {1000 * pair['step_s'][first]:.0f} ms)"
         )
     lines.append("\nGoals set by the issue: step ptv2/finetune ≤ 0.65, peak RSS ptv2/finetune ≤ 0.75.")
+    phased = [r for r in data["rows"] + data.get("peft_rows", []) if "forward_s" in r]
+    if phased:
+        lines.append(
+            "\nWhere a step's time goes (medians of the same timed steps, so the parts need not add up to the step). "
+            "A frozen backbone saves the weight gradients (about half of fine-tuning's backward) and the optimizer, "
+            "not the forward pass:\n"
+        )
+        lines.append("| method | transformers | forward ms | backward ms | optimizer ms | backward / finetune's |")
+        lines.append("|---|---|---|---|---|---|")
+        for r in phased:
+            lines.append(
+                f"| {r['method']} | {r['transformers']} | {1000 * r['forward_s']:.0f} | {1000 * r['backward_s']:.0f} "
+                f"| {1000 * r['optimizer_s']:.0f} | {r['backward_s'] / base['backward_s']:.2f} |"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -644,7 +668,8 @@ def main() -> None:
         "paper); CoNLL-2003 reports its test file and SQuAD the held-out test articles (`--split-by-article 0.4` of "
         "the 1.1 dev file: 7,492 train / 1,334 validation / 1,744 test questions) with the best-dev checkpoint.\n",
         f"Harness defaults (benchmarks/methods.py): {settings_text()}; AdamW, 6 % warmup, linear decay. "
-        "The GPU rounds ran on an NVIDIA H200 lent for 15 minutes per session, many runs sharing it, so wall times are "
+        "The GPU rounds ran on one NVIDIA H200 (`h200-*`) or H100 (`h100-*`) lent for 15 minutes per session, many runs "
+        "sharing it, so wall times are "
         "inflated and several runs were stopped by the time cap before dev stopped improving: the `stopped by` column "
         "says which.\n",
         "## Headline: best dev (and test) metric per task and method\n",

@@ -177,3 +177,20 @@ def test_boolq_split_files_appear_whole_and_train_before_val(tmp_path, monkeypat
     train_rows = len((target / "train.jsonl").read_text().splitlines())
     assert placed == [("train.jsonl", None), ("val", train_rows)]
     assert sorted(p.name for p in target.iterdir()) == ["train.jsonl", "val.jsonl"]
+
+
+def test_efficiency_rows_split_each_step_into_forward_backward_and_optimizer(monkeypatch):
+    """The efficiency table explains the step-time ratio by phase: each row carries the three medians."""
+    import efficiency
+    from conftest import tiny_backbone
+
+    from ptuning import backbones
+
+    backbone = tiny_backbone("bert", vocab_size=30522)  # the worker draws token ids up to 30,000
+    monkeypatch.setattr(backbones, "load_backbone", lambda model: (backbone, None, "tiny"))
+    monkeypatch.setattr(efficiency, "artifact_bytes", lambda method, model, name: 0)
+    finetune = efficiency.worker("finetune", 4, batch=2, length=8, steps=2)
+    ptv2 = efficiency.worker("ptv2", 4, batch=2, length=8, steps=2)
+    for row in (finetune, ptv2):
+        assert all(row[f"{phase}_s"] > 0 for phase in efficiency.PHASES)
+    assert ptv2["trainable_params"] < finetune["trainable_params"]
