@@ -128,20 +128,30 @@ def paired(methods: list[str], prompt_length: int, batch: int, length: int, step
     ids = torch.randint(1000, 30000, (batch, length), generator=generator)
     mask, labels = torch.ones_like(ids), torch.randint(0, 2, (batch,), generator=generator)
     times: dict[str, list[float]] = {m: [] for m in methods}
+    phases: dict[str, list[tuple[float, float, float]]] = {m: [] for m in methods}
     for i in range(steps + 2):
         for m, model in models.items():
             start = time.perf_counter()
-            torch.nn.functional.cross_entropy(model(ids, mask), labels).backward()
+            loss = torch.nn.functional.cross_entropy(model(ids, mask), labels)
+            forward = time.perf_counter()
+            loss.backward()
+            backward = time.perf_counter()
             optimizers[m].step()
             optimizers[m].zero_grad()
+            end = time.perf_counter()
             if i >= 2:
-                times[m].append(time.perf_counter() - start)
+                times[m].append(end - start)
+                phases[m].append((forward - start, backward - forward, end - backward))
     import transformers
 
     medians = {m: statistics.median(t) for m, t in times.items()}
     return {
         "methods": methods,
         "step_s": medians,
+        **{
+            f"{name}_s": {m: statistics.median(p[k] for p in phases[m]) for m in methods}
+            for k, name in enumerate(PHASES)
+        },
         "ratio": medians[methods[1]] / medians[methods[0]],
         "transformers": transformers.__version__,
     }

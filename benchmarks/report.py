@@ -472,9 +472,14 @@ def efficiency() -> str:
     )
     for pair in data.get("paired", []):
         first, second = pair["methods"]
+        parts = "".join(
+            f", {name} {1000 * pair[f'{name}_s'][second]:.0f} vs {1000 * pair[f'{name}_s'][first]:.0f}"
+            for name in ("forward", "backward", "optimizer")
+            if f"{name}_s" in pair
+        )
         lines.append(
             f"* {second} / {first} step time, one process, transformers {pair['transformers']}: **{pair['ratio']:.3f}** "
-            f"({1000 * pair['step_s'][second]:.0f} vs {1000 * pair['step_s'][first]:.0f} ms)"
+            f"({1000 * pair['step_s'][second]:.0f} vs {1000 * pair['step_s'][first]:.0f} ms{parts})"
         )
     lines.append("\nGoals set by the issue: step ptv2/finetune ≤ 0.65, peak RSS ptv2/finetune ≤ 0.75.")
     phased = [r for r in data["rows"] + data.get("peft_rows", []) if "forward_s" in r]
