@@ -106,6 +106,27 @@ def prompt_length_for(task: str, method: str, args) -> int:
     return sweep or args.prompt_length or TASK_SETTINGS.get(task, {}).get("prompt_length", default)
 
 
+def shift_positions_by_prompt(prompt_length: int) -> None:
+    """Diagnostic for the PEFT comparison: make every backbone loaded from now on number its real tokens
+    P..P+L-1, as a cache-based prefix (PEFT, the official code) does, instead of our 0..L-1."""
+    from ptuning import backbones
+
+    load = backbones.load_backbone
+
+    def load_shifted(*a, **k):
+        backbone, tokenizer, name = load(*a, **k)
+
+        def shift(module, args, kwargs):
+            if kwargs.get("position_ids") is None:
+                kwargs["cache_length"] = prompt_length  # BertEmbeddings: positions start at cache_length
+            return args, kwargs
+
+        backbone.embeddings.register_forward_pre_hook(shift, with_kwargs=True)
+        return backbone, tokenizer, name
+
+    backbones.load_backbone = load_shifted
+
+
 def run_one(task: str, method: str, data: Path, args) -> dict:
     task_settings = TASK_SETTINGS.get(task, {})
     s = dict(SETTINGS[method])
@@ -150,6 +171,8 @@ def run_one(task: str, method: str, data: Path, args) -> dict:
             summary.update(pooling=args.pooling, artifact_bytes=None)
         else:
             base, _, variant = method.partition("-reparam")
+            if args.shift_positions and method == "ptv2":
+                shift_positions_by_prompt(s["prompt_length"])
             summary = train(
                 TrainRequest(
                     task=task,
@@ -187,6 +210,7 @@ def run_one(task: str, method: str, data: Path, args) -> dict:
         "max_train_samples": args.max_train_samples,
         "eval_steps": args.eval_steps,
         "prefix_init_std": args.prefix_init_std if method == "ptv2" else None,
+        "shift_positions": bool(args.shift_positions) if method == "ptv2" else None,
         "quick": bool(args.quick),
         "transformers": __import__("transformers").__version__,
         "data_note": "BoolQ: the val file split 80/20 by a hash of the passage" if task == "boolq" else None,
@@ -228,6 +252,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--reparam", action="store_true")
     parser.add_argument(
         "--prefix-init-std", type=float, default=0.02, help="ptv2: std of the prefix's initial values (PEFT: 1.0)."
+    )
+    parser.add_argument(
+        "--shift-positions",
+        action="store_true",
+        help="ptv2, diagnostic: number real tokens from P, as PEFT's cache-based prefix does (BERT-family models).",
     )
     parser.add_argument("--patience", type=int, default=None, help="Override every method's patience.")
     parser.add_argument(

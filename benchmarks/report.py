@@ -85,7 +85,9 @@ ROUNDS = {
     "seeds 1-3 on the ptv2-e20 schedule (27-min cap); then ptv2-e20 with the prefix started at PEFT's "
     "std 1.0 (`--prefix-init-std 1.0 --tag=-e20-init1`), seeds 1-2 side by side (20-min cap); last, in a later session, "
     "ptv2 on the same schedule without early stopping (`--patience 20 --max-minutes 27 --tag=-e20-nostop`), PEFT's "
-    "cap, seeds 1-2 one after another beside one other run. Two to four runs "
+    "cap, seeds 1-2 one after another beside one other run; then the same with the real tokens numbered from P as "
+    "PEFT's cache does (`--shift-positions --tag=-e20-nostop-shift`, a diagnostic), seeds 1-2 side by side, 22-min "
+    "cap. Two to four runs "
     "shared the 2 cores at any time, and a CPU smoke test of another script shared them for 7 minutes during "
     "fine-tuning seed 1 and the 60-epoch ptv2 run, so wall times are inflated unevenly and the time cap ended some "
     "runs (`stopped by`)",
@@ -123,7 +125,19 @@ HEADLINE = [
     ("boolq", "h100-round14", ["finetune-e10", "ptv2-e30"]),
     ("boolq", "h100-round15", ["ptv2-P50", "prompt-tuning", "ptv1", "ptv2-reparam"]),
     ("sst2", "h100-round14", ["finetune-e3", "ptv2-e10"]),
-    ("sst2", "cpu-sst2", ["finetune", "ptv2-e20", "ptv2", "peft-prefix-e20", "ptv2-e20-init1", "ptv2-e20-nostop"]),
+    (
+        "sst2",
+        "cpu-sst2",
+        [
+            "finetune",
+            "ptv2-e20",
+            "ptv2",
+            "peft-prefix-e20",
+            "ptv2-e20-init1",
+            "ptv2-e20-nostop",
+            "ptv2-e20-nostop-shift",
+        ],
+    ),
     ("copa", "cpu-small", ["finetune", "ptv2"]),
     ("copa", "h200-round3", ["finetune", "ptv2"]),
     ("copa", "h100-round15", ["prompt-tuning", "ptv1", "ptv2-reparam"]),

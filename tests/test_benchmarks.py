@@ -194,3 +194,19 @@ def test_efficiency_rows_split_each_step_into_forward_backward_and_optimizer(mon
     for row in (finetune, ptv2):
         assert all(row[f"{phase}_s"] > 0 for phase in efficiency.PHASES)
     assert ptv2["trainable_params"] < finetune["trainable_params"]
+
+
+def test_shift_positions_numbers_real_tokens_from_the_prompt_length(monkeypatch):
+    """The PEFT-comparison diagnostic: real tokens at P..P+L-1, as a cache-based prefix puts them."""
+    import torch
+    from conftest import tiny_backbone
+
+    from ptuning import backbones
+
+    monkeypatch.setattr(backbones, "load_backbone", lambda model: (tiny_backbone("bert"), None, "tiny"))
+    methods.shift_positions_by_prompt(5)
+    backbone, _, _ = backbones.load_backbone(None)
+    ids = torch.randint(0, 128, (2, 7))
+    shifted = backbone.embeddings(input_ids=ids)
+    assert torch.allclose(shifted, backbone.embeddings(input_ids=ids, position_ids=torch.arange(5, 12)[None]))
+    assert not torch.allclose(shifted, backbone.embeddings(input_ids=ids, position_ids=torch.arange(7)[None]))
