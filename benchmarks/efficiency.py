@@ -76,6 +76,19 @@ def artifact_bytes(method: str, model, name: str) -> int:
         return sum(f.stat().st_size for f in Path(tmp).rglob("*") if f.is_file())
 
 
+def timed_step(model, optimizer, ids, mask, labels) -> tuple[float, float, float]:
+    """One training step; its (forward, backward, optimizer) seconds, in PHASES order."""
+    start = time.perf_counter()
+    loss = torch.nn.functional.cross_entropy(model(ids, mask), labels)
+    forward = time.perf_counter()
+    loss.backward()
+    backward = time.perf_counter()
+    optimizer.step()
+    optimizer.zero_grad()
+    end = time.perf_counter()
+    return forward - start, backward - forward, end - backward
+
+
 def worker(method: str, prompt_length: int, batch: int, length: int, steps: int) -> dict:
     torch.manual_seed(0)
     model, n_backbone, name = build(method, prompt_length)
@@ -88,17 +101,10 @@ def worker(method: str, prompt_length: int, batch: int, length: int, steps: int)
     labels = torch.randint(0, 2, (batch,), generator=generator)
     times, phases = [], []  # phases: (forward, backward, optimizer) seconds, to show where a step's time goes
     for i in range(steps + 3):
-        start = time.perf_counter()
-        loss = torch.nn.functional.cross_entropy(model(ids, mask), labels)
-        forward = time.perf_counter()
-        loss.backward()
-        backward = time.perf_counter()
-        optimizer.step()
-        optimizer.zero_grad()
-        end = time.perf_counter()
+        phase = timed_step(model, optimizer, ids, mask, labels)
         if i >= 3:
-            times.append(end - start)
-            phases.append((forward - start, backward - forward, end - backward))
+            times.append(sum(phase))
+            phases.append(phase)
     peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # training's peak, before saving
     n_trainable = sum(p.numel() for p in trainable)
     import transformers
@@ -131,17 +137,10 @@ def paired(methods: list[str], prompt_length: int, batch: int, length: int, step
     phases: dict[str, list[tuple[float, float, float]]] = {m: [] for m in methods}
     for i in range(steps + 2):
         for m, model in models.items():
-            start = time.perf_counter()
-            loss = torch.nn.functional.cross_entropy(model(ids, mask), labels)
-            forward = time.perf_counter()
-            loss.backward()
-            backward = time.perf_counter()
-            optimizers[m].step()
-            optimizers[m].zero_grad()
-            end = time.perf_counter()
+            phase = timed_step(model, optimizers[m], ids, mask, labels)
             if i >= 2:
-                times[m].append(end - start)
-                phases[m].append((forward - start, backward - forward, end - backward))
+                times[m].append(sum(phase))
+                phases[m].append(phase)
     import transformers
 
     medians = {m: statistics.median(t) for m, t in times.items()}
