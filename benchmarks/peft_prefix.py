@@ -64,7 +64,12 @@ def train_peft_prefix(task_name: str, data: str, output: Path, *, model_name, pr
     model = peft_prefix_model(backbone, prompt_length, head)
     budget = _token_budget(options.get("max_length", 256), model)
     output.mkdir(parents=True, exist_ok=True)
-    return run_loop(
+    print(
+        f"peft-prefix: PEFT's {prompt_length}-slot prefix and our head train; the line below names our wrapper's "
+        "frozen-backbone mode (linear-probe) and counts PEFT's prefix into the backbone",
+        flush=True,
+    )
+    summary = run_loop(
         model,
         task,
         task.featurize(train_examples, tokenizer, budget),
@@ -75,3 +80,5 @@ def train_peft_prefix(task_name: str, data: str, output: Path, *, model_name, pr
         output,
         save_best=lambda trained: None,
     )
+    summary["backbone_params"] -= sum(p.numel() for p in model.backbone.prompt_encoder.parameters())  # the row: ours
+    return summary
