@@ -224,6 +224,7 @@ def main() -> None:
         setup = {"batch": args.batch_size, "length": args.length, "prompt_length": args.prompt_length}
         setup.update(steps=args.steps, torch=torch.__version__, threads=torch.get_num_threads())
         setup.update(machine=f"cpu ({platform.machine()}, {os.cpu_count()} cores)", date=time.strftime("%Y-%m-%d"))
+        setup.update(command="python benchmarks/efficiency.py " + " ".join(sys.argv[1:]))
         atomic_write_text(
             args.out, json.dumps({"setup": setup, "rows": rows, "peft_rows": peft_rows, "paired": pairs}, indent=1)
         )

@@ -505,6 +505,34 @@ def efficiency() -> str:
                 f"| {r['method']} | {r['transformers']} | {1000 * r['forward_s']:.0f} | {1000 * r['backward_s']:.0f} "
                 f"| {1000 * r['optimizer_s']:.0f} | {r['backward_s'] / base['backward_s']:.2f} |"
             )
+    return "\n".join(lines) + "\n" + efficiency_shapes()
+
+
+def efficiency_shapes() -> str:
+    """The same measurement at other tasks' input shapes (``efficiency-<shape>.json``): ratios only."""
+    paths = sorted((RESULTS / "cpu").glob("efficiency-*.json"))
+    if not paths:
+        return ""
+    lines = [
+        "\nThe same measurement at other input shapes (`--batch-size B --length L --prompt-length P`; per process: "
+        "fresh processes one after another; paired: one process, alternating steps):\n",
+        "| file | batch | length | P | steps | ptv2 / finetune step, per process | paired | ptv2 / finetune RSS "
+        "| ptv2 / PEFT prefix step, paired |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for path in paths:
+        data = json.loads(path.read_text())
+        s, by_method = data["setup"], {r["method"]: r for r in data["rows"]}
+        ft, ptv2 = by_method["finetune"], by_method["ptv2"]
+        pairs = {tuple(p["methods"]): p["ratio"] for p in data.get("paired", [])}
+        peft = pairs.get(("peft-prefix", "ptv2"))
+        lines.append(
+            f"| {path.name} | {s['batch']} | {s['length']} | {s['prompt_length']} | {s['steps']} "
+            f"| {ptv2['step_s'] / ft['step_s']:.3f} | {pairs[('finetune', 'ptv2')]:.3f} "
+            f"| {ptv2['peak_rss_mb'] / ft['peak_rss_mb']:.3f} | {f'{peft:.3f}' if peft else 'not measured'} |"
+        )
+    commands = [json.loads(path.read_text())["setup"].get("command") for path in paths]
+    lines += ["", "```bash", *(c for c in commands if c), "```"] if any(commands) else []
     return "\n".join(lines) + "\n"
 
 

@@ -210,3 +210,20 @@ def test_shift_positions_numbers_real_tokens_from_the_prompt_length(monkeypatch)
     shifted = backbone.embeddings(input_ids=ids)
     assert torch.allclose(shifted, backbone.embeddings(input_ids=ids, position_ids=torch.arange(5, 12)[None]))
     assert not torch.allclose(shifted, backbone.embeddings(input_ids=ids, position_ids=torch.arange(7)[None]))
+
+
+def test_efficiency_at_other_shapes_reports_each_files_ratios(tmp_path, monkeypatch):
+    """efficiency-<shape>.json files add one ratio row each, computed from their own measurements."""
+    (tmp_path / "cpu").mkdir()
+    setup = {"batch": 32, "length": 52, "prompt_length": 100, "steps": 10, "command": "python efficiency.py --x"}
+    rows = [
+        {"method": "finetune", "step_s": 2.0, "peak_rss_mb": 1000.0},
+        {"method": "ptv2", "step_s": 1.5, "peak_rss_mb": 700.0},
+    ]
+    paired = [{"methods": ["finetune", "ptv2"], "ratio": 0.71}, {"methods": ["peft-prefix", "ptv2"], "ratio": 0.9}]
+    data = {"setup": setup, "rows": rows, "paired": paired}
+    (tmp_path / "cpu" / "efficiency-conll.json").write_text(json.dumps(data))
+    monkeypatch.setattr(report, "RESULTS", tmp_path)
+    text = report.efficiency_shapes()
+    assert "| efficiency-conll.json | 32 | 52 | 100 | 10 | 0.750 | 0.710 | 0.700 | 0.900 |" in text
+    assert "python efficiency.py --x" in text
