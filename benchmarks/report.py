@@ -98,8 +98,8 @@ ROUNDS = {
     "cpu-peft-conll": "this 2-core CPU, CoNLL-2003 on its first 1,000 training sentences (`--max-train-samples "
     "1000`) scored on the full dev file: PEFT 0.21.2 prefix tuning (transformers 5.23, `--peft-python`) and ptv2 "
     "side by side, one thread each, seeds one pair after another; both P=100, lr 2e-2, batch 16, a 30-epoch "
-    "schedule (patience 5) capped at 32 min of training, so the cap ended them (`stopped by`) with dev F1 still "
-    "rising: a comparison at equal wall time and equal data, not of converged runs. Only ptv2 has a test F1 (the "
+    "schedule (patience 5) capped at 32 min of training; the cap ended some runs with dev F1 still rising, patience "
+    "the others (`stopped by`): a comparison on equal data and time, not of converged runs. Only ptv2 has a test F1 (the "
     "harness scores the test file from our saved artifact; PEFT's model is not one)",
     "cpu-reparam-lr": "this 2-core CPU, `ptv2-reparam` at learning rates 1e-4 and 5e-4 (see 'Why the MLP "
     "reparameterisation diverges'), seeds 1-3 at 1e-4 and seed 1 at 5e-4 (the rest cut for time), one thread, "
@@ -599,7 +599,7 @@ def plots(runs: list[Run]) -> list[str]:
     fig.suptitle(
         "MiniLM: best dev metric by method, one row each at the method's defaults (all rows: BENCHMARKS.md; "
         "error bars: std over seeds; dashed: majority class)\ncpu-sst2: SST-2's first 4k sentences; "
-        "cpu-peft-conll: CoNLL-2003's first 1k sentences, ended by a time cap with F1 still rising",
+        "cpu-peft-conll: CoNLL-2003's first 1k sentences, a 32-min cap per run",
         fontsize=10,
     )
     fig.tight_layout()
