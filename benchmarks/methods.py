@@ -6,7 +6,8 @@ was reached at, the epochs run and the wall time. For the SuperGLUE tasks the
 dev set selects the checkpoint and is also the reported set (as in the paper's
 SuperGLUE dev results). CoNLL-2003 and SQuAD also report a test set scored with
 the best-dev artifact: the official CoNLL test file, and for SQuAD (only the
-1.1 dev file is at hand) the held-out test articles of `--split-by-article`.
+1.1 dev file is at hand) the held-out test articles of `--split-by-article`
+(peft-prefix rows: with the best-dev weights, kept in memory).
 
     python benchmarks/methods.py --data-root ../shared/data --tasks cb,rte \
         --methods ptv2,finetune,prompt-tuning --out benchmarks/results/methods.json
@@ -165,6 +166,7 @@ def run_one(task: str, method: str, data: Path, args) -> dict:
                 model_name=args.model,
                 prompt_length=s["prompt_length"],
                 train_config=train_config,
+                test_split=None if args.quick else TEST_SPLITS.get(task),
                 pooling=args.pooling if args.pooling != "auto" else "mean",
                 **options,
             )
@@ -192,7 +194,7 @@ def run_one(task: str, method: str, data: Path, args) -> dict:
                 )
             )
         wall = time.perf_counter() - started
-        test = None
+        test = summary.get("test")  # peft-prefix scores its test split in memory (no artifact to load)
         scored = task in TEST_SPLITS and not args.quick and method != "peft-prefix"  # --quick: no full test pass
         if scored and summary.get("best") is not None:
             test = evaluate(run_dir, str(data), TEST_SPLITS[task], model_name=args.model)

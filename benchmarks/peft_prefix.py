@@ -43,11 +43,30 @@ def peft_prefix_model(backbone, prompt_length: int, head) -> PTuningModel:
     return model
 
 
-def train_peft_prefix(task_name: str, data: str, output: Path, *, model_name, prompt_length, train_config, **options):
-    """``pipeline.train`` with PEFT's prefix in place of ours (no artifact: PEFT keeps its own format)."""
+class BestWeights:
+    """The best-dev trainable weights, kept in memory: the stand-in for the artifact our methods save."""
+
+    def __init__(self) -> None:
+        self.weights: dict = {}
+
+    def keep(self, model) -> None:
+        self.weights = {k: v.detach().clone() for k, v in model.named_parameters() if v.requires_grad}
+
+    def restore(self, model) -> None:
+        model.load_state_dict(self.weights, strict=False)  # the trainable weights only: the frozen rest never changed
+
+
+def train_peft_prefix(
+    task_name: str, data: str, output: Path, *, model_name, prompt_length, train_config, test_split=None, **options
+):
+    """``pipeline.train`` with PEFT's prefix in place of ours (no artifact: PEFT keeps its own format).
+
+    The best-dev weights stay in memory instead, so that ``test_split`` (CoNLL-2003, SQuAD) is scored with them,
+    as the harness scores our methods' best-dev artifacts.
+    """
     from accelerate.utils import set_seed
 
-    from ptuning.pipeline import _token_budget, training_examples
+    from ptuning.pipeline import _token_budget, score_split, training_examples
     from ptuning.tasks import get_task
     from ptuning.train import train as run_loop
 
@@ -69,6 +88,7 @@ def train_peft_prefix(task_name: str, data: str, output: Path, *, model_name, pr
         "frozen-backbone mode (linear-probe) and counts PEFT's prefix into the backbone",
         flush=True,
     )
+    best = BestWeights()
     summary = run_loop(
         model,
         task,
@@ -78,7 +98,10 @@ def train_peft_prefix(task_name: str, data: str, output: Path, *, model_name, pr
         task.collator(tokenizer),
         train_config,
         output,
-        save_best=lambda trained: None,
+        save_best=best.keep,
     )
     summary["backbone_params"] -= sum(p.numel() for p in model.backbone.prompt_encoder.parameters())  # the row: ours
+    if test_split and best.weights:
+        best.restore(model)
+        summary["test"] = score_split(model, tokenizer, task, data, test_split, options.get("max_length", 256))
     return summary

@@ -99,8 +99,8 @@ ROUNDS = {
     "1000`) scored on the full dev file: PEFT 0.21.2 prefix tuning (transformers 5.23, `--peft-python`) and ptv2 "
     "side by side, one thread each, seeds one pair after another; both P=100, lr 2e-2, batch 16, a 30-epoch "
     "schedule (patience 5) capped at 32 min of training; the cap ended some runs with dev F1 still rising, patience "
-    "the others (`stopped by`): a comparison on equal data and time, not of converged runs. Only ptv2 has a test F1 (the "
-    "harness scores the test file from our saved artifact; PEFT's model is not one)",
+    "the others (`stopped by`): a comparison on equal data and time, not of converged runs. Only ptv2 has a test F1: these PEFT "
+    "runs predate the harness's test pass for peft-prefix rows (its best-dev weights kept in memory)",
     "cpu-reparam-lr": "this 2-core CPU, `ptv2-reparam` at learning rates 1e-4 and 5e-4 (see 'Why the MLP "
     "reparameterisation diverges'), seeds 1-3 at 1e-4 and seed 1 at 5e-4 (the rest cut for time), one thread, "
     "each run capped at 6 min of training (`--max-minutes 6`): all of them were still improving when the cap hit",

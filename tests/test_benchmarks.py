@@ -227,3 +227,20 @@ def test_efficiency_at_other_shapes_reports_each_files_ratios(tmp_path, monkeypa
     text = report.efficiency_shapes()
     assert "| efficiency-conll.json | 32 | 52 | 100 | 10 | 0.750 | 0.710 | 0.700 | 0.900 |" in text
     assert "python efficiency.py --x" in text
+
+
+def test_peft_rows_score_test_with_the_best_dev_weights_not_the_last():
+    """PEFT's model is no artifact of ours: the best-dev weights are kept in memory and put back for the test pass."""
+    import torch
+    from peft_prefix import BestWeights
+
+    model = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.Linear(3, 1))
+    model[0].requires_grad_(False)
+    frozen, best = model[0].weight.clone(), BestWeights()
+    best.keep(model)
+    kept = model[1].weight.clone()
+    with torch.no_grad():
+        model[1].weight.add_(1.0)  # later epochs move the trainable weights on
+    best.restore(model)
+    assert torch.equal(model[1].weight, kept) and torch.equal(model[0].weight, frozen)
+    assert set(best.weights) == {"1.weight", "1.bias"}

@@ -160,11 +160,16 @@ def evaluate(
 ) -> dict:
     model, tokenizer, task, meta = artifact.load_artifact(artifact_dir, model_name=model_name)
     model.to(backbones.resolve_device(device))
+    return score_split(model, tokenizer, task, data, split, meta["max_length"], batch_size)
+
+
+def score_split(model, tokenizer, task, data: str, split: str, max_length: int, batch_size: int = 64) -> dict:
+    """The task's metrics on one labelled split of ``data``, for a model in memory (an artifact's, or any other)."""
     records = load_records(task.files, data, "validation" if getattr(task, "split_by_article", None) else split)
     if hasattr(task, "select_split"):
         records = task.select_split(records, split)
     examples = task.records_to_examples(records, labelled=True)
-    features = task.featurize(examples, tokenizer, _token_budget(meta["max_length"], model))
+    features = task.featurize(examples, tokenizer, _token_budget(max_length, model))
     logits = predict_logits(model, features, task.collator(tokenizer), batch_size)
     return {"task": task.name, "split": split, "examples": len(examples), **task.evaluate(logits, examples)}
 
