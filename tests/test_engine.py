@@ -255,3 +255,15 @@ def test_prefix_starts_at_the_configured_scale(std):
     assert abs(weight.std().item() / std - 1) < 0.05  # thousands of values: within 5 % of the asked std
     with pytest.raises(PTuningError, match="prefix-init-std"):
         MethodConfig("ptv2", 5, prefix_init_std=0.0)
+
+
+def test_a_shared_prompt_is_broadcast_over_the_batch_only_after_its_layer_is_picked():
+    """Picking a layer out of a batch-wide prefix made autograd zero-fill a batch-wide gradient per layer."""
+    prefix = torch.randn(3, 2, 4, 5, 8, requires_grad=True)  # (layers, 2, kv, P, hd)
+    batch = PrefixBatch.single(prefix, 6)
+    assert batch.kv.shape == (3, 2, 1, 4, 5, 8)  # no batch-wide copy, not even a view
+    pk, pv = batch.layer(1, 6)
+    assert pk.shape == pv.shape == (6, 4, 5, 8)
+    (pk.sum() + 2 * pv.sum()).backward()
+    assert torch.equal(prefix.grad[1, 0], torch.full((4, 5, 8), 6.0))  # each row's gradient adds up
+    assert torch.equal(prefix.grad[1, 1], torch.full((4, 5, 8), 12.0)) and not prefix.grad[0].any()

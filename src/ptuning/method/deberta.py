@@ -76,8 +76,9 @@ def _forward_with_prefix(
         rel = self.pos_dropout(rel_embeddings)
         scores = scores + self.disentangled_attention_bias(q, k, relative_pos, rel, scale_factor)
 
-    pk, pv = prefix.kv[self.layer_idx]  # each (B, heads, P, hd)
-    B, P = pk.shape[0], pk.shape[2]
+    B = hidden_states.shape[0]
+    pk, pv = prefix.layer(self.layer_idx, B)  # each (B, heads, P, hd)
+    P = pk.shape[2]
     pk = pk.reshape(B * heads, P, -1).to(q.dtype)  # (B*heads, P, hd)
     pv = pv.reshape(B * heads, P, -1).to(v.dtype)  # (B*heads, P, hd)
     prefix_scores = torch.bmm(q, pk.transpose(-1, -2)) / scale  # (B*heads, L, P): no position bias
