@@ -198,6 +198,7 @@ def main() -> None:
     if args.paired_only:  # add the paired ratios to an earlier run's file
         data = json.loads(args.out.read_text())
         rows, data["paired"] = data["rows"], paired_rows(args)
+        data["setup"]["paired_date"] = time.strftime("%Y-%m-%d %H:%M")  # later than the rows: the report says so
         atomic_write_text(args.out, json.dumps(data, indent=1))
         return
     for method in args.methods.split(","):

@@ -490,7 +490,13 @@ def efficiency() -> str:
     lines.append(
         "\nThe rows run one after another, minutes apart, on a shared 2-core machine; the same method measured "
         "in the two environments above differs by that much drift. Paired measurements (both models in one "
-        "process, alternating step by step, median of the same number of steps) are steadier for ratios:\n"
+        "process, alternating step by step, median of the same number of steps) are steadier for ratios"
+        + (
+            f" (re-measured on {s['paired_date']}, after the rows above; see the commit log for what changed)"
+            if "paired_date" in s
+            else ""
+        )
+        + ":\n"
     )
     for pair in data.get("paired", []):
         first, second = pair["methods"]
