@@ -539,8 +539,10 @@ def efficiency_shapes() -> str:
         "| ptv2 / PEFT prefix step, paired |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
+    commands = []
     for path in paths:
         data = json.loads(path.read_text())
+        commands.append(data["setup"].get("command"))
         s, by_method = data["setup"], {r["method"]: r for r in data["rows"]}
         ft, ptv2 = by_method["finetune"], by_method["ptv2"]
         pairs = {tuple(p["methods"]): p["ratio"] for p in data.get("paired", [])}
@@ -550,7 +552,6 @@ def efficiency_shapes() -> str:
             f"| {ptv2['step_s'] / ft['step_s']:.3f} | {pairs[('finetune', 'ptv2')]:.3f} "
             f"| {ptv2['peak_rss_mb'] / ft['peak_rss_mb']:.3f} | {f'{peft:.3f}' if peft else 'not measured'} |"
         )
-    commands = [json.loads(path.read_text())["setup"].get("command") for path in paths]
     lines += ["", "```bash", *(c for c in commands if c), "```"] if any(commands) else []
     return "\n".join(lines) + "\n"
 

@@ -80,7 +80,7 @@ def test_mixed_batch_equals_each_prompt_alone(family):
     index = torch.tensor([0, 1, 1])
     with torch.no_grad():
         mixed = model.encode(ids, mask, prefix_batch=PrefixBatch.from_stack(stack, index))
-        alone = [model.encode(ids, mask, prefix_batch=PrefixBatch.single(p, 3)) for p in (long, short)]
+        alone = [model.encode(ids, mask, prefix_batch=PrefixBatch.single(p)) for p in (long, short)]
     expected = torch.stack([alone[i][row] for row, i in enumerate(index.tolist())])
     real = mask.bool()
     assert (mixed - expected).abs()[real].max() < 1e-5
@@ -179,7 +179,7 @@ def test_reparam_prefix_folds_to_the_same_output():
     ids, mask = batch()
     with torch.no_grad():
         trained = model.encode(ids, mask)
-        folded = model.encode(ids, mask, prefix_batch=PrefixBatch.single(model.prefix_encoder.fold(), 3))
+        folded = model.encode(ids, mask, prefix_batch=PrefixBatch.single(model.prefix_encoder.fold()))
     assert torch.allclose(trained, folded, atol=1e-6)
     assert model.prefix_encoder.fold().shape == (g.num_layers, 2, g.num_kv_heads, 6, g.head_dim)
 
@@ -260,7 +260,7 @@ def test_prefix_starts_at_the_configured_scale(std):
 def test_a_shared_prompt_is_broadcast_over_the_batch_only_after_its_layer_is_picked():
     """Picking a layer out of a batch-wide prefix made autograd zero-fill a batch-wide gradient per layer."""
     prefix = torch.randn(3, 2, 4, 5, 8, requires_grad=True)  # (layers, 2, kv, P, hd)
-    batch = PrefixBatch.single(prefix, 6)
+    batch = PrefixBatch.single(prefix)
     assert batch.kv.shape == (3, 2, 1, 4, 5, 8)  # no batch-wide copy, not even a view
     pk, pv = batch.layer(1, 6)
     assert pk.shape == pv.shape == (6, 4, 5, 8)

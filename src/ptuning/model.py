@@ -121,12 +121,11 @@ class PTuningModel(nn.Module):
         ``prefix_batch`` / ``prompt`` override the model's own prompt, e.g. with a
         different prompt per row.
         """
-        B = input_ids.shape[0]
         inputs: dict = {"attention_mask": attention_mask}
         if token_type_ids is not None:
             inputs["token_type_ids"] = token_type_ids
         if self.prefix_encoder is not None and prefix_batch is None:
-            prefix_batch = PrefixBatch.single(self.prefix_encoder(), B)
+            prefix_batch = PrefixBatch.single(self.prefix_encoder())
         if self.prompt is not None and prompt is None:
             prompt = self.prompt()  # (P, H)
         strip = 0

@@ -127,7 +127,7 @@ class PrefixBatch:
         return pk.expand(batch_size, -1, -1, -1), pv.expand(batch_size, -1, -1, -1)  # (B, kv_heads, P, hd)
 
     @classmethod
-    def single(cls, prefix: torch.Tensor, batch_size: int) -> PrefixBatch:
+    def single(cls, prefix: torch.Tensor) -> PrefixBatch:
         """One prompt ``(layers, 2, kv, P, hd)`` shared by all rows (any batch size: see :meth:`layer`)."""
         return cls(kv=prefix.unsqueeze(2))  # (layers, 2, 1, kv, P, hd)
 
