@@ -4,8 +4,9 @@ Every method is measured in a fresh process (so peak RSS is its own): build the
 model, save its artifact, then time N training steps (forward + backward +
 AdamW) on a fixed batch of real-token ids after warm-up. Ratios are to
 `finetune`. With `--peft-python` (an interpreter whose environment has PEFT and
-a transformers where PEFT's prefix tuning works) the PEFT prefix row and a `ptv2`
-row are measured there too, so that ratio compares like with like.
+a transformers where PEFT's prefix tuning works: this one, or a second
+environment, see benchmarks/README.md) the PEFT prefix row and a `ptv2` row are
+measured there too, so that ratio compares like with like.
 
     python benchmarks/efficiency.py --out benchmarks/results/cpu/efficiency.json
     python benchmarks/efficiency.py --peft-python .venv-peft/bin/python --out ...
@@ -43,9 +44,8 @@ def build(method: str, prompt_length: int):
     head = SequenceClassificationHead(backbone.config.hidden_size, 2, "mean")
     if method == "peft-prefix":
         sys.path.insert(0, str(Path(__file__).parent))
-        from peft_prefix import peft_prefix_model, require_working_peft
+        from peft_prefix import peft_prefix_model
 
-        require_working_peft()
         return peft_prefix_model(backbone, prompt_length, head), n_backbone, name
     base, _, variant = method.partition("-")  # ptv2-reparam, ptv2-checkpointing: ptv2 with that option
     method = base if variant in ("reparam", "checkpointing") else method
@@ -183,7 +183,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--length", type=int, default=128)
     parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--peft-python", default=None, help="Interpreter with PEFT and transformers < 5.24.")
+    parser.add_argument(
+        "--peft-python", default=None, help="Interpreter for the PEFT rows (this one will do on transformers 5.24)."
+    )
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--paired-only", action="store_true", help="Only add the paired ratios to --out.")

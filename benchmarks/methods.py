@@ -107,22 +107,29 @@ def prompt_length_for(task: str, method: str, args) -> int:
     return sweep or args.prompt_length or TASK_SETTINGS.get(task, {}).get("prompt_length", default)
 
 
+def shift_positions(backbone, prompt_length: int) -> None:
+    """Number ``backbone``'s real tokens P..P+L-1, as a cache-based prefix (PEFT, the official code) does, instead
+    of our 0..L-1 (BERT-family embeddings; explicit position ids, so any transformers version takes it)."""
+
+    def shift(module, args, kwargs):
+        if kwargs.get("position_ids") is None:
+            tokens = kwargs.get("input_ids") if kwargs.get("input_ids") is not None else kwargs.get("inputs_embeds")
+            start = torch.arange(prompt_length, prompt_length + tokens.shape[1], device=tokens.device)
+            kwargs["position_ids"] = start[None, :]  # (1, L)
+        return args, kwargs
+
+    backbone.embeddings.register_forward_pre_hook(shift, with_kwargs=True)
+
+
 def shift_positions_by_prompt(prompt_length: int) -> None:
-    """Diagnostic for the PEFT comparison: make every backbone loaded from now on number its real tokens
-    P..P+L-1, as a cache-based prefix (PEFT, the official code) does, instead of our 0..L-1."""
+    """Diagnostic for the PEFT comparison: every backbone loaded from now on gets :func:`shift_positions`."""
     from ptuning import backbones
 
     load = backbones.load_backbone
 
     def load_shifted(*a, **k):
         backbone, tokenizer, name = load(*a, **k)
-
-        def shift(module, args, kwargs):
-            if kwargs.get("position_ids") is None:
-                kwargs["cache_length"] = prompt_length  # BertEmbeddings: positions start at cache_length
-            return args, kwargs
-
-        backbone.embeddings.register_forward_pre_hook(shift, with_kwargs=True)
+        shift_positions(backbone, prompt_length)
         return backbone, tokenizer, name
 
     backbones.load_backbone = load_shifted
@@ -280,7 +287,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def peft_row_elsewhere(task: str, seed: int, args) -> dict:
-    """Run one peft-prefix row under ``--peft-python`` (transformers < 5.24) and read its row back."""
+    """Run one peft-prefix row under ``--peft-python`` (another transformers) and read its row back."""
     with tempfile.TemporaryDirectory() as tmp:
         argv = [a for a in sys.argv[1:]]
         command = [args.peft_python, __file__, *argv, "--tasks", task, "--methods", "peft-prefix"]

@@ -4,11 +4,15 @@ The comparison must differ in the prefix mechanism alone, so PEFT's
 ``PrefixTuningConfig`` wraps the bare backbone and everything else (task
 featurisation, head, pooling, AdamW loop, early stopping, metrics) is ours.
 
-PEFT 0.21.2 injects the prefix through ``past_key_values``, which transformers
-5.24 no longer accepts on encoders ("Model does not support past key values");
-run this module in an environment with transformers 5.23 (see
-``benchmarks/README.md``). PEFT's path also shifts position ids by the prefix
-length on some encoders: that is part of what is being compared.
+PEFT 0.21.2 injects the prefix through ``past_key_values``. On transformers 5.24
+its task models (sequence/token classification, QA) refuse encoders ("Model does
+not support past key values ...": ``BertModel.forward`` renamed the argument
+``cache``), but the feature-extraction model used here still passes it through
+5.24's deprecation shim. If a transformers release drops that shim,
+:func:`require_working_peft` says so and ``--peft-python`` runs these rows in a
+second environment (``benchmarks/README.md``). PEFT's cache numbers the real
+tokens from ``P``: otherwise its numbers equal our ptv2's exactly
+(``peft_parity.py``).
 """
 
 from __future__ import annotations
@@ -19,24 +23,45 @@ from ptuning import backbones
 from ptuning.model import MethodConfig, PTuningModel
 
 
-def require_working_peft() -> None:
+def require_working_peft(wrapped) -> None:
+    """Fail in one line, before any training, when this transformers no longer runs PEFT's prefix.
+
+    A forward pass on two tokens is the test: the failure depends on how transformers takes the cache, not on a
+    version number we could list in advance. It runs in eval mode, so dropout draws no random numbers and the
+    seeded run that follows is unchanged.
+    """
+    import torch
     import transformers
-    from packaging.version import Version
 
-    if Version(transformers.__version__) >= Version("5.24"):
+    ids = torch.ones(1, 2, dtype=torch.long)
+    was_training = wrapped.training
+    try:
+        with torch.no_grad():
+            wrapped.eval()
+            wrapped(input_ids=ids, attention_mask=torch.ones_like(ids))
+    except (TypeError, ValueError) as error:
         raise SystemExit(
-            f"PEFT prefix tuning fails on transformers {transformers.__version__} (no past_key_values on encoders); "
-            "run the PEFT rows with transformers 5.23 in a separate environment (benchmarks/README.md)"
-        )
+            f"PEFT's prefix tuning fails on transformers {transformers.__version__} ({error}); run the PEFT rows "
+            "with --peft-python and transformers 5.23 in a separate environment (benchmarks/README.md)"
+        ) from None
+    finally:
+        wrapped.train(was_training)
 
 
-def peft_prefix_model(backbone, prompt_length: int, head) -> PTuningModel:
-    """Our model around a PEFT-prefixed backbone: PEFT's prompt encoder and our head train, nothing else."""
+def peft_wrap(backbone, prompt_length: int):
+    """PEFT's prefix around the bare backbone (its feature-extraction model: our heads do the rest)."""
     from peft import PrefixTuningConfig, TaskType, get_peft_model
 
     wrapped = get_peft_model(
         backbone, PrefixTuningConfig(task_type=TaskType.FEATURE_EXTRACTION, num_virtual_tokens=prompt_length)
     )
+    require_working_peft(wrapped)
+    return wrapped
+
+
+def peft_prefix_model(backbone, prompt_length: int, head) -> PTuningModel:
+    """Our model around a PEFT-prefixed backbone: PEFT's prompt encoder and our head train, nothing else."""
+    wrapped = peft_wrap(backbone, prompt_length)
     model = PTuningModel(wrapped, MethodConfig("linear-probe"), head)  # freezes everything PEFT wrapped ...
     for p in wrapped.prompt_encoder.parameters():  # ... then PEFT's prefix trains again
         p.requires_grad_(True)
@@ -70,7 +95,6 @@ def train_peft_prefix(
     from ptuning.tasks import get_task
     from ptuning.train import train as run_loop
 
-    require_working_peft()
     task, train_examples, eval_examples = training_examples(
         get_task(task_name, **options.get("task_options", {})),
         data,

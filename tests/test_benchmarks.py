@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -244,3 +245,30 @@ def test_peft_rows_score_test_with_the_best_dev_weights_not_the_last():
     best.restore(model)
     assert torch.equal(model[1].weight, kept) and torch.equal(model[0].weight, frozen)
     assert set(best.weights) == {"1.weight", "1.bias"}
+
+
+def test_peft_prefix_is_our_prefix_with_real_tokens_numbered_from_p(tiny_bert_dir):
+    """The peft-prefix rows are a fair baseline only if PEFT computes what ours does, bar the position shift."""
+    pytest.importorskip("peft")
+    import peft_parity
+
+    from ptuning import backbones
+
+    _, tokenizer, _ = backbones.load_backbone(str(tiny_bert_dir))
+    row = peft_parity.compare(lambda: backbones.load_backbone(str(tiny_bert_dir))[0], tokenizer, prompt_length=6)
+    assert row["hidden_max_abs_diff_shifted"] < 1e-5 * row["hidden_max_abs"]
+    assert row["grad_max_abs_diff_shifted"] < 1e-5 * row["grad_max_abs"]
+    assert row["hidden_max_abs_diff_unshifted"] > 1e-3 * row["hidden_max_abs"]  # the shift is the one difference
+
+
+def test_a_transformers_that_breaks_peft_prefix_stops_the_run_in_one_line():
+    from peft_prefix import require_working_peft
+
+    class Broken(torch.nn.Module):
+        def forward(self, **_):
+            raise ValueError("Model does not support past key values which are required for prefix tuning.")
+
+    broken = Broken().train()
+    with pytest.raises(SystemExit, match="--peft-python"):
+        require_working_peft(broken)
+    assert broken.training  # the check leaves the model's mode as it found it
