@@ -101,6 +101,14 @@ ROUNDS = {
     "schedule (patience 5) capped at 32 min of training; the cap ended some runs with dev F1 still rising, patience "
     "the others (`stopped by`): a comparison on equal data and time, not of converged runs. Only ptv2 has a test F1: these PEFT "
     "runs predate the harness's test pass for peft-prefix rows (its best-dev weights kept in memory)",
+    "cpu-peft-rte": "this 2-core CPU, SuperGLUE RTE on its first 1,000 training examples (`--max-train-samples 1000`) "
+    "scored on the full 277-example dev set, `--group-by-length`: PEFT 0.21.2 prefix tuning (transformers 5.23, "
+    "`--peft-python`) and ptv2 side by side, one thread each, seeds one pair after another; both at the harness "
+    "defaults (P=20, lr 1e-2, batch 16, max length 256) on a 20-epoch schedule (patience 5) capped at 22 min of "
+    "training (no run reached it: patience ended all). A full-data RTE epoch took more than 6.5 min here, so the "
+    "full task did not fit. On 1,000 examples neither prefix learns the task: both stay at the majority class's "
+    "52.7 % within a point, the dev accuracy falling below it in most epochs, so this round shows that the PEFT "
+    "row runs on RTE under the same rule, not which method is better there",
     "cpu-reparam-lr": "this 2-core CPU, `ptv2-reparam` at learning rates 1e-4 and 5e-4 (see 'Why the MLP "
     "reparameterisation diverges'), seeds 1-3 at 1e-4 and seed 1 at 5e-4 (the rest cut for time), one thread, "
     "each run capped at 6 min of training (`--max-minutes 6`): all of them were still improving when the cap hit",
@@ -128,6 +136,7 @@ HEADLINE = [
     ("rte", "h100-round12", ["ptv1", "ptv2-reparam"]),
     ("rte", "h100-round13", ["ptv2-reparam-lr1e-3"]),
     ("rte", "h100-round14", ["ptv2-reparam-lr5e-4"]),
+    ("rte", "cpu-peft-rte", ["ptv2-n1000", "peft-prefix-n1000"]),
     ("boolq", "h100-round14", ["finetune-e10", "ptv2-e30"]),
     ("boolq", "h100-round15", ["ptv2-P50", "prompt-tuning", "ptv1", "ptv2-reparam"]),
     ("sst2", "h100-round14", ["finetune-e3", "ptv2-e10"]),
@@ -168,7 +177,7 @@ HEADLINE = [
 
 
 # The bar plot's rows: per task, each method's converged row at its current defaults (the headline table has the
-# variants). SST-2 and CoNLL-2003 show the full-data GPU rows and the subset CPU rows, which alone have PEFT.
+# variants). SST-2, RTE and CoNLL-2003 show the full-data GPU rows and the subset CPU rows, which alone have PEFT.
 # COPA and WSC were run the same way: the same rounds hold each method's rows.
 SMALL_SUPERGLUE_ROWS = [
     ("cpu-small", "finetune"),
@@ -193,6 +202,8 @@ PLOT = {
         ("h100-round12", "ptv1"),
         ("h200-round2", "ptv2"),
         ("h100-round14", "ptv2-reparam-lr5e-4"),
+        ("cpu-peft-rte", "ptv2-n1000"),
+        ("cpu-peft-rte", "peft-prefix-n1000"),
     ],
     "boolq": [
         ("h100-round14", "finetune-e10"),
@@ -500,6 +511,37 @@ def peft_parity() -> str:
     return "\n".join(lines)
 
 
+# PEFT's two settings, one at a time, on the SST-2 subset where its rows led ours: (round, label, init std, positions).
+PEFT_SETTINGS = [
+    ("cpu-sst2", "ptv2-e20", "0.02 (ours)", "0..L-1 (ours)"),
+    ("cpu-sst2", "ptv2-e20-init1", "1.0 (PEFT's)", "0..L-1 (ours)"),
+    ("cpu-sst2", "ptv2-e20-shift", "0.02 (ours)", "P..P+L-1 (PEFT's)"),
+    ("cpu-sst2", "ptv2-e20-init1-shift", "1.0 (PEFT's)", "P..P+L-1 (PEFT's)"),
+    ("cpu-sst2", "peft-prefix-e20", "1.0", "P..P+L-1"),
+]
+
+
+def peft_settings(runs: list[Run]) -> str:
+    """ptv2 with PEFT's prefix scale and position numbering, alone and together, against PEFT itself."""
+    lines = [
+        "| round | row | prefix init std | real tokens' positions | seeds | dev accuracy | per seed | stopped by |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for round_name, label, init, positions in PEFT_SETTINGS:
+        group = sorted(
+            (r for r in runs if (r.round, r.task, r.label) == (round_name, "sst2", label)), key=lambda r: r.seed
+        )
+        if not group:
+            continue
+        values = [r.best[r.metric] for r in group]
+        stopped = ", ".join(sorted({r.row["stopped_by"] for r in group if r.row}))
+        lines.append(
+            f"| {round_name} | {label} | {init} | {positions} | {','.join(str(r.seed) for r in group)} | {pct(values)} "
+            f"| {', '.join(f'{100 * v:.1f}' for v in values)} | {stopped} |"
+        )
+    return "\n".join(lines) if len(lines) > 2 else ""
+
+
 def efficiency() -> str:
     path = RESULTS / "cpu" / "efficiency.json"
     if not path.exists():
@@ -642,7 +684,8 @@ def plots(runs: list[Run]) -> list[str]:
     fig.suptitle(
         "MiniLM: best dev metric by method, one row each at the method's defaults (all rows: BENCHMARKS.md; "
         "error bars: std over seeds; dashed: majority class)\ncpu-sst2: SST-2's first 4k sentences; "
-        "cpu-peft-conll: CoNLL-2003's first 1k sentences, a 32-min cap per run",
+        "cpu-peft-conll: CoNLL-2003's first 1k sentences, a 32-min cap per run; cpu-peft-rte: RTE's first 1k examples, "
+        "a 22-min cap per run",
         fontsize=10,
     )
     fig.tight_layout()
@@ -790,6 +833,10 @@ def main() -> None:
         "of the headline rows).\n",
         prompt_lengths(runs),
         peft_parity(),
+        "On the SST-2 subset (`cpu-sst2`; every row on the same 20-epoch schedule with patience 5, time caps of 20-30 "
+        "min as its description says) PEFT's rows led ptv2's; these rows give ptv2 PEFT's two settings one at a time "
+        "and together:\n",
+        peft_settings(runs) + "\n",
         "## Efficiency\n",
         efficiency(),
         reparam_steps(),
