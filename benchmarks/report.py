@@ -87,7 +87,11 @@ ROUNDS = {
     "ptv2 on the same schedule without early stopping (`--patience 20 --max-minutes 27 --tag=-e20-nostop`), PEFT's "
     "cap, seeds 1-2 one after another beside one other run; then the same with the real tokens numbered from P as "
     "PEFT's cache does (`--shift-positions --tag=-e20-nostop-shift`, a diagnostic), seeds 1-2 side by side, 22-min "
-    "cap. Two to four runs "
+    "cap. In session 8, after `peft_parity.py` showed PEFT's prefix is ours with the real tokens numbered from P: "
+    "ptv2-e20 with both of PEFT's settings (`--prefix-init-std 1.0 --shift-positions --tag=-e20-init1-shift`, "
+    "PEFT's 27-min cap), seeds 1-2 side by side, then seed 3 beside `ptv2-e20-init1` seed 3 (its seeds 1-2's "
+    "20-min cap); then the positions alone on the same schedule (`--shift-positions --tag=-e20-shift`, 27-min cap), "
+    "seeds 1-2 side by side and seed 3 alone. Two to four runs "
     "shared the 2 cores at any time, and a CPU smoke test of another script shared them for 7 minutes during "
     "fine-tuning seed 1 and the 60-epoch ptv2 run, so wall times are inflated unevenly and the time cap ended some "
     "runs (`stopped by`)",
@@ -151,6 +155,8 @@ HEADLINE = [
             "ptv2-e20-init1",
             "ptv2-e20-nostop",
             "ptv2-e20-nostop-shift",
+            "ptv2-e20-shift",
+            "ptv2-e20-init1-shift",
         ],
     ),
     ("copa", "cpu-small", ["finetune", "ptv2"]),
