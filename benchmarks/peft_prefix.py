@@ -11,8 +11,8 @@ not support past key values ...": ``BertModel.forward`` renamed the argument
 5.24's deprecation shim. If a transformers release drops that shim,
 :func:`require_working_peft` says so and ``--peft-python`` runs these rows in a
 second environment (``benchmarks/README.md``). PEFT's cache numbers the real
-tokens from ``P``: otherwise its numbers equal our ptv2's exactly
-(``peft_parity.py``).
+tokens from ``P`` and PEFT drops ``token_type_ids``: otherwise its numbers equal
+our ptv2's exactly (``peft_parity.py``).
 """
 
 from __future__ import annotations
