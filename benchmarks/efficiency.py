@@ -34,12 +34,12 @@ PHASES = ("forward", "backward", "optimizer")
 METHODS = ("finetune", "ptv2", "ptv2-reparam", "ptv2-checkpointing", "prompt-tuning", "ptv1", "linear-probe")
 
 
-def build(method: str, prompt_length: int):
+def build(method: str, prompt_length: int, dropout: float | None = None):
     from ptuning import backbones
     from ptuning.heads import SequenceClassificationHead
     from ptuning.model import MethodConfig, PTuningModel
 
-    backbone, _, name = backbones.load_backbone(None)
+    backbone, _, name = backbones.load_backbone(None, dropout=dropout)
     n_backbone = sum(p.numel() for p in backbone.parameters())
     head = SequenceClassificationHead(backbone.config.hidden_size, 2, "mean")
     if method == "peft-prefix":
@@ -89,9 +89,9 @@ def timed_step(model, optimizer, ids, mask, labels) -> tuple[float, float, float
     return forward - start, backward - forward, end - backward
 
 
-def worker(method: str, prompt_length: int, batch: int, length: int, steps: int) -> dict:
+def worker(method: str, prompt_length: int, batch: int, length: int, steps: int, dropout: float | None = None) -> dict:
     torch.manual_seed(0)
-    model, n_backbone, name = build(method, prompt_length)
+    model, n_backbone, name = build(method, prompt_length, dropout)
     model.train()
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=1e-3)
@@ -118,15 +118,18 @@ def worker(method: str, prompt_length: int, batch: int, length: int, steps: int)
         "step_s": statistics.median(times),
         **{f"{name}_s": statistics.median(p[k] for p in phases) for k, name in enumerate(PHASES)},
         "peak_rss_mb": peak_rss_mb,
+        "backbone_dropout": dropout,
         "transformers": transformers.__version__,
         "python": sys.executable,
     }
 
 
-def paired(methods: list[str], prompt_length: int, batch: int, length: int, steps: int) -> dict:
+def paired(
+    methods: list[str], prompt_length: int, batch: int, length: int, steps: int, dropout: float | None = None
+) -> dict:
     """Step times of two methods in ONE process, alternating step by step: a ratio that drift on a shared
     machine cannot bias (the per-process rows above run minutes apart)."""
-    models = {m: build(m, prompt_length)[0].train() for m in methods}
+    models = {m: build(m, prompt_length, dropout)[0].train() for m in methods}
     optimizers = {
         m: torch.optim.AdamW([p for p in x.parameters() if p.requires_grad], lr=1e-3) for m, x in models.items()
     }
@@ -152,6 +155,7 @@ def paired(methods: list[str], prompt_length: int, batch: int, length: int, step
             for k, name in enumerate(PHASES)
         },
         "ratio": medians[methods[1]] / medians[methods[0]],
+        "backbone_dropout": dropout,
         "transformers": transformers.__version__,
     }
 
@@ -159,6 +163,8 @@ def paired(methods: list[str], prompt_length: int, batch: int, length: int, step
 def measure(python: str, method: str, args) -> dict:
     command = [python, __file__, "--worker", method, "--prompt-length", str(args.prompt_length)]
     command += ["--batch-size", str(args.batch_size), "--length", str(args.length), "--steps", str(args.steps)]
+    if args.backbone_dropout is not None:
+        command += ["--backbone-dropout", str(args.backbone_dropout)]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")}  # the interpreter's own packages
     done = subprocess.run(command, capture_output=True, text=True, env=env)
     if done.returncode:
@@ -184,6 +190,9 @@ def main() -> None:
     parser.add_argument("--length", type=int, default=128)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument(
+        "--backbone-dropout", type=float, default=None, help="Every dropout rate in the backbone (default: its own)."
+    )
+    parser.add_argument(
         "--peft-python", default=None, help="Interpreter for the PEFT rows (this one will do on transformers 5.24)."
     )
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
@@ -191,10 +200,12 @@ def main() -> None:
     parser.add_argument("--paired-only", action="store_true", help="Only add the paired ratios to --out.")
     args = parser.parse_args()
     if args.worker and "," in args.worker:
-        print(json.dumps(paired(args.worker.split(","), args.prompt_length, args.batch_size, args.length, args.steps)))
+        shape = (args.prompt_length, args.batch_size, args.length, args.steps, args.backbone_dropout)
+        print(json.dumps(paired(args.worker.split(","), *shape)))
         return
     if args.worker:
-        print(json.dumps(worker(args.worker, args.prompt_length, args.batch_size, args.length, args.steps)))
+        shape = (args.prompt_length, args.batch_size, args.length, args.steps, args.backbone_dropout)
+        print(json.dumps(worker(args.worker, *shape)))
         return
     rows = []
     if args.paired_only:  # add the paired ratios to an earlier run's file
@@ -226,6 +237,7 @@ def main() -> None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         setup = {"batch": args.batch_size, "length": args.length, "prompt_length": args.prompt_length}
         setup.update(steps=args.steps, torch=torch.__version__, threads=torch.get_num_threads())
+        setup.update(backbone_dropout=args.backbone_dropout)
         setup.update(machine=f"cpu ({platform.machine()}, {os.cpu_count()} cores)", date=time.strftime("%Y-%m-%d"))
         setup.update(command="python benchmarks/efficiency.py " + " ".join(sys.argv[1:]))
         atomic_write_text(

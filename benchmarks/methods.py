@@ -160,6 +160,7 @@ def run_one(task: str, method: str, data: Path, args) -> dict:
             mixed_precision=args.mixed_precision,
             group_by_length=args.group_by_length,
             eval_steps=args.eval_steps,
+            backbone_dropout=args.backbone_dropout,
         )
         options = {"max_length": max_length, "max_train_samples": args.max_train_samples}
         options.update(max_eval_samples=args.max_eval_samples, task_options=task_settings.get("task_options", {}))
@@ -220,6 +221,7 @@ def run_one(task: str, method: str, data: Path, args) -> dict:
         "eval_steps": args.eval_steps,
         "prefix_init_std": args.prefix_init_std if method == "ptv2" else None,
         "shift_positions": bool(args.shift_positions) if method == "ptv2" else None,
+        "backbone_dropout": args.backbone_dropout,
         "quick": bool(args.quick),
         "transformers": __import__("transformers").__version__,
         "data_note": "BoolQ: the val file split 80/20 by a hash of the passage" if task == "boolq" else None,
@@ -268,6 +270,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="ptv2, diagnostic: number real tokens from P, as PEFT's cache-based prefix does (BERT-family models).",
     )
     parser.add_argument("--patience", type=int, default=None, help="Override every method's patience.")
+    parser.add_argument(
+        "--backbone-dropout", type=float, default=None, help="Every dropout rate in the backbone (default: its own)."
+    )
     parser.add_argument(
         "--eval-steps", type=int, default=None, help="Evaluate every N steps (patience counts these); big data sets."
     )

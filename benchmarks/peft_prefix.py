@@ -102,7 +102,7 @@ def train_peft_prefix(
         options.get("max_eval_samples"),
     )
     set_seed(train_config.seed)
-    backbone, tokenizer, _ = backbones.load_backbone(model_name)
+    backbone, tokenizer, _ = backbones.load_backbone(model_name, dropout=train_config.backbone_dropout)
     head = task.build_head(backbone.config.hidden_size, options.get("pooling", "mean"))
     model = peft_prefix_model(backbone, prompt_length, head)
     budget = _token_budget(options.get("max_length", 256), model)

@@ -188,13 +188,33 @@ def test_efficiency_rows_split_each_step_into_forward_backward_and_optimizer(mon
     from ptuning import backbones
 
     backbone = tiny_backbone("bert", vocab_size=30522)  # the worker draws token ids up to 30,000
-    monkeypatch.setattr(backbones, "load_backbone", lambda model: (backbone, None, "tiny"))
+    monkeypatch.setattr(backbones, "load_backbone", lambda model, **_: (backbone, None, "tiny"))
     monkeypatch.setattr(efficiency, "artifact_bytes", lambda method, model, name: 0)
     finetune = efficiency.worker("finetune", 4, batch=2, length=8, steps=2)
     ptv2 = efficiency.worker("ptv2", 4, batch=2, length=8, steps=2)
     for row in (finetune, ptv2):
         assert all(row[f"{phase}_s"] > 0 for phase in efficiency.PHASES)
     assert ptv2["trainable_params"] < finetune["trainable_params"]
+
+
+def test_efficiency_backbone_dropout_reaches_the_loaded_backbone(monkeypatch):
+    """`--backbone-dropout` must change the measured model, not only the label on the row."""
+    import efficiency
+    from conftest import tiny_backbone
+
+    from ptuning import backbones
+
+    asked = []
+
+    def load(model, **kw):
+        asked.append(kw.get("dropout"))
+        return tiny_backbone("bert", vocab_size=30522), None, "tiny"
+
+    monkeypatch.setattr(backbones, "load_backbone", load)
+    monkeypatch.setattr(efficiency, "artifact_bytes", lambda method, model, name: 0)
+    row = efficiency.worker("ptv2", 4, batch=2, length=8, steps=1, dropout=0.0)
+    pair = efficiency.paired(["finetune", "ptv2"], 4, batch=2, length=8, steps=1, dropout=0.0)
+    assert asked == [0.0, 0.0, 0.0] and row["backbone_dropout"] == 0.0 and pair["backbone_dropout"] == 0.0
 
 
 def test_shift_positions_numbers_real_tokens_from_the_prompt_length(monkeypatch):
@@ -204,7 +224,7 @@ def test_shift_positions_numbers_real_tokens_from_the_prompt_length(monkeypatch)
 
     from ptuning import backbones
 
-    monkeypatch.setattr(backbones, "load_backbone", lambda model: (tiny_backbone("bert"), None, "tiny"))
+    monkeypatch.setattr(backbones, "load_backbone", lambda model, **_: (tiny_backbone("bert"), None, "tiny"))
     methods.shift_positions_by_prompt(5)
     backbone, _, _ = backbones.load_backbone(None)
     ids = torch.randint(0, 128, (2, 7))
@@ -226,8 +246,11 @@ def test_efficiency_at_other_shapes_reports_each_files_ratios(tmp_path, monkeypa
     (tmp_path / "cpu" / "efficiency-conll.json").write_text(json.dumps(data))
     monkeypatch.setattr(report, "RESULTS", tmp_path)
     text = report.efficiency_shapes()
-    assert "| efficiency-conll.json | 32 | 52 | 100 | 10 | 0.750 | 0.710 | 0.700 | 0.900 |" in text
+    assert "| efficiency-conll.json | 32 | 52 | 100 | the checkpoint's | 10 | 0.750 | 0.710 | 0.700 | 0.900 |" in text
     assert "python efficiency.py --x" in text
+    data["setup"]["backbone_dropout"] = 0.0
+    (tmp_path / "cpu" / "efficiency-conll.json").write_text(json.dumps(data))
+    assert "| efficiency-conll.json | 32 | 52 | 100 | 0 | 10 |" in report.efficiency_shapes()
 
 
 def test_peft_rows_score_test_with_the_best_dev_weights_not_the_last():
@@ -272,3 +295,24 @@ def test_a_transformers_that_breaks_peft_prefix_stops_the_run_in_one_line():
     with pytest.raises(SystemExit, match="--peft-python"):
         require_working_peft(broken)
     assert broken.training  # the check leaves the model's mode as it found it
+
+
+def test_dropout_cost_compares_the_default_file_with_its_no_dropout_twin(tmp_path, monkeypatch):
+    """The backbone-dropout table reads each file's own paired ratio and per-process RSS; it is left out until both
+    files exist."""
+    (tmp_path / "cpu").mkdir()
+    monkeypatch.setattr(report, "RESULTS", tmp_path)
+
+    def write(name: str, ft_ms: float, ptv2_ms: float, ratio: float) -> None:
+        pair = {"methods": ["finetune", "ptv2"], "ratio": ratio}
+        pair.update(step_s={"finetune": ft_ms / 1000, "ptv2": ptv2_ms / 1000})
+        pair.update(forward_s={"finetune": ft_ms / 2000, "ptv2": ptv2_ms / 2000})
+        rows = [{"method": "finetune", "peak_rss_mb": 1000.0}, {"method": "ptv2", "peak_rss_mb": 600.0}]
+        (tmp_path / "cpu" / name).write_text(json.dumps({"setup": {}, "rows": rows, "paired": [pair]}))
+
+    write("efficiency.json", 2000, 1500, 0.75)
+    assert report.dropout_cost() == ""
+    write("efficiency-nodropout.json", 1000, 600, 0.6)
+    text = report.dropout_cost()
+    assert "| the checkpoint's (0.1) | efficiency.json | 2000 (1000) | 1500 (750) | 0.750 | 0.600 |" in text
+    assert "| 0 | efficiency-nodropout.json | 1000 (500) | 600 (300) | 0.600 | 0.600 |" in text

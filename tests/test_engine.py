@@ -6,9 +6,10 @@ import threading
 
 import pytest
 import torch
-from conftest import FAMILIES, tiny_backbone
+from conftest import FAMILIES, tiny_backbone, tiny_config
 
 from ptuning.backbones import geometry
+from ptuning.errors import PTuningError
 from ptuning.heads import SequenceClassificationHead
 from ptuning.method.prefix import PrefixBatch, PrefixStack
 from ptuning.model import MethodConfig, PTuningModel
@@ -223,8 +224,6 @@ def test_baselines_freeze_what_they_should(method, trainable):
 
 
 def test_deberta_refuses_gradient_checkpointing_with_deep_prompts():
-    from ptuning.errors import PTuningError
-
     with pytest.raises(PTuningError, match="DeBERTa"):
         build("deberta-v2").enable_gradient_checkpointing()
 
@@ -267,3 +266,39 @@ def test_a_shared_prompt_is_broadcast_over_the_batch_only_after_its_layer_is_pic
     (pk.sum() + 2 * pv.sum()).backward()
     assert torch.equal(prefix.grad[1, 0], torch.full((4, 5, 8), 6.0))  # each row's gradient adds up
     assert torch.equal(prefix.grad[1, 1], torch.full((4, 5, 8), 12.0)) and not prefix.grad[0].any()
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_backbone_dropout_reaches_every_dropout_of_each_family(family):
+    """Families name their dropout rates differently; the override must find all of them (rate 0: a training-mode
+    forward is deterministic) and must really act (rate 0.5: two training-mode forwards differ)."""
+    from transformers import AutoModel
+
+    from ptuning.backbones import dropout_overrides
+
+    ids = torch.randint(5, 100, (2, 7))
+
+    def two_training_forwards(rate: float) -> tuple[torch.Tensor, torch.Tensor]:
+        config = tiny_config(family)
+        for name, value in dropout_overrides(config, rate).items():
+            setattr(config, name, value)
+        torch.manual_seed(0)
+        model = AutoModel.from_config(config).train()
+        return model(input_ids=ids).last_hidden_state, model(input_ids=ids).last_hidden_state
+
+    first, second = two_training_forwards(0.0)
+    assert torch.equal(first, second)
+    first, second = two_training_forwards(0.5)
+    assert not torch.allclose(first, second)
+
+
+def test_backbone_dropout_is_applied_when_loading_and_checked(tiny_bert_dir):
+    from ptuning.backbones import load_backbone
+
+    backbone, _, _ = load_backbone(str(tiny_bert_dir), dropout=0.0)
+    assert backbone.config.hidden_dropout_prob == 0.0 and backbone.config.attention_probs_dropout_prob == 0.0
+    assert all(m.p == 0.0 for m in backbone.modules() if isinstance(m, torch.nn.Dropout))
+    kept, _, _ = load_backbone(str(tiny_bert_dir))
+    assert kept.config.hidden_dropout_prob == 0.1
+    with pytest.raises(PTuningError, match="not a rate"):
+        load_backbone(str(tiny_bert_dir), dropout=1.0)

@@ -80,16 +80,39 @@ def geometry(backbone: nn.Module) -> Geometry:
     )
 
 
-def load_backbone(model: str | None, *, attn_implementation: str = "sdpa"):
-    """Load ``(backbone, tokenizer, name)`` from a local path or a hub id."""
-    from transformers import AutoModel, AutoTokenizer
+def check_dropout_rate(rate: float | None) -> None:
+    if rate is not None and not 0.0 <= rate < 1.0:
+        raise PTuningError(f"--backbone-dropout {rate} is not a rate: give a value in [0, 1)")
+
+
+def dropout_overrides(config, rate: float) -> dict[str, float]:
+    """Every dropout rate ``config`` declares, set to ``rate``.
+
+    Families name them differently (BERT ``hidden_dropout_prob`` and ``attention_probs_dropout_prob``, DistilBERT
+    ``dropout``, ModernBERT ``mlp_dropout``, GPT-2 ``attn_pdrop``, Llama ``attention_dropout``...), and every model
+    reads them from its config when it is built, so overriding the config is the one way that reaches all of them.
+    """
+    check_dropout_rate(rate)
+    names = [k for k, v in config.to_dict().items() if isinstance(v, float) and ("dropout" in k or k.endswith("pdrop"))]
+    return dict.fromkeys(names, rate)
+
+
+def load_backbone(model: str | None, *, attn_implementation: str = "sdpa", dropout: float | None = None):
+    """Load ``(backbone, tokenizer, name)`` from a local path or a hub id.
+
+    ``dropout``: replace every dropout rate inside the backbone (None keeps the checkpoint's). It matters only in
+    training; a frozen backbone's dropout is still active then, and on CPU it is most of a forward pass's time
+    (attention dropout draws a random mask over every attention score and rules out the fused attention kernel).
+    """
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
 
     name = resolve_model_name(model)
     if not Path(name).exists() and os.environ.get("HF_HUB_OFFLINE") == "1":
         raise PTuningError(f"model {name!r} is not a local directory and HF_HUB_OFFLINE=1: pass --model PATH")
     try:
         tokenizer = AutoTokenizer.from_pretrained(name)
-        backbone = AutoModel.from_pretrained(name, attn_implementation=attn_implementation)
+        overrides = {} if dropout is None else dropout_overrides(AutoConfig.from_pretrained(name), dropout)
+        backbone = AutoModel.from_pretrained(name, attn_implementation=attn_implementation, **overrides)
     except (OSError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise PTuningError(f"cannot load model {name!r}: {first}") from exc

@@ -79,6 +79,11 @@ def train(
     mixed_precision: str = typer.Option(
         "no", help="no | bf16 | fp16: forward passes under autocast (faster on GPUs); weights and prompts stay fp32."
     ),
+    backbone_dropout: Optional[float] = typer.Option(
+        None,
+        help="Every dropout rate inside the backbone while training (default: the checkpoint's, 0.1 for BERT). "
+        "0 makes CPU training much faster (see BENCHMARKS.md); its effect on accuracy depends on the task.",
+    ),
     pooling: str = typer.Option(
         "auto",
         help="auto | cls | mean | last. auto: the checkpoint's declared pooling, else cls (encoders), last (decoders).",
@@ -108,6 +113,9 @@ def train(
         raise PTuningError(f"unknown --scheduler {scheduler!r}; choose one of {', '.join(SCHEDULERS)}")
     if epochs < 1 or batch_size < 1:
         raise PTuningError("--epochs and --batch-size must be at least 1")
+    from .backbones import check_dropout_rate
+
+    check_dropout_rate(backbone_dropout)
     request = TrainRequest(
         task=task,
         data=data,
@@ -134,6 +142,7 @@ def train(
             gradient_checkpointing=gradient_checkpointing,
             group_by_length=group_by_length,
             mixed_precision=mixed_precision,
+            backbone_dropout=backbone_dropout,
             resume=resume,
         ),
         max_length=max_length,

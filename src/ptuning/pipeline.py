@@ -104,7 +104,7 @@ def train(request: TrainRequest) -> dict:
 
     set_seed(request.train.seed)  # the head and prompt initialisation depend on it
     max_length = request.max_length or getattr(task, "default_max_length", 128)
-    backbone, tokenizer, name = backbones.load_backbone(request.model)
+    backbone, tokenizer, name = backbones.load_backbone(request.model, dropout=request.train.backbone_dropout)
     fingerprint = backbones.fingerprint(backbone)
     pooling = _pooling(request.pooling, backbone, name)
     model = PTuningModel(backbone, request.method, task.build_head(backbone.config.hidden_size, pooling))
@@ -139,6 +139,7 @@ def train(request: TrainRequest) -> dict:
     if summary.get("interrupted"):
         return summary
     summary.update(task=task.name, method=request.method.to_dict(), backbone=name, max_length=max_length)
+    summary["backbone_dropout"] = request.train.backbone_dropout
     summary["pooling"] = pooling
     summary["artifact_bytes"] = artifact_size(output)
     artifact.atomic_write_json(output / "metrics.json", summary)

@@ -59,6 +59,7 @@ class TrainConfig:
     gradient_checkpointing: bool = False
     group_by_length: bool = False  # batch similar lengths together (less padding; changes batch composition)
     mixed_precision: str = "no"  # no | bf16 | fp16: autocast for forward passes (training and evaluation)
+    backbone_dropout: float | None = None  # every dropout rate inside the backbone; None keeps the checkpoint's
     resume: bool = False
     stop_after_steps: int | None = None  # simulate an interruption (tests)
 
