@@ -116,6 +116,11 @@ ROUNDS = {
     "cpu-reparam-lr": "this 2-core CPU, `ptv2-reparam` at learning rates 1e-4 and 5e-4 (see 'Why the MLP "
     "reparameterisation diverges'), seeds 1-3 at 1e-4 and seed 1 at 5e-4 (the rest cut for time), one thread, "
     "each run capped at 6 min of training (`--max-minutes 6`): all of them were still improving when the cap hit",
+    "cpu-nodrop": "this 2-core CPU, ptv2 with every dropout rate inside the backbone set to 0 (`--backbone-dropout 0`), "
+    "otherwise the command of an earlier CPU row: SST-2's 4k subset as cpu-sst2's ptv2-e20 (20 epochs, patience 5, "
+    "30-min cap, grouped by length), CB as cpu-init's ptv2 and COPA and WSC as cpu-small's ptv2 (harness defaults); "
+    "one thread per run, two runs side by side (SST-2 then COPA in one lane, CB then WSC in the other), seeds one "
+    "after another",
 }
 # Rounds run with the same hardware, precision and sharing as an earlier one: the gap table compares across them.
 SAME_SETUP = {f"h100-round{n}": "h100-round11" for n in (12, 13, 14, 15)}
@@ -134,6 +139,7 @@ HEADLINE = [
     ("cb", "h100-round11", ["ptv2-init1"]),
     ("cb", "cpu-reparam-lr", ["ptv2-reparam-lr1e-4", "ptv2-reparam-lr5e-4"]),
     ("cb", "h100-round14", ["ptv2-reparam-lr5e-4"]),
+    ("cb", "cpu-nodrop", ["ptv2-nodrop"]),
     ("rte", "h200-round2", ["finetune", "ptv2", "prompt-tuning"]),
     ("rte", "h200-round4", ["ptv2-reparam"]),
     ("rte", "h100-round11", ["ptv2-init1"]),
@@ -159,14 +165,17 @@ HEADLINE = [
             "ptv2-e20-init1-shift",
         ],
     ),
+    ("sst2", "cpu-nodrop", ["ptv2-e20-nodrop"]),
     ("copa", "cpu-small", ["finetune", "ptv2"]),
     ("copa", "h200-round3", ["finetune", "ptv2"]),
     ("copa", "h100-round15", ["prompt-tuning", "ptv1", "ptv2-reparam"]),
     ("copa", "cpu-peft-mc", ["peft-prefix"]),
+    ("copa", "cpu-nodrop", ["ptv2-nodrop"]),
     ("wsc", "cpu-small", ["finetune", "ptv2"]),
     ("wsc", "h200-round3", ["finetune", "ptv2"]),
     ("wsc", "h100-round15", ["prompt-tuning", "ptv1", "ptv2-reparam"]),
     ("wsc", "cpu-peft-mc", ["peft-prefix"]),
+    ("wsc", "cpu-nodrop", ["ptv2-nodrop"]),
     ("multirc", "h100-round11", ["finetune-e8", "ptv2-lr2e-2-e20"]),
     ("multirc", "h100-round12", ["ptv2-lr1e-2-e20", "ptv2-lr5e-3-e20"]),
     ("multirc", "h200-round4", ["finetune", "ptv2"]),
@@ -548,6 +557,53 @@ def peft_settings(runs: list[Run]) -> str:
     return "\n".join(lines) if len(lines) > 2 else ""
 
 
+# ptv2 with the backbone's dropout (an earlier CPU round) and the same command with `--backbone-dropout 0`.
+DROPOUT_PAIRS = [
+    ("sst2", ("cpu-sst2", "ptv2-e20"), ("cpu-nodrop", "ptv2-e20-nodrop")),
+    ("cb", ("cpu-init", "ptv2"), ("cpu-nodrop", "ptv2-nodrop")),
+    ("copa", ("cpu-small", "ptv2"), ("cpu-nodrop", "ptv2-nodrop")),
+    ("wsc", ("cpu-small", "ptv2"), ("cpu-nodrop", "ptv2-nodrop")),
+]
+
+
+def dropout_accuracy(runs: list[Run]) -> str:
+    """ptv2's dev accuracy and seconds per epoch with and without the backbone's dropout, same command otherwise."""
+    lines = [
+        "| task | with dropout (round, row) | dev accuracy | s / epoch | without (round, row) | dev accuracy "
+        "| s / epoch | difference |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+
+    def group(key: tuple[str, str], task: str) -> list[Run]:
+        return [r for r in runs if (r.round, r.label, r.task) == (*key, task) and r.row]
+
+    def per_epoch(rows: list[Run]) -> float:
+        return statistics.mean(r.row["wall_s"] / r.row["epochs_run"] for r in rows)
+
+    for task, with_key, without_key in DROPOUT_PAIRS:
+        kept, dropped = group(with_key, task), group(without_key, task)
+        if not kept or not dropped:
+            continue
+        a, b = ([r.best[r.metric] for r in rows] for rows in (kept, dropped))
+        lines.append(
+            f"| {task} | {', '.join(with_key)} | {pct(a)} | {per_epoch(kept):.0f} | {', '.join(without_key)} "
+            f"| {pct(b)} | {per_epoch(dropped):.0f} | {100 * (statistics.mean(b) - statistics.mean(a)):+.1f} |"
+        )
+    return "\n".join(lines) if len(lines) > 2 else ""
+
+
+def dropout_section(runs: list[Run]) -> str:
+    table = dropout_accuracy(runs)
+    if not table:
+        return ""
+    return (
+        "## Training without the backbone's dropout\n\n"
+        "ptv2 with every dropout rate inside the frozen backbone at 0, against the same command with the checkpoint's "
+        "0.1 (means over the seeds run; seconds per epoch are each run's wall time, loading and evaluation included, "
+        "over the epochs it ran; two runs shared the 2 cores in both rounds):\n\n" + table + "\n"
+    )
+
+
 def efficiency() -> str:
     path = RESULTS / "cpu" / "efficiency.json"
     if not path.exists():
@@ -878,6 +934,7 @@ def main() -> None:
         peft_settings(runs) + "\n",
         "## Efficiency\n",
         efficiency(),
+        dropout_section(runs),
         reparam_steps(),
         "## Quick mode (CPU)\n",
         "`--quick` trains every method on small subsets for two epochs: it checks the harness end to end in about "

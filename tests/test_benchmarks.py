@@ -316,3 +316,17 @@ def test_dropout_cost_compares_the_default_file_with_its_no_dropout_twin(tmp_pat
     text = report.dropout_cost()
     assert "| the checkpoint's (0.1) | efficiency.json | 2000 (1000) | 1500 (750) | 0.750 | 0.600 |" in text
     assert "| 0 | efficiency-nodropout.json | 1000 (500) | 600 (300) | 0.600 | 0.600 |" in text
+
+
+def test_dropout_accuracy_pairs_each_row_with_its_no_dropout_twin():
+    """Same task, the earlier row against its `--backbone-dropout 0` repeat: means, seconds per epoch, difference."""
+
+    def run(round_name: str, label: str, seed: int, accuracy: float, wall: float) -> report.Run:
+        row = {"wall_s": wall, "epochs_run": 10}
+        return report.Run(round_name, "cb", label, seed, [{"accuracy": accuracy}], row=row)
+
+    kept = [run("cpu-init", "ptv2", 1, 0.70, 700.0), run("cpu-init", "ptv2", 2, 0.80, 900.0)]
+    assert report.dropout_accuracy(kept) == ""
+    dropped = [run("cpu-nodrop", "ptv2-nodrop", 1, 0.80, 400.0), run("cpu-nodrop", "ptv2-nodrop", 2, 0.82, 400.0)]
+    text = report.dropout_accuracy(kept + dropped)
+    assert "| cb | cpu-init, ptv2 | 75.0 ± 7.1 | 80 | cpu-nodrop, ptv2-nodrop | 81.0 ± 1.4 | 40 | +6.0 |" in text
