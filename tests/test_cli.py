@@ -111,6 +111,19 @@ def test_unknown_task_and_method_are_one_line_errors(tmp_path, sst2_dir):
         assert result.returncode == 2 and needle in result.stderr and "Traceback" not in result.stderr
 
 
+def test_backbone_dropout_outside_zero_to_one_is_refused_before_any_work(tmp_path, sst2_dir, tiny_bert_dir):
+    out = tmp_path / "never"
+    result = cli(*train_argv(sst2_dir, tiny_bert_dir, out), "--backbone-dropout", "1.5")
+    assert result.returncode == 2 and "--backbone-dropout 1.5 is not a rate" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and not out.exists()
+
+
+def test_training_without_backbone_dropout_records_it(tmp_path, sst2_dir, tiny_bert_dir):
+    summary = quick_train(sst2_dir, tmp_path / "run", tiny_bert_dir, epochs=1, backbone_dropout=0.0)
+    assert summary["backbone_dropout"] == 0.0
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["backbone_dropout"] == 0.0
+
+
 def test_usage_errors_are_click_messages_not_tracebacks(tmp_path):
     """typer vendors its own click, so its usage errors must be caught by shape (this printed a traceback)."""
     result = cli("eval", str(tmp_path), "--data", "x", "--no-such-flag")
