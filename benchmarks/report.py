@@ -585,8 +585,12 @@ def dropout_accuracy(runs: list[Run]) -> str:
         if not kept or not dropped:
             continue
         a, b = ([r.best[r.metric] for r in rows] for rows in (kept, dropped))
+        seeds = [
+            ", seeds " + ",".join(str(r.seed) for r in sorted(rows, key=lambda r: r.seed)) for rows in (kept, dropped)
+        ]
         lines.append(
-            f"| {task} | {', '.join(with_key)} | {pct(a)} | {per_epoch(kept):.0f} | {', '.join(without_key)} "
+            f"| {task} | {', '.join(with_key)}{seeds[0]} | {pct(a)} | {per_epoch(kept):.0f} "
+            f"| {', '.join(without_key)}{seeds[1]} "
             f"| {pct(b)} | {per_epoch(dropped):.0f} | {100 * (statistics.mean(b) - statistics.mean(a)):+.1f} |"
         )
     return "\n".join(lines) if len(lines) > 2 else ""
