@@ -604,7 +604,8 @@ def dropout_section(runs: list[Run]) -> str:
         "## Training without the backbone's dropout\n\n"
         "ptv2 with every dropout rate inside the frozen backbone at 0, against the same command with the checkpoint's "
         "0.1 (means over the seeds run; seconds per epoch are each run's wall time, loading and evaluation included, "
-        "over the epochs it ran; two runs shared the 2 cores in both rounds):\n\n" + table + "\n"
+        "over the epochs it ran, a rough guide only: the cpu-nodrop runs shared the 2 cores two at a time, the earlier "
+        "rounds' as their descriptions below say):\n\n" + table + "\n"
     )
 
 
