@@ -104,7 +104,8 @@ ROUNDS = {
     "side by side, one thread each, seeds one pair after another; both P=100, lr 2e-2, batch 16, a 30-epoch "
     "schedule (patience 5) capped at 32 min of training; the cap ended some runs with dev F1 still rising, patience "
     "the others (`stopped by`): a comparison on equal data and time, not of converged runs. Only ptv2 has a test F1: these PEFT "
-    "runs predate the harness's test pass for peft-prefix rows (its best-dev weights kept in memory)",
+    "runs predate the harness's test pass for peft-prefix rows (its best-dev weights kept in memory). Fine-tuning, "
+    "added in a later session, ran the same command at its own lr 5e-5 (no `--lr`), one thread beside one other run",
     "cpu-peft-rte": "this 2-core CPU, SuperGLUE RTE on its first 1,000 training examples (`--max-train-samples 1000`) "
     "scored on the full 277-example dev set, `--group-by-length`: PEFT 0.21.2 prefix tuning (transformers 5.23, "
     "`--peft-python`) and ptv2 side by side, one thread each, seeds one pair after another; both at the harness "
@@ -185,7 +186,7 @@ HEADLINE = [
     ("conll03", "h100-round14", ["ptv2-P50"]),
     ("conll03", "h200-round4", ["finetune", "ptv2", "ptv2-lr2e-2", "prompt-tuning"]),
     ("conll03", "h200-round5", ["ptv2-lr2e-2-e8", "prompt-tuning-e8"]),
-    ("conll03", "cpu-peft-conll", ["ptv2-n1000", "peft-prefix-n1000"]),
+    ("conll03", "cpu-peft-conll", ["finetune-n1000", "ptv2-n1000", "peft-prefix-n1000"]),
     ("squad", "h200-round9", ["finetune-e10", "ptv2-e30", "prompt-tuning-e30"]),
     ("squad", "h200-round4", ["finetune", "ptv2", "prompt-tuning"]),
 ]
@@ -241,6 +242,7 @@ PLOT = {
         ("h200-round9", "finetune-e10"),
         ("h100-round12", "prompt-tuning-e40"),
         ("h100-round11", "ptv2-e25"),
+        ("cpu-peft-conll", "finetune-n1000"),
         ("cpu-peft-conll", "ptv2-n1000"),
         ("cpu-peft-conll", "peft-prefix-n1000"),
     ],
