@@ -120,8 +120,8 @@ ROUNDS = {
     "cpu-nodrop": "this 2-core CPU, ptv2 with every dropout rate inside the backbone set to 0 (`--backbone-dropout 0`), "
     "otherwise the command of an earlier CPU row: SST-2's 4k subset as cpu-sst2's ptv2-e20 (20 epochs, patience 5, "
     "30-min cap, grouped by length), CB as cpu-init's ptv2 and COPA and WSC as cpu-small's ptv2 (harness defaults); "
-    "one thread per run, two runs side by side (SST-2 then COPA in one lane, CB then WSC in the other), seeds one "
-    "after another",
+    "one thread per run, seeds one after another, always two runs side by side (each other, or cpu-peft-conll's "
+    "fine-tuning rows)",
 }
 # Rounds run with the same hardware, precision and sharing as an earlier one: the gap table compares across them.
 SAME_SETUP = {f"h100-round{n}": "h100-round11" for n in (12, 13, 14, 15)}
