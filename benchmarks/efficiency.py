@@ -199,12 +199,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--paired-only", action="store_true", help="Only add the paired ratios to --out.")
     args = parser.parse_args()
+    shape = (args.prompt_length, args.batch_size, args.length, args.steps, args.backbone_dropout)
     if args.worker and "," in args.worker:
-        shape = (args.prompt_length, args.batch_size, args.length, args.steps, args.backbone_dropout)
         print(json.dumps(paired(args.worker.split(","), *shape)))
         return
     if args.worker:
-        shape = (args.prompt_length, args.batch_size, args.length, args.steps, args.backbone_dropout)
         print(json.dumps(worker(args.worker, *shape)))
         return
     rows = []

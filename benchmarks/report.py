@@ -677,17 +677,18 @@ def efficiency() -> str:
 def dropout_cost() -> str:
     """What the backbone's own dropout costs a CPU step: the default-shape file against its ``--backbone-dropout 0``
     twin, each read for its paired (one process, alternating steps) and per-process figures."""
-    files = [("the checkpoint's (0.1)", RESULTS / "cpu" / "efficiency.json")]
-    files += [("0", path) for path in sorted((RESULTS / "cpu").glob("efficiency-nodropout*.json"))]
-    if len(files) < 2 or not files[0][1].exists():
+    files = [RESULTS / "cpu" / "efficiency.json", *sorted((RESULTS / "cpu").glob("efficiency-nodropout*.json"))]
+    if len(files) < 2 or not files[0].exists():
         return ""
     lines = [
         "| backbone dropout | file | finetune step ms (forward) | ptv2 step ms (forward) | ptv2 / finetune step, "
         "paired | ptv2 / finetune peak RSS, per process |",
         "|---|---|---|---|---|---|",
     ]
-    for label, path in files:
+    for path in files:
         data = json.loads(path.read_text())
+        rate = data["setup"].get("backbone_dropout")
+        label = "the checkpoint's (0.1)" if rate is None else f"{rate:g}"
         pair = next(p for p in data["paired"] if p["methods"] == ["finetune", "ptv2"])
         by_method = {r["method"]: r for r in data["rows"]}
         step, forward = pair["step_s"], pair["forward_s"]

@@ -303,16 +303,17 @@ def test_dropout_cost_compares_the_default_file_with_its_no_dropout_twin(tmp_pat
     (tmp_path / "cpu").mkdir()
     monkeypatch.setattr(report, "RESULTS", tmp_path)
 
-    def write(name: str, ft_ms: float, ptv2_ms: float, ratio: float) -> None:
+    def write(name: str, ft_ms: float, ptv2_ms: float, ratio: float, dropout: float | None = None) -> None:
         pair = {"methods": ["finetune", "ptv2"], "ratio": ratio}
         pair.update(step_s={"finetune": ft_ms / 1000, "ptv2": ptv2_ms / 1000})
         pair.update(forward_s={"finetune": ft_ms / 2000, "ptv2": ptv2_ms / 2000})
         rows = [{"method": "finetune", "peak_rss_mb": 1000.0}, {"method": "ptv2", "peak_rss_mb": 600.0}]
-        (tmp_path / "cpu" / name).write_text(json.dumps({"setup": {}, "rows": rows, "paired": [pair]}))
+        setup = {"backbone_dropout": dropout}
+        (tmp_path / "cpu" / name).write_text(json.dumps({"setup": setup, "rows": rows, "paired": [pair]}))
 
     write("efficiency.json", 2000, 1500, 0.75)
     assert report.dropout_cost() == ""
-    write("efficiency-nodropout.json", 1000, 600, 0.6)
+    write("efficiency-nodropout.json", 1000, 600, 0.6, dropout=0.0)
     text = report.dropout_cost()
     assert "| the checkpoint's (0.1) | efficiency.json | 2000 (1000) | 1500 (750) | 0.750 | 0.600 |" in text
     assert "| 0 | efficiency-nodropout.json | 1000 (500) | 600 (300) | 0.600 | 0.600 |" in text
