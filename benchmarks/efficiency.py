@@ -28,7 +28,10 @@ from pathlib import Path
 
 import torch
 
-from ptuning.artifact import atomic_write_text
+sys.path.insert(0, str(Path(__file__).parent))
+import peft_prefix  # noqa: E402,F401  (registers the benchmark-only method peft-prefix)
+
+from ptuning.io import atomic_write_text  # noqa: E402
 
 PHASES = ("forward", "backward", "optimizer")
 METHODS = ("finetune", "ptv2", "ptv2-reparam", "ptv2-checkpointing", "prompt-tuning", "ptv1", "linear-probe")
@@ -37,20 +40,17 @@ METHODS = ("finetune", "ptv2", "ptv2-reparam", "ptv2-checkpointing", "prompt-tun
 def build(method: str, prompt_length: int, dropout: float | None = None):
     from ptuning import backbones
     from ptuning.heads import SequenceClassificationHead
-    from ptuning.model import MethodConfig, PTuningModel
+    from ptuning.method import method_config
+    from ptuning.model import PTuningModel
 
     backbone, _, name = backbones.load_backbone(None, dropout=dropout)
     n_backbone = sum(p.numel() for p in backbone.parameters())
     head = SequenceClassificationHead(backbone.config.hidden_size, 2, "mean")
-    if method == "peft-prefix":
-        sys.path.insert(0, str(Path(__file__).parent))
-        from peft_prefix import peft_prefix_model
-
-        return peft_prefix_model(backbone, prompt_length, head), n_backbone, name
     base, _, variant = method.partition("-")  # ptv2-reparam, ptv2-checkpointing: ptv2 with that option
     method = base if variant in ("reparam", "checkpointing") else method
-    P = 0 if method in ("finetune", "linear-probe") else prompt_length
-    model = PTuningModel(backbone, MethodConfig(method, P, reparam=variant == "reparam"), head)
+    model = PTuningModel(
+        backbone, method_config(method, strict=False, prompt_length=prompt_length, reparam=variant == "reparam"), head
+    )
     if variant == "checkpointing":
         model.enable_gradient_checkpointing()
     return model, n_backbone, name
@@ -58,8 +58,8 @@ def build(method: str, prompt_length: int, dropout: float | None = None):
 
 def artifact_bytes(method: str, model, name: str) -> int:
     with tempfile.TemporaryDirectory() as tmp:
-        if method == "peft-prefix":
-            model.backbone.save_pretrained(tmp)  # PEFT's own adapter format (the head is not included)
+        if method == "peft-prefix":  # measured in PEFT's own adapter format, what a PEFT user stores (no head)
+            model.backbone.save_pretrained(tmp)
         else:
             from ptuning import artifact, backbones
             from ptuning.tasks import get_task
@@ -111,7 +111,7 @@ def worker(method: str, prompt_length: int, batch: int, length: int, steps: int,
 
     return {
         "method": method,
-        "prompt_length": 0 if method in ("finetune", "linear-probe") else prompt_length,
+        "prompt_length": model.config.to_dict().get("prompt_length", 0),
         "trainable_params": n_trainable,
         "trainable_pct": 100 * n_trainable / n_backbone,
         "artifact_bytes": artifact_bytes(method, model, name),

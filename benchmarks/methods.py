@@ -7,7 +7,7 @@ dev set selects the checkpoint and is also the reported set (as in the paper's
 SuperGLUE dev results). CoNLL-2003 and SQuAD also report a test set scored with
 the best-dev artifact: the official CoNLL test file, and for SQuAD (only the
 1.1 dev file is at hand) the held-out test articles of `--split-by-article`
-(peft-prefix rows: with the best-dev weights, kept in memory).
+(every method, peft-prefix included, is a registered method: its best-dev artifact is scored).
 
     python benchmarks/methods.py --data-root ../shared/data --tasks cb,rte \
         --methods ptv2,finetune,prompt-tuning --out benchmarks/results/methods.json
@@ -31,8 +31,10 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from ptuning.artifact import atomic_write_text  # noqa: E402
-from ptuning.model import MethodConfig  # noqa: E402
+import peft_prefix  # noqa: E402,F401  (registers the benchmark-only methods peft-prefix and ptv2-shifted)
+
+from ptuning.io import atomic_write_text  # noqa: E402
+from ptuning.method import method_class, method_config  # noqa: E402
 from ptuning.pipeline import TrainRequest, evaluate, train  # noqa: E402
 from ptuning.train import TrainConfig  # noqa: E402
 
@@ -65,7 +67,6 @@ TASK_SETTINGS = {
     "multirc": {"batch_size": 32},
     "sst2": {"max_length": 128, "batch_size": 32},
 }
-INPUT_PROMPT_METHODS = ("prompt-tuning", "ptv1")
 TEST_SPLITS = {"conll03": "test", "squad": "test"}
 # --quick: a subset of every task that fits ~20 minutes on 2 CPU cores; a smoke test of the harness, not a result.
 QUICK = {
@@ -107,34 +108,6 @@ def prompt_length_for(task: str, method: str, args) -> int:
     return sweep or args.prompt_length or TASK_SETTINGS.get(task, {}).get("prompt_length", default)
 
 
-def shift_positions(backbone, prompt_length: int) -> None:
-    """Number ``backbone``'s real tokens P..P+L-1, as a cache-based prefix (PEFT, the official code) does, instead
-    of our 0..L-1 (BERT-family embeddings; explicit position ids, so any transformers version takes it)."""
-
-    def shift(module, args, kwargs):
-        if kwargs.get("position_ids") is None:
-            tokens = kwargs.get("input_ids") if kwargs.get("input_ids") is not None else kwargs.get("inputs_embeds")
-            start = torch.arange(prompt_length, prompt_length + tokens.shape[1], device=tokens.device)
-            kwargs["position_ids"] = start[None, :]  # (1, L)
-        return args, kwargs
-
-    backbone.embeddings.register_forward_pre_hook(shift, with_kwargs=True)
-
-
-def shift_positions_by_prompt(prompt_length: int) -> None:
-    """Diagnostic for the PEFT comparison: every backbone loaded from now on gets :func:`shift_positions`."""
-    from ptuning import backbones
-
-    load = backbones.load_backbone
-
-    def load_shifted(*a, **k):
-        backbone, tokenizer, name = load(*a, **k)
-        shift_positions(backbone, prompt_length)
-        return backbone, tokenizer, name
-
-    backbones.load_backbone = load_shifted
-
-
 def run_one(task: str, method: str, data: Path, args) -> dict:
     task_settings = TASK_SETTINGS.get(task, {})
     s = dict(SETTINGS[method])
@@ -145,8 +118,9 @@ def run_one(task: str, method: str, data: Path, args) -> dict:
     s["patience"] = args.patience or s["patience"]
     max_length = args.max_length or task_settings.get("max_length", 256)
     batch_size = args.batch_size or task_settings.get("batch_size", 16)
-    if method in INPUT_PROMPT_METHODS:  # the prompt takes input positions: give the text the same token budget
-        max_length += s["prompt_length"]
+    base, _, _ = method.partition("-reparam")
+    config = method_config(base, strict=False, prompt_length=s.get("prompt_length", 0))
+    max_length += method_class(base).prompt_positions(config)  # an input prompt's positions: same text budget
     with tempfile.TemporaryDirectory() as tmp:
         started = time.perf_counter()
         run_dir = (args.work_dir or Path(tmp)) / f"{task}-{method}{args.tag}-P{s.get('prompt_length', 0)}-{args.seed}"
@@ -164,46 +138,24 @@ def run_one(task: str, method: str, data: Path, args) -> dict:
         )
         options = {"max_length": max_length, "max_train_samples": args.max_train_samples}
         options.update(max_eval_samples=args.max_eval_samples, task_options=task_settings.get("task_options", {}))
-        if method == "peft-prefix":
-            from peft_prefix import train_peft_prefix
-
-            summary = train_peft_prefix(
-                task,
-                str(data),
-                run_dir,
-                model_name=args.model,
-                prompt_length=s["prompt_length"],
-                train_config=train_config,
-                test_split=None if args.quick else TEST_SPLITS.get(task),
-                pooling=args.pooling if args.pooling != "auto" else "mean",
+        registered = "ptv2-shifted" if args.shift_positions and method == "ptv2" else base
+        prompt = {"prompt_length": s.get("prompt_length", 0), "reparam": args.reparam or method != base}
+        summary = train(
+            TrainRequest(
+                task=task,
+                data=str(data),
+                output=run_dir,
+                overwrite=True,
+                model=args.model,
+                method=method_config(registered, strict=False, **prompt, prefix_init_std=args.prefix_init_std),
+                train=train_config,
+                pooling=args.pooling,
                 **options,
             )
-            summary.update(pooling=args.pooling, artifact_bytes=None)
-        else:
-            base, _, variant = method.partition("-reparam")
-            if args.shift_positions and method == "ptv2":
-                shift_positions_by_prompt(s["prompt_length"])
-            summary = train(
-                TrainRequest(
-                    task=task,
-                    data=str(data),
-                    output=run_dir,
-                    overwrite=True,
-                    model=args.model,
-                    method=MethodConfig(
-                        base,
-                        s.get("prompt_length", 0),
-                        reparam=args.reparam or method != base,
-                        prefix_init_std=args.prefix_init_std,
-                    ),
-                    train=train_config,
-                    pooling=args.pooling,
-                    **options,
-                )
-            )
+        )
         wall = time.perf_counter() - started
-        test = summary.get("test")  # peft-prefix scores its test split in memory (no artifact to load)
-        scored = task in TEST_SPLITS and not args.quick and method != "peft-prefix"  # --quick: no full test pass
+        test = None
+        scored = task in TEST_SPLITS and not args.quick  # --quick: no full test pass
         if scored and summary.get("best") is not None:
             test = evaluate(run_dir, str(data), TEST_SPLITS[task], model_name=args.model)
     best = summary["best"]

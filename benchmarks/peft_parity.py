@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from ptuning.artifact import atomic_write_text
+from ptuning.io import atomic_write_text
 
 HERE = Path(__file__).parent
 INIT_STD = 1.0  # PEFT's scale, so the prefix visibly changes the output (not a comparison of near-zero prefixes)
@@ -45,18 +45,20 @@ def compare(backbone_loader, tokenizer, prompt_length: int = 20, seed: int = 0) 
 
     ``backbone_loader()`` must return a fresh copy of the same backbone each call (PEFT wraps the one it gets).
     """
-    from ptuning.model import MethodConfig, PTuningModel
+    from ptuning.method import method_config
+    from ptuning.model import PTuningModel
     from ptuning.tasks import get_task
 
     sys.path.insert(0, str(HERE))
-    from methods import shift_positions
-    from peft_prefix import peft_wrap
+    from peft_prefix import peft_wrap, shift_positions
 
     torch.manual_seed(seed)
     backbone = backbone_loader()
     head = get_task("rte").build_head(backbone.config.hidden_size, "mean")
-    ours = PTuningModel(backbone, MethodConfig("ptv2", prompt_length, prefix_init_std=INIT_STD), head).eval()
-    values = ours.prefix_encoder.embedding.weight  # (P, layers * 2 * kv_heads * head_dim)
+    ours = PTuningModel(
+        backbone, method_config("ptv2", prompt_length=prompt_length, prefix_init_std=INIT_STD), head
+    ).eval()
+    values = ours.method.prefix_encoder.embedding.weight  # (P, layers * 2 * kv_heads * head_dim)
     batch = tokenizer([a for a, _ in PAIRS], [b for _, b in PAIRS], padding=True, return_tensors="pt")
     ids, mask = batch["input_ids"], batch["attention_mask"]
 

@@ -1,26 +1,33 @@
-"""HF PEFT's prefix tuning as a benchmark-only baseline, on our heads, data and training loop.
+"""Benchmark-only methods: HF PEFT's prefix tuning, and our prefix with PEFT's position numbering.
 
-The comparison must differ in the prefix mechanism alone, so PEFT's
-``PrefixTuningConfig`` wraps the bare backbone and everything else (task
-featurisation, head, pooling, AdamW loop, early stopping, metrics) is ours.
+Both are registered plug-ins (``ptuning.method.register``), so the harness trains, saves, loads and scores
+them through the library's own pipeline like any built-in method; they do not ship with the library.
 
-PEFT 0.21.2 injects the prefix through ``past_key_values``. On transformers 5.24
-its task models (sequence/token classification, QA) refuse encoders ("Model does
-not support past key values ...": ``BertModel.forward`` renamed the argument
-``cache``), but the feature-extraction model used here still passes it through
-5.24's deprecation shim. If a transformers release drops that shim,
-:func:`require_working_peft` says so and ``--peft-python`` runs these rows in a
-second environment (``benchmarks/README.md``). PEFT's cache numbers the real
-tokens from ``P`` and PEFT drops ``token_type_ids``: otherwise its numbers equal
-our ptv2's exactly (``peft_parity.py``).
+``peft-prefix``: the comparison must differ in the prefix mechanism alone, so PEFT's ``PrefixTuningConfig``
+wraps the bare backbone and everything else (task featurisation, head, pooling, AdamW loop, early stopping,
+metrics) is ours. PEFT 0.21.2 injects the prefix through ``past_key_values``. On transformers 5.24 its task
+models (sequence/token classification, QA) refuse encoders ("Model does not support past key values ...":
+``BertModel.forward`` renamed the argument ``cache``), but the feature-extraction model used here still
+passes it through 5.24's deprecation shim. If a transformers release drops that shim,
+:func:`require_working_peft` says so and ``--peft-python`` runs these rows in a second environment
+(``benchmarks/README.md``). PEFT's cache numbers the real tokens from ``P`` and PEFT drops
+``token_type_ids``: otherwise its numbers equal our ptv2's exactly (``peft_parity.py``).
+
+``ptv2-shifted``: our ptv2 with the real tokens numbered ``P..P+L-1``, as a cache-based prefix (PEFT, the
+official code) numbers them: the diagnostic that isolates the position shift.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+from dataclasses import asdict, dataclass
+from typing import ClassVar
 
-from ptuning import backbones
-from ptuning.model import MethodConfig, PTuningModel
+import torch
+
+from ptuning.encoders import Encoder
+from ptuning.method import Method, MethodConfig, PoolBatching, register
+from ptuning.method.base import check_prompt_length
+from ptuning.method.prefix import DeepPrompt, Ptv2Config
 
 
 def require_working_peft(wrapped) -> None:
@@ -30,7 +37,6 @@ def require_working_peft(wrapped) -> None:
     version number we could list in advance. It runs in eval mode, so dropout draws no random numbers and the
     seeded run that follows is unchanged.
     """
-    import torch
     import transformers
 
     ids = torch.ones(1, 2, dtype=torch.long)
@@ -59,73 +65,79 @@ def peft_wrap(backbone, prompt_length: int):
     return wrapped
 
 
-def peft_prefix_model(backbone, prompt_length: int, head) -> PTuningModel:
-    """Our model around a PEFT-prefixed backbone: PEFT's prompt encoder and our head train, nothing else."""
-    wrapped = peft_wrap(backbone, prompt_length)
-    model = PTuningModel(wrapped, MethodConfig("linear-probe"), head)  # freezes everything PEFT wrapped ...
-    for p in wrapped.prompt_encoder.parameters():  # ... then PEFT's prefix trains again
-        p.requires_grad_(True)
-    return model
+@dataclass
+class PeftPrefixConfig(MethodConfig):
+    method: ClassVar[str] = "peft-prefix"
+    prompt_length: int = 20
+
+    def validate(self) -> None:
+        check_prompt_length(self.prompt_length)
 
 
-class BestWeights:
-    """The best-dev trainable weights, kept in memory: the stand-in for the artifact our methods save."""
+@register
+class PeftPrefix(Method):
+    """PEFT's prefix encoder trains; the backbone it wraps stays frozen."""
 
-    def __init__(self) -> None:
-        self.weights: dict = {}
+    name: ClassVar[str] = "peft-prefix"
+    config_class: ClassVar[type[MethodConfig]] = PeftPrefixConfig
+    default_lr: ClassVar[float] = 1e-2
+    pool_batching: ClassVar[PoolBatching] = PoolBatching.REFUSED
+    pool_refusal: ClassVar[str] = "peft-prefix is a benchmark baseline; serve our own ptv2 artifacts"
 
-    def keep(self, model) -> None:
-        self.weights = {k: v.detach().clone() for k, v in model.named_parameters() if v.requires_grad}
+    def __init__(self, config: PeftPrefixConfig, encoder: Encoder) -> None:
+        super().__init__(config, encoder)
+        encoder.wrap(lambda backbone: peft_wrap(backbone, config.prompt_length))
+        self.prompt_encoder = encoder.backbone.prompt_encoder  # shared with the wrapped backbone
 
-    def restore(self, model) -> None:
-        model.load_state_dict(self.weights, strict=False)  # the trainable weights only: the frozen rest never changed
+    def attach(self, encoder: Encoder) -> None:
+        super().attach(encoder)  # freezes everything PEFT wrapped, its prompt encoder included ...
+        self.prompt_encoder.requires_grad_(True)  # ... which alone trains again
+
+    def parameter_groups(self, weight_decay: float) -> list[dict]:
+        return [{"params": list(self.prompt_encoder.parameters()), "weight_decay": 0.0}]  # the prefix table itself
+
+    def fold(self) -> dict[str, torch.Tensor]:
+        return {f"peft.{k}": v.detach().clone() for k, v in self.prompt_encoder.state_dict().items()}
+
+    @torch.no_grad()
+    def load_folded(self, tensors: dict[str, torch.Tensor]) -> None:
+        self.prompt_encoder.load_state_dict(
+            {k.removeprefix("peft."): v for k, v in tensors.items() if k[:5] == "peft."}
+        )
 
 
-def train_peft_prefix(
-    task_name: str, data: str, output: Path, *, model_name, prompt_length, train_config, test_split=None, **options
-):
-    """``pipeline.train`` with PEFT's prefix in place of ours (no artifact: PEFT keeps its own format).
+def shift_positions(backbone, prompt_length: int) -> None:
+    """Number ``backbone``'s real tokens P..P+L-1, as a cache-based prefix (PEFT, the official code) does, instead
+    of our 0..L-1 (BERT-family embeddings; explicit position ids, so any transformers version takes it)."""
 
-    The best-dev weights stay in memory instead, so that ``test_split`` (CoNLL-2003, SQuAD) is scored with them,
-    as the harness scores our methods' best-dev artifacts.
-    """
-    from accelerate.utils import set_seed
+    def shift(module, args, kwargs):
+        if kwargs.get("position_ids") is None:
+            tokens = kwargs.get("input_ids") if kwargs.get("input_ids") is not None else kwargs.get("inputs_embeds")
+            start = torch.arange(prompt_length, prompt_length + tokens.shape[1], device=tokens.device)
+            kwargs["position_ids"] = start[None, :]  # (1, L)
+        return args, kwargs
 
-    from ptuning.pipeline import _token_budget, score_split, training_examples
-    from ptuning.tasks import get_task
-    from ptuning.train import train as run_loop
+    backbone.embeddings.register_forward_pre_hook(shift, with_kwargs=True)
 
-    task, train_examples, eval_examples = training_examples(
-        get_task(task_name, **options.get("task_options", {})),
-        data,
-        options.get("max_train_samples"),
-        options.get("max_eval_samples"),
-    )
-    set_seed(train_config.seed)
-    backbone, tokenizer, _ = backbones.load_backbone(model_name, dropout=train_config.backbone_dropout)
-    head = task.build_head(backbone.config.hidden_size, options.get("pooling", "mean"))
-    model = peft_prefix_model(backbone, prompt_length, head)
-    budget = _token_budget(options.get("max_length", 256), model)
-    output.mkdir(parents=True, exist_ok=True)
-    print(
-        f"peft-prefix: PEFT's {prompt_length}-slot prefix and our head train; the line below names our wrapper's "
-        "frozen-backbone mode (linear-probe) and counts PEFT's prefix into the backbone",
-        flush=True,
-    )
-    best = BestWeights()
-    summary = run_loop(
-        model,
-        task,
-        task.featurize(train_examples, tokenizer, budget),
-        task.featurize(eval_examples, tokenizer, budget),
-        eval_examples,
-        task.collator(tokenizer),
-        train_config,
-        output,
-        save_best=best.keep,
-    )
-    summary["backbone_params"] -= sum(p.numel() for p in model.backbone.prompt_encoder.parameters())  # the row: ours
-    if test_split and best.weights:
-        best.restore(model)
-        summary["test"] = score_split(model, tokenizer, task, data, test_split, options.get("max_length", 256))
-    return summary
+
+@dataclass
+class ShiftedPtv2Config(Ptv2Config):
+    method: ClassVar[str] = "ptv2-shifted"
+
+
+@register
+class ShiftedDeepPrompt(DeepPrompt):
+    """ptv2 with PEFT's position numbering (diagnostic). Its artifacts load only where this module is imported."""
+
+    name: ClassVar[str] = "ptv2-shifted"
+    config_class: ClassVar[type[MethodConfig]] = ShiftedPtv2Config
+    pool_batching: ClassVar[PoolBatching] = PoolBatching.REFUSED
+    pool_refusal: ClassVar[str] = "ptv2-shifted is a benchmark diagnostic"
+
+    def attach(self, encoder: Encoder) -> None:
+        super().attach(encoder)
+        shift_positions(encoder.backbone, self.config.prompt_length)
+
+    @classmethod
+    def inference_config(cls, config: Ptv2Config) -> ShiftedPtv2Config:
+        return ShiftedPtv2Config(**asdict(DeepPrompt.inference_config(config)))

@@ -22,9 +22,10 @@ from pathlib import Path
 import torch
 
 from ptuning import backbones
-from ptuning.artifact import atomic_write_text
 from ptuning.heads import SequenceClassificationHead
-from ptuning.model import MethodConfig, PTuningModel
+from ptuning.io import atomic_write_text
+from ptuning.method import method_config
+from ptuning.model import PTuningModel
 
 SETTINGS = [(False, 1e-2), (True, 1e-2), (True, 5e-3), (True, 5e-4), (True, 1e-4)]
 
@@ -48,16 +49,18 @@ def main() -> None:
     for reparam, lr in SETTINGS:
         torch.manual_seed(0)
         head = SequenceClassificationHead(backbone.config.hidden_size, 3, "mean")
-        model = PTuningModel(backbone, MethodConfig("ptv2", args.prompt_length, reparam=reparam), head).train()
-        optimizer = torch.optim.AdamW(model.prefix_encoder.parameters(), lr=lr, weight_decay=0.0)
-        initial = model.prefix_encoder.fold()
+        model = PTuningModel(
+            backbone, method_config("ptv2", prompt_length=args.prompt_length, reparam=reparam), head
+        ).train()
+        optimizer = torch.optim.AdamW(model.method.prefix_encoder.parameters(), lr=lr, weight_decay=0.0)
+        initial = model.method.prefix_encoder.fold()
         steps = []
         for _ in range(args.steps):
-            before = model.prefix_encoder.fold()
+            before = model.method.prefix_encoder.fold()
             torch.nn.functional.cross_entropy(model(ids, mask), labels).backward()
             optimizer.step()
             optimizer.zero_grad()
-            steps.append(rms(model.prefix_encoder.fold() - before))
+            steps.append(rms(model.method.prefix_encoder.fold() - before))
         rows.append({"reparam": reparam, "lr": lr, "initial_rms": rms(initial), "step_rms": steps})
         per_step = [round(s, 4) for s in steps]
         print(f"reparam={reparam!s:5} lr={lr:<6g} initial prefix RMS {rms(initial):.3f}; RMS change per step", per_step)

@@ -35,7 +35,9 @@ from pathlib import Path
 import torch
 
 from ptuning import artifact, backbones
-from ptuning.model import MethodConfig, PTuningModel
+from ptuning.io import atomic_write_text
+from ptuning.method import method_config
+from ptuning.model import PTuningModel
 from ptuning.serve.pool import PromptPool
 from ptuning.tasks import get_task
 
@@ -52,7 +54,11 @@ def make_artifacts(root: Path, count: int, method: str = "ptv2", P: int = 20) ->
     paths = []
     for i in range(count):
         torch.manual_seed(i)
-        model = PTuningModel(backbone, MethodConfig(method, P), task.build_head(backbone.config.hidden_size, "mean"))
+        model = PTuningModel(
+            backbone,
+            method_config(method, strict=False, prompt_length=P),
+            task.build_head(backbone.config.hidden_size, "mean"),
+        )
         path = root / f"{method}-{P}-{i}"
         artifact.save_artifact(
             path, model, task=task, backbone_name=name, backbone_fingerprint=fingerprint, max_length=128, pooling="mean"
@@ -234,7 +240,7 @@ def main() -> None:
         pool = PromptPool.from_artifact(deep[0], max_batch=args.batch)
         for i in range(8):
             pool.load(deep[i], f"p{i}")
-        plain_pool = PromptPool(pool.model.backbone, pool.tokenizer, max_batch=args.batch)
+        plain_pool = PromptPool(pool.encoder.backbone, pool.tokenizer, max_batch=args.batch)
         plain_pool.load(plain[0], "plain")
 
         # 1. single-task vs 8-task mixed batches; 2. prefix overhead vs plain backbone
@@ -258,7 +264,7 @@ def main() -> None:
         result["http"] = serve_and_load(deep[:8], names, sentences, args)
         print("http", json.dumps(result["http"]), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    artifact.atomic_write_text(args.out, json.dumps(result, indent=1))
+    atomic_write_text(args.out, json.dumps(result, indent=1))
 
 
 if __name__ == "__main__":

@@ -56,7 +56,7 @@ def train_tiny(
 ) -> dict:
     """Train on a tiny model (batch 4): an artifact to serve or score in a test."""
     from ptuning import pipeline
-    from ptuning.model import MethodConfig
+    from ptuning.method import method_config
     from ptuning.train import TrainConfig
 
     return pipeline.train(
@@ -65,7 +65,7 @@ def train_tiny(
             data=str(data),
             output=output,
             model=str(model_dir),
-            method=MethodConfig(method, prompt_length),
+            method=method_config(method, strict=False, prompt_length=prompt_length),
             train=TrainConfig(epochs=epochs, lr=lr, batch_size=4),
             **request_kw,
         )

@@ -14,7 +14,7 @@ from conftest import train_argv
 
 from ptuning import artifact, pipeline
 from ptuning.errors import PTuningError
-from ptuning.model import MethodConfig
+from ptuning.method import method_config
 from ptuning.train import TrainConfig
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1"}
@@ -31,7 +31,7 @@ def quick_train(data, out, model_dir, method="ptv2", **train_kw) -> dict:
             data=str(data),
             output=out,
             model=str(model_dir),
-            method=MethodConfig(method, 4, reparam=train_kw.pop("reparam", False)),
+            method=method_config(method, strict=False, prompt_length=4, reparam=train_kw.pop("reparam", False)),
             train=TrainConfig(**{"epochs": 2, "lr": 1e-2, "batch_size": 8, **train_kw}),
             max_length=32,
             pooling="mean",
@@ -198,7 +198,7 @@ def test_minilm_p20_artifact_is_well_under_one_megabyte(tmp_path):
 
     backbone, _, name = backbones.load_backbone(None)
     task = get_task("rte")
-    model = PTuningModel(backbone, MethodConfig("ptv2", 20, reparam=True), task.build_head(384, "cls"))
+    model = PTuningModel(backbone, method_config("ptv2", prompt_length=20, reparam=True), task.build_head(384, "cls"))
     assert isinstance(model.head, SequenceClassificationHead)
     artifact.save_artifact(
         tmp_path,

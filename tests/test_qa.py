@@ -10,7 +10,7 @@ from conftest import train_tiny
 
 from ptuning import artifact, pipeline
 from ptuning.errors import DataError
-from ptuning.model import MethodConfig
+from ptuning.method import method_config
 from ptuning.tasks import get_task, load_records
 from ptuning.tasks import metrics as m
 from ptuning.train import TrainConfig
@@ -110,7 +110,7 @@ def test_train_eval_predict(tmp_path, tiny_bert_dir, version):
             data=str(source),
             output=out,
             model=str(tiny_bert_dir),
-            method=MethodConfig("ptv2", 3),
+            method=method_config("ptv2", prompt_length=3),
             train=TrainConfig(epochs=1, lr=1e-2, batch_size=4),
             max_length=24,
             task_options={"split_by_article": 0.3, "doc_stride": 6},

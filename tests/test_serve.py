@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from ptuning import artifact, backbones, pipeline
-from ptuning.model import MethodConfig, PTuningModel
+from ptuning.method import method_config
+from ptuning.model import PTuningModel
 from ptuning.serve.pool import PromptPool, UnknownTask
 from ptuning.tasks import get_task
 
@@ -29,7 +30,7 @@ def make_artifact(directory, model_dir, task_name: str, method: str, P: int, see
     torch.manual_seed(seed)
     model = PTuningModel(
         backbone,
-        MethodConfig(method, P, reparam=(method == "ptv2")),
+        method_config(method, strict=False, prompt_length=P, reparam=(method == "ptv2")),
         task.build_head(backbone.config.hidden_size, "mean"),
     )
     with torch.no_grad():
@@ -62,7 +63,7 @@ def artifacts(tmp_path_factory, tiny_bert_dir):
 def single_task(path, inputs):
     model, tokenizer, task, meta = artifact.load_artifact(path)
     examples = [task.example_from_input(v) for v in inputs]
-    features = task.featurize(examples, tokenizer, meta["max_length"] - model.input_prompt_length)
+    features = task.featurize(examples, tokenizer, model.token_budget(meta["max_length"]))
     logits = pipeline.predict_logits(model, features, task.collator(tokenizer), 64)
     return task.predictions(logits, examples)
 
@@ -114,10 +115,10 @@ def test_mixed_batch_on_minilm_three_real_tasks(tmp_path):
 
 def test_load_unload_and_memory_grows_by_prompt_only(artifacts):
     pool = PromptPool.from_artifact(artifacts["sst2"])
-    backbone_bytes = sum(p.numel() * p.element_size() for p in pool.model.parameters())
+    backbone_bytes = sum(p.numel() * p.element_size() for p in pool.encoder.parameters())
     first = pool.load(artifacts["sst2"], "a")
     second = pool.load(artifacts["sst2"], "b")
-    assert sum(p.numel() * p.element_size() for p in pool.model.parameters()) == backbone_bytes
+    assert sum(p.numel() * p.element_size() for p in pool.encoder.parameters()) == backbone_bytes
     assert first.nbytes == second.nbytes == 2 * 2 * 4 * 6 * 8 * 4 + (32 * 2 + 2) * 4  # prefix + head, fp32
     pool.unload("a")
     assert [d["name"] for d in pool.describe()] == ["b"]
@@ -132,8 +133,8 @@ def test_pool_refuses_foreign_and_finetuned_artifacts(tmp_path, artifacts, tiny_
 
     pool = PromptPool.from_artifact(artifacts["sst2"])
     with torch.no_grad():
-        next(pool.model.backbone.parameters()).add_(1)
-    pool.fingerprint = backbones.fingerprint(pool.model.backbone)
+        next(pool.encoder.backbone.parameters()).add_(1)
+    pool.fingerprint = backbones.fingerprint(pool.encoder.backbone)
     with pytest.raises(PTuningError, match="trained on backbone"):
         pool.load(artifacts["sst2"])
     tuned = tmp_path / "tuned"
@@ -143,7 +144,7 @@ def test_pool_refuses_foreign_and_finetuned_artifacts(tmp_path, artifacts, tiny_
             data=str(sst2_dir),
             output=tuned,
             model=str(tiny_bert_dir),
-            method=MethodConfig("finetune"),
+            method=method_config("finetune"),
             max_length=32,
             train=pipeline.TrainConfig(epochs=1, batch_size=16),
         )

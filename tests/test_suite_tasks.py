@@ -13,7 +13,8 @@ from conftest import FAMILIES, tiny_backbone, train_tiny
 
 from ptuning import pipeline
 from ptuning.backbones import geometry
-from ptuning.model import MethodConfig, PTuningModel
+from ptuning.method import method_config
+from ptuning.model import PTuningModel
 from ptuning.tasks import get_task, load_records
 from ptuning.tasks import metrics as m
 
@@ -70,7 +71,7 @@ def test_every_backbone_family_runs_each_head(tmp_path, family, task):
     tokenizer = BertTokenizerFast(vocab=vocab)
     assert isinstance(tokenizer, type(AutoTokenizer)) or tokenizer.is_fast
     pooling = "last" if geometry(backbone).is_decoder else "cls"
-    model = PTuningModel(backbone, MethodConfig("ptv2", 3), spec.build_head(32, pooling))
+    model = PTuningModel(backbone, method_config("ptv2", prompt_length=3), spec.build_head(32, pooling))
     examples = spec.records_to_examples(load_records(spec.files, data, "validation"), labelled=True)[:3]
     batch = spec.collator(tokenizer)(spec.featurize(examples, tokenizer, 32))
     labels = batch.pop("labels")
@@ -78,7 +79,7 @@ def test_every_backbone_family_runs_each_head(tmp_path, family, task):
         batch.pop("token_type_ids", None)
     logits = model(**batch)
     spec.loss(logits, labels).backward()
-    assert model.prefix_encoder.embedding.weight.grad.abs().sum() > 0
+    assert model.method.prefix_encoder.embedding.weight.grad.abs().sum() > 0
     expected = (3, 2) if task == "copa" else (3, 1) if task == "stsb" else (3, 2)
     assert tuple(logits.shape) == expected
 

@@ -10,7 +10,8 @@ from conftest import FAMILIES, WORDS, tiny_backbone, train_tiny
 
 from ptuning import pipeline
 from ptuning.errors import DataError
-from ptuning.model import MethodConfig, PTuningModel
+from ptuning.method import method_config
+from ptuning.model import PTuningModel
 from ptuning.tasks import get_task, load_records, schemes
 from ptuning.tasks.tagging import brackets_to_bio
 from ptuning.train import TrainConfig
@@ -47,7 +48,7 @@ def train_conll(tmp_path, model_dir, method: str, epochs: int, **request):
             data=str(data),
             output=out,
             model=str(model_dir),
-            method=MethodConfig(method, 3),
+            method=method_config(method, strict=False, prompt_length=3),
             train=TrainConfig(epochs=epochs, lr=1e-2, batch_size=4),
             max_length=12,
             **request,
@@ -184,7 +185,7 @@ def test_srl_reader_one_instance_per_predicate_and_v_excluded(tmp_path, tiny_ber
             data=str(data),
             output=tmp_path / "out",
             model=str(tiny_bert_dir),
-            method=MethodConfig("ptv2", 3),
+            method=method_config("ptv2", prompt_length=3),
             train=TrainConfig(epochs=1, batch_size=2),
             max_length=32,
         )
@@ -201,11 +202,11 @@ def test_token_head_on_every_backbone_family(family, tiny_bert_dir, tmp_path):
     labels = batch.pop("labels")
     if family in ("gpt2", "llama", "qwen2", "modernbert"):
         batch.pop("token_type_ids", None)
-    model = PTuningModel(tiny_backbone(family), MethodConfig("ptv2", 2), task.build_head(32, "cls"))
+    model = PTuningModel(tiny_backbone(family), method_config("ptv2", prompt_length=2), task.build_head(32, "cls"))
     logits = model(**batch)
     assert logits.shape[:2] == labels.shape
     task.loss(logits, labels).backward()
-    assert model.prefix_encoder.embedding.weight.grad.abs().sum() > 0
+    assert model.method.prefix_encoder.embedding.weight.grad.abs().sum() > 0
 
 
 def test_pool_mixes_tagging_with_classification(tmp_path, tiny_bert_dir, sst2_dir):

@@ -16,7 +16,7 @@ from conftest import train_argv
 from safetensors.torch import load_file
 
 from ptuning import pipeline
-from ptuning.model import MethodConfig
+from ptuning.method import method_config
 from ptuning.train import TrainConfig, lr_lambda
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1"}
@@ -28,7 +28,7 @@ def request(data, out, model_dir, **train_kw):
         data=str(data),
         output=out,
         model=str(model_dir),
-        method=MethodConfig("ptv2", 4),
+        method=method_config("ptv2", prompt_length=4),
         train=TrainConfig(**{"epochs": 3, "lr": 1e-2, "batch_size": 8, "seed": 3, **train_kw}),
         max_length=32,
         pooling="mean",
@@ -89,7 +89,7 @@ def test_time_cap_stops_at_the_first_evaluation_past_it(tmp_path, sst2_dir, tiny
 def test_reparameterised_prefix_defaults_to_a_tenfold_smaller_learning_rate(tmp_path, sst2_dir, tiny_bert_dir):
     plain = request(sst2_dir, tmp_path / "plain", tiny_bert_dir, epochs=1, lr=None)
     reparam = request(sst2_dir, tmp_path / "reparam", tiny_bert_dir, epochs=1, lr=None)
-    reparam.method = MethodConfig("ptv2", 4, reparam=True)
+    reparam.method = method_config("ptv2", prompt_length=4, reparam=True)
     assert pipeline.train(plain)["config"]["lr"] == 5e-3
     assert pipeline.train(reparam)["config"]["lr"] == 5e-4
 
@@ -231,7 +231,7 @@ def test_length_sorted_evaluation_returns_logits_in_input_order(head_kind):
 
     torch.manual_seed(0)
     head = SequenceClassificationHead(32, 3, "mean") if head_kind == "sequence" else TokenClassificationHead(32, 4)
-    model = PTuningModel(tiny_backbone("bert"), MethodConfig("ptv2", 3), head)
+    model = PTuningModel(tiny_backbone("bert"), method_config("ptv2", prompt_length=3), head)
     features = _varied_features()
     collate = pad_collate(type("Tok", (), {"pad_token_id": 0})())
     logits = predict_logits(model, features, collate, batch_size=4)

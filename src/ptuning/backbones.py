@@ -56,6 +56,34 @@ def resolve_model_name(model: str | None) -> str:
     return default_model_path() if model in (None, "", DEFAULT_MODEL) else str(model)
 
 
+def portable_name(name: str) -> str:
+    """How an artifact records its backbone: the bundled one by its package name, not this machine's path."""
+    try:
+        bundled = default_model_path()
+    except PTuningError:
+        return str(name)
+    same = Path(str(name)).exists() and Path(bundled).exists() and Path(name).resolve() == Path(bundled).resolve()
+    return DEFAULT_MODEL if same else str(name)
+
+
+def load_recorded_backbone(recorded: str, model: str | None = None, **kwargs):
+    """The backbone an artifact names (``model`` overrides it), or one line saying to pass ``--model``.
+
+    A recorded local path that does not exist here (the artifact moved machines) would otherwise fail in
+    hub jargon ("Repo id must be in the form ...").
+    """
+    if model is None and recorded != DEFAULT_MODEL and _looks_like_path(recorded) and not Path(recorded).exists():
+        raise PTuningError(
+            f"this artifact was trained on the backbone at {recorded}, which is not on this machine; "
+            "pass --model PATH to that backbone (its fingerprint is checked)"
+        )
+    return load_backbone(model or recorded, **kwargs)
+
+
+def _looks_like_path(name: str) -> bool:
+    return name.startswith(("/", "./", "../", "~")) or "\\" in name or name.count("/") > 1
+
+
 @dataclass(frozen=True)
 class Geometry:
     num_layers: int
@@ -138,31 +166,6 @@ def prepare_tokenizer(tokenizer) -> None:
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
     tokenizer.padding_side = "right"
-
-
-def ensure_layer_indices(backbone: nn.Module) -> None:
-    """Make sure each self-attention module knows its depth (``layer_idx``).
-
-    Most families set it; a few (DistilBERT) do not, so number their attention
-    modules in order. A family that shares one attention module across layers
-    (ALBERT) cannot carry one prefix per layer and is refused.
-    """
-    layers = backbone.config.num_hidden_layers
-    indexed = [m for m in backbone.modules() if isinstance(getattr(m, "layer_idx", None), int)]
-    if len({m.layer_idx for m in indexed}) == layers:
-        return
-    attention = [
-        m
-        for m in backbone.modules()
-        if type(m).__name__.endswith("SelfAttention") or type(m).__name__ == "MultiHeadSelfAttention"
-    ]
-    if len(attention) != layers:
-        raise PTuningError(
-            f"{type(backbone).__name__}: found {len(attention)} attention modules for {layers} layers; "
-            "deep prompts need one attention module per layer (ALBERT-style sharing is not supported)"
-        )
-    for i, module in enumerate(attention):
-        module.layer_idx = i
 
 
 def fingerprint(backbone: nn.Module, samples: int = 256) -> str:

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from .artifact import atomic_write_json
+from .io import atomic_write_json
 
 CHECKPOINT = "checkpoint"
 

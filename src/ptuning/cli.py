@@ -40,14 +40,20 @@ def train(
     data: str = typer.Option(..., help="Directory with the official split files, or a Hugging Face dataset id."),
     output: Path = typer.Option(..., help="Output directory: artifact, metrics.json, metrics.jsonl, checkpoint."),
     model: Optional[str] = typer.Option(None, help="Backbone path or hub id (default: bundled all-MiniLM-L6-v2)."),
-    method: str = typer.Option("ptv2", help="ptv2 | prompt-tuning | ptv1 | finetune | linear-probe."),
-    prompt_length: int = typer.Option(20, help="Prompt length P (prefix slots per layer, or input prompt tokens)."),
-    reparam: bool = typer.Option(False, help="Reparameterise the prefix through an MLP (ptv2)."),
-    reparam_hidden: int = typer.Option(512, help="Hidden width of the reparameterisation MLP."),
-    prefix_dropout: float = typer.Option(0.0, help="Dropout on the prefix during training."),
-    prompt_encoder: str = typer.Option("lstm", help="ptv1 prompt encoder: lstm | mlp."),
-    prefix_init_std: float = typer.Option(
-        0.02, help="ptv2 without --reparam: std of the prefix's initial values (1.0 = the official code's)."
+    method: str = typer.Option(
+        "ptv2", help="ptv2 | prompt-tuning | ptv1 | finetune | linear-probe (`ptuning methods`)."
+    ),
+    prompt_length: Optional[int] = typer.Option(
+        None, help="Prompt length P (prefix slots per layer, or input prompt tokens); default 20."
+    ),
+    reparam: Optional[bool] = typer.Option(
+        None, "--reparam/--no-reparam", help="ptv2: train the prefix through an MLP."
+    ),
+    reparam_hidden: Optional[int] = typer.Option(None, help="ptv2: hidden width of the reparameterisation MLP (512)."),
+    prefix_dropout: Optional[float] = typer.Option(None, help="ptv2: dropout on the prefix during training (0)."),
+    prompt_encoder: Optional[str] = typer.Option(None, help="ptv1 prompt encoder: lstm (default) | mlp."),
+    prefix_init_std: Optional[float] = typer.Option(
+        None, help="ptv2 without --reparam: std of the prefix's initial values (0.02; 1.0 = the official code's)."
     ),
     epochs: int = typer.Option(10, help="Maximum epochs."),
     lr: Optional[float] = typer.Option(
@@ -103,7 +109,6 @@ def train(
     overwrite: bool = typer.Option(False, help="Replace a non-empty OUTPUT."),
 ) -> None:
     """Train a prompt (or a baseline) and keep the best-dev artifact in OUTPUT."""
-    from .model import MethodConfig
     from .pipeline import TrainRequest
     from .pipeline import train as run
     from .train import SCHEDULERS, TrainConfig, check_precision
@@ -121,8 +126,14 @@ def train(
         data=data,
         output=output,
         model=model,
-        method=MethodConfig(
-            method, prompt_length, reparam, reparam_hidden, prefix_dropout, prompt_encoder, prefix_init_std
+        method=_method_config(
+            method,
+            prompt_length=prompt_length,
+            reparam=reparam,
+            reparam_hidden=reparam_hidden,
+            prefix_dropout=prefix_dropout,
+            prompt_encoder=prompt_encoder,
+            prefix_init_std=prefix_init_std,
         ),
         train=TrainConfig(
             epochs=epochs,
@@ -166,6 +177,16 @@ def train(
         f"best {summary['main_metric']} {best.get(summary['main_metric'], float('nan')):.4f} at epoch "
         f"{summary['best_epoch']}; artifact in {output} ({summary['artifact_bytes']:,} bytes)"
     )
+
+
+def _method_config(name: str, **options):
+    """The method's config from the flags the user gave (None = not given: the method's own default).
+
+    A flag the method does not take is refused in one line, naming the method's own options.
+    """
+    from .method import method_config
+
+    return method_config(name, **{k: v for k, v in options.items() if v is not None})
 
 
 DEVICE_HELP = "auto (the GPU when there is one) | cpu | cuda | cuda:N | mps."
@@ -228,7 +249,7 @@ def demo(
     """Train a P-Tuning v2 prompt on the bundled sample data, evaluate it, and predict."""
     from importlib.resources import files
 
-    from .model import MethodConfig
+    from .method import method_config
     from .pipeline import TrainRequest
     from .pipeline import evaluate as run_eval
     from .pipeline import predict as run_predict
@@ -242,7 +263,7 @@ def demo(
             task="sst2",
             data=sample,
             output=output,
-            method=MethodConfig("ptv2", 20),
+            method=method_config("ptv2", prompt_length=20),
             train=TrainConfig(epochs=epochs, lr=1e-2, batch_size=8, seed=42),
             max_length=64,
             overwrite=True,

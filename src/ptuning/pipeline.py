@@ -14,7 +14,10 @@ from pathlib import Path
 from . import artifact, backbones, checkpoint
 from .errors import DataError, PTuningError
 from .heads import POOLINGS
-from .model import MethodConfig, PTuningModel
+from .io import atomic_write_bytes, atomic_write_json
+from .method import MethodConfig
+from .method.prefix import Ptv2Config
+from .model import PTuningModel
 from .tasks import get_task, load_records
 from .tasks.readers import read_records
 from .train import TrainConfig, predict_logits
@@ -27,7 +30,7 @@ class TrainRequest:
     data: str
     output: Path
     model: str | None = None
-    method: MethodConfig = field(default_factory=MethodConfig)
+    method: MethodConfig = field(default_factory=Ptv2Config)
     train: TrainConfig = field(default_factory=TrainConfig)
     max_length: int | None = None  # None: the task's default (384 for QA, 128 otherwise)
     max_train_samples: int | None = None
@@ -48,17 +51,6 @@ def _pooling(requested: str, backbone, name: str) -> str:
     if backbones.geometry(backbone).is_decoder:
         return "last"
     return backbones.native_pooling(name) or "cls"
-
-
-def _token_budget(max_length: int, model: PTuningModel) -> int:
-    """Input tokens allowed: input-level prompts occupy positions too; deep prompts do not."""
-    limit = getattr(model.backbone.config, "max_position_embeddings", None)
-    budget = max_length - model.input_prompt_length
-    if budget < 8:
-        raise PTuningError(f"--max-length {max_length} leaves no room for the {model.input_prompt_length}-token prompt")
-    if limit and max_length > limit:
-        raise PTuningError(f"--max-length {max_length} exceeds the backbone's {limit} positions")
-    return budget
 
 
 def _check_output(output: Path, resume: bool, overwrite: bool) -> None:
@@ -108,7 +100,7 @@ def train(request: TrainRequest) -> dict:
     fingerprint = backbones.fingerprint(backbone)
     pooling = _pooling(request.pooling, backbone, name)
     model = PTuningModel(backbone, request.method, task.build_head(backbone.config.hidden_size, pooling))
-    budget = _token_budget(max_length, model)
+    budget = model.token_budget(max_length)
     train_features = task.featurize(train_examples, tokenizer, budget)
     eval_features = task.featurize(eval_examples, tokenizer, budget)
     _check_output(output, request.train.resume, request.overwrite)
@@ -142,7 +134,7 @@ def train(request: TrainRequest) -> dict:
     summary["backbone_dropout"] = request.train.backbone_dropout
     summary["pooling"] = pooling
     summary["artifact_bytes"] = artifact_size(output)
-    artifact.atomic_write_json(output / "metrics.json", summary)
+    atomic_write_json(output / "metrics.json", summary)
     return summary
 
 
@@ -170,7 +162,7 @@ def score_split(model, tokenizer, task, data: str, split: str, max_length: int, 
     if hasattr(task, "select_split"):
         records = task.select_split(records, split)
     examples = task.records_to_examples(records, labelled=True)
-    features = task.featurize(examples, tokenizer, _token_budget(max_length, model))
+    features = task.featurize(examples, tokenizer, model.token_budget(max_length))
     logits = predict_logits(model, features, task.collator(tokenizer), batch_size)
     return {"task": task.name, "split": split, "examples": len(examples), **task.evaluate(logits, examples)}
 
@@ -189,12 +181,12 @@ def predict(
     model, tokenizer, task, meta = artifact.load_artifact(artifact_dir, model_name=model_name)
     model.to(backbones.resolve_device(device))
     examples = task.records_to_examples(read_records(input_file, header=task.files.header), labelled=False)
-    features = task.featurize(examples, tokenizer, _token_budget(meta["max_length"], model))
+    features = task.featurize(examples, tokenizer, model.token_budget(meta["max_length"]))
     logits = predict_logits(model, features, task.collator(tokenizer), batch_size)
     rows = task.predictions(logits, examples)
     if hasattr(task, "write_predictions"):  # CoNLL files for tagging, the official answer map for QA
         text = task.write_predictions(rows, examples, input_file, output_file)
     else:
         text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
-    artifact.atomic_write_bytes(Path(output_file), text.encode("utf-8"))
+    atomic_write_bytes(Path(output_file), text.encode("utf-8"))
     return len(rows)

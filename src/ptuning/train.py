@@ -22,20 +22,7 @@ from tqdm.auto import tqdm
 
 from . import checkpoint
 from .errors import PTuningError
-from .model import MethodConfig, PTuningModel
-
-DEFAULT_LR = {"ptv2": 5e-3, "prompt-tuning": 3e-2, "ptv1": 5e-3, "finetune": 5e-5, "linear-probe": 5e-3}
-# Through the MLP, one Adam step moves the prefix tens of times further than the same rate on the raw prefix, and
-# 5e-3 collapsed CB and RTE to one class (BENCHMARKS.md, "Why the MLP reparameterisation diverges").
-REPARAM_LR = 5e-4
-
-
-def default_lr(method: MethodConfig) -> float:
-    """The peak learning rate a method trains at when the user names none."""
-    if method.method == "ptv2" and method.reparam:
-        return REPARAM_LR
-    return DEFAULT_LR[method.method]
-
+from .model import PTuningModel
 
 SCHEDULERS = ("linear", "exponential", "constant")
 
@@ -228,16 +215,12 @@ def train(
     set_seed(config.seed)
     main = accelerator.is_main_process
     output_dir = Path(output_dir)
-    lr = config.lr or default_lr(model.config)
+    lr = config.lr or model.learning_rate()
     if config.gradient_checkpointing:
         model.enable_gradient_checkpointing()
 
     trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    decay = [p for n, p in trainable if p.dim() >= 2 and "embedding" not in n and "prompt" not in n]
-    no_decay = [p for n, p in trainable if not (p.dim() >= 2 and "embedding" not in n and "prompt" not in n)]
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=lr
-    )
+    optimizer = torch.optim.AdamW(model.parameter_groups(config.weight_decay), lr=lr)
     steps_per_epoch = math.ceil(len(train_features) / config.batch_size / config.grad_accum)
     total = steps_per_epoch * config.epochs
     warmup = int(total * config.warmup_ratio)

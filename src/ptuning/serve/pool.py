@@ -22,10 +22,10 @@ import torch
 from torch import nn
 
 from .. import artifact, backbones
+from ..encoders import Encoder, PrefixBatch, PrefixStack, PromptInputs
 from ..errors import InputError, PTuningError
-from ..method.prefix import PrefixBatch, PrefixStack
-from ..model import MethodConfig, PTuningModel
-from ..tasks import Example, Task, get_task
+from ..method import PoolBatching
+from ..tasks import Example, Task
 from ..tasks.base import pad_collate
 
 BACKBONE_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
@@ -42,15 +42,18 @@ class LoadedPrompt:
     name: str
     task: Task
     head: nn.Module
-    prefix: torch.Tensor | None  # (layers, 2, kv_heads, P, head_dim); zero-length for head-only
-    prompt: torch.Tensor | None  # (P, H) input-level prompt
+    prefix: torch.Tensor | None  # (layers, 2, kv_heads, P, head_dim) for shared forwards; zero-length for head-only
+    prompt: PromptInputs | None  # the method's own inputs, for prompts batched per task
     token_budget: int
     meta: dict
     path: str
 
     @property
     def nbytes(self) -> int:
-        tensors = [t for t in (self.prefix, self.prompt) if t is not None] + list(self.head.state_dict().values())
+        tensors = [self.prefix] if self.prefix is not None else []
+        if self.prompt is not None and self.prompt.embeds is not None:
+            tensors.append(self.prompt.embeds)
+        tensors += list(self.head.state_dict().values())
         return sum(t.numel() * t.element_size() for t in tensors)
 
 
@@ -59,7 +62,9 @@ class PromptPool:
 
     def __init__(self, backbone, tokenizer, *, max_batch: int = 64, device: str | torch.device = "cpu") -> None:
         self.device = torch.device(device)
-        self.model = PTuningModel(backbone.to(self.device), MethodConfig("ptv2", 0), nn.Identity()).eval()
+        self.encoder = Encoder(backbone.to(self.device)).eval()
+        self.encoder.enable_prefix()
+        self.encoder.requires_grad_(False)
         self.tokenizer = tokenizer
         self.fingerprint = backbones.fingerprint(backbone)
         self.max_batch = max_batch
@@ -72,7 +77,7 @@ class PromptPool:
     def from_artifact(cls, path: str | Path, model_name: str | None = None, **kwargs) -> PromptPool:
         """A pool on the backbone recorded in ``path`` (or ``model_name``)."""
         meta = artifact.read_meta(Path(path))
-        backbone, tokenizer, _ = backbones.load_backbone(model_name or meta["backbone"]["name"])
+        backbone, tokenizer, _ = backbones.load_recorded_backbone(meta["backbone"]["name"], model_name)
         return cls(backbone, tokenizer, **kwargs)
 
     # -- loading ------------------------------------------------------------------
@@ -80,28 +85,23 @@ class PromptPool:
         """Load an artifact; memory grows by its prompt and head only."""
         path = Path(path)
         name = name or path.resolve().name
-        meta, tensors = artifact.read_verified(path, self.model.backbone, self.fingerprint)
-        config = artifact.inference_config(meta)
-        if config.method == "finetune":
-            raise PTuningError(f"{path}: a fine-tuned model carries its own backbone; serve it on its own")
-        task = get_task(meta["task"]["name"]).from_state(meta["task"])
-        head = task.build_head(self.model.backbone.config.hidden_size, meta["pooling"])
-        head.load_state_dict(artifact.head_state(tensors))
-        head.to(self.device).eval()
-        prefix = tensors.get("prefix")
-        if prefix is None and "prompt" not in tensors:
-            g = self.model.geometry
-            prefix = torch.zeros(g.num_layers, 2, g.num_kv_heads, 0, g.head_dim)
-        prompt = tensors.get("prompt")
-        budget = meta["max_length"] - (prompt.shape[0] if prompt is not None else 0)
+        method_class = artifact.inference_method_class(artifact.read_meta(path))
+        batching = method_class.pool_batching
+        if batching is PoolBatching.REFUSED:
+            raise PTuningError(f"{path}: {method_class.pool_refusal or 'this method cannot share a backbone'}")
+        parts = artifact.load_prompt(path, self.encoder, self.fingerprint)
+        shared = batching is PoolBatching.SHARED
+        with torch.no_grad():
+            prefix = parts.method.serving_prefix().to(self.device) if shared else None
+            prompt = None if shared else _detached(parts.method.to(self.device).prompt_inputs())
         loaded = LoadedPrompt(
             name=name,
-            task=task,
-            head=head,
-            prefix=None if prefix is None else prefix.to(self.device),
-            prompt=None if prompt is None else prompt.to(self.device),
-            token_budget=budget,
-            meta=meta,
+            task=parts.task,
+            head=parts.head.to(self.device),
+            prefix=prefix,
+            prompt=prompt,
+            token_budget=parts.token_budget(self.encoder),
+            meta=parts.meta,
             path=str(path),
         )
         with self._lock:
@@ -192,9 +192,9 @@ class PromptPool:
             if first.prefix is not None:
                 stack, position = self._prefix_stack()
                 index = torch.tensor([position[loaded[units[u][0]].name] for u in chunk], device=self.device)
-                hidden = self.model.encode(**batch, prefix_batch=PrefixBatch.from_stack(stack, index))
+                hidden = self.encoder(**batch, prompt=PromptInputs(prefix=PrefixBatch.from_stack(stack, index)))
             else:
-                hidden = self.model.encode(**batch, prompt=first.prompt)
+                hidden = self.encoder(**batch, prompt=first.prompt)
             groups: dict[str, list[int]] = defaultdict(list)
             for position_in_chunk, u in enumerate(chunk):
                 groups[loaded[units[u][0]].name].append(position_in_chunk)
@@ -221,13 +221,19 @@ class PromptPool:
                 "task": p.task.name,
                 "family": p.task.family,
                 "method": p.meta["method"]["method"],
-                "prompt_length": p.meta["method"]["prompt_length"],
+                "prompt_length": p.meta["method"].get("prompt_length", 0),
                 "labels": p.meta["task"].get("labels"),
                 "bytes": p.nbytes,
                 "path": p.path,
             }
             for p in self.prompts.values()
         ]
+
+
+def _detached(inputs: PromptInputs) -> PromptInputs:
+    """A method's inputs as constants: the pool never trains, and must not hold autograd graphs."""
+    embeds = None if inputs.embeds is None else inputs.embeds.detach()
+    return PromptInputs(prefix=inputs.prefix, embeds=embeds)
 
 
 __all__ = ["InputError", "LoadedPrompt", "PromptPool", "UnknownTask"]

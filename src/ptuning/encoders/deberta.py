@@ -1,4 +1,4 @@
-"""DeBERTa-v2/v3 adapter for deep prompts.
+"""DeBERTa-v2/v3: the injector for a family with its own attention code.
 
 DeBERTa computes its own disentangled attention (content + relative-position
 terms) and neither uses ``transformers.AttentionInterface`` nor forwards extra
@@ -7,7 +7,7 @@ for the duration of one forward call. A ContextVar is per thread and per
 asyncio task, so concurrent calls on other models or threads never see it.
 Prefix slots have no position: they get the content score only and zero
 relative-position bias. Gradient checkpointing would replay layers outside the
-call's context, so it is refused for this family (see ``model.py``).
+call's context, so this family declares it unsupported (:class:`FamilySupport`).
 """
 
 from __future__ import annotations
@@ -16,17 +16,15 @@ import types
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from typing import ClassVar
 
 import torch
 from torch import nn
 
-from .prefix import PrefixBatch
+from .base import FamilySupport, Injector
+from .prompts import PrefixBatch
 
 _ACTIVE_PREFIX: ContextVar[PrefixBatch | None] = ContextVar("ptuning_deberta_prefix", default=None)
-
-
-def is_deberta(backbone: nn.Module) -> bool:
-    return getattr(backbone.config, "model_type", "") in {"deberta-v2", "deberta"}
 
 
 @contextmanager
@@ -38,15 +36,29 @@ def active_prefix(prefix: PrefixBatch | None) -> Iterator[None]:
         _ACTIVE_PREFIX.reset(token)
 
 
-def attach(backbone: nn.Module) -> None:
-    """Give every DisentangledSelfAttention a prefix-aware forward and a layer index."""
-    layer_idx = 0
-    for module in backbone.modules():
-        if type(module).__name__ == "DisentangledSelfAttention":
-            module.layer_idx = layer_idx
-            module._ptuning_plain_forward = module.forward
-            module.forward = types.MethodType(_forward_with_prefix, module)
-            layer_idx += 1
+class DebertaInjector(Injector):
+    """DeBERTa's DisentangledSelfAttention takes no extra keyword: the prefix travels in a ContextVar."""
+
+    name: ClassVar[str] = "deberta"
+    support: ClassVar[FamilySupport] = FamilySupport(checkpointing_with_prefix=False, grouped_query_heads=False)
+
+    @classmethod
+    def matches(cls, backbone: nn.Module) -> bool:
+        return getattr(backbone.config, "model_type", "") in {"deberta-v2", "deberta"}
+
+    def attach(self, backbone: nn.Module) -> None:
+        """Give every DisentangledSelfAttention a prefix-aware forward and a layer index (once)."""
+        layer_idx = 0
+        for module in backbone.modules():
+            if type(module).__name__ == "DisentangledSelfAttention":
+                module.layer_idx = layer_idx
+                if not hasattr(module, "_ptuning_plain_forward"):
+                    module._ptuning_plain_forward = module.forward
+                    module.forward = types.MethodType(_forward_with_prefix, module)
+                layer_idx += 1
+
+    def context(self, prefix: PrefixBatch | None):
+        return active_prefix(prefix)
 
 
 def _forward_with_prefix(

@@ -1,0 +1,53 @@
+"""The contract of a backbone family's injector: how a deep prefix reaches that family's attention.
+
+A family whose attention goes through ``transformers.AttentionInterface`` (BERT, RoBERTa, ELECTRA,
+ModernBERT, GPT-2, Llama, Qwen2, ...) shares one injector (``attention.py``); a family with its own
+attention code (DeBERTa) has its own. Adding a backbone family = one injector module + one line in
+``encoders/__init__.py``'s ``INJECTORS``.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+from typing import ClassVar
+
+from torch import nn
+
+from .prompts import PrefixBatch
+
+
+@dataclass(frozen=True)
+class FamilySupport:
+    """What a backbone family can do with a deep prefix.
+
+    ``checkpointing_with_prefix``: gradient checkpointing replays layers with the same prefix.
+    ``grouped_query_heads``: prefixes are shaped by key/value heads, not query heads.
+    """
+
+    checkpointing_with_prefix: bool = True
+    grouped_query_heads: bool = True
+
+
+class Injector:
+    """Puts a :class:`PrefixBatch` into one backbone family's attention, without shifting positions."""
+
+    name: ClassVar[str] = "base"
+    support: ClassVar[FamilySupport] = FamilySupport()
+
+    @classmethod
+    def matches(cls, backbone: nn.Module) -> bool:
+        """Whether this injector serves ``backbone``'s family."""
+        raise NotImplementedError
+
+    def attach(self, backbone: nn.Module) -> None:
+        """Make ``backbone`` prefix-aware; without a prefix its outputs must stay unchanged. Idempotent."""
+        raise NotImplementedError
+
+    def forward_kwargs(self, prefix: PrefixBatch | None) -> dict:
+        """Keyword arguments that carry ``prefix`` through the backbone's forward call."""
+        return {}
+
+    def context(self, prefix: PrefixBatch | None) -> AbstractContextManager:
+        """A context the backbone's forward call runs in (for families that cannot take a keyword)."""
+        return nullcontext()

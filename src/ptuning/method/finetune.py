@@ -1,0 +1,35 @@
+"""Fine-tuning (``--method finetune``): every backbone weight trains. The upper bound prompts are measured against.
+
+Nothing is added to the forward call; the artifact carries the whole backbone
+(``backbone.safetensors``), so the serving pool, which shares one frozen backbone, refuses it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from ..encoders import Encoder
+from .base import Method, MethodConfig, PoolBatching, decay_groups, register
+
+
+@dataclass
+class FinetuneConfig(MethodConfig):
+    method: ClassVar[str] = "finetune"
+
+
+@register
+class Finetune(Method):
+    name: ClassVar[str] = "finetune"
+    config_class: ClassVar[type[MethodConfig]] = FinetuneConfig
+    default_lr: ClassVar[float] = 5e-5
+    trains_backbone: ClassVar[bool] = True
+    pool_batching: ClassVar[PoolBatching] = PoolBatching.REFUSED
+    pool_refusal: ClassVar[str] = "a fine-tuned model carries its own backbone; serve it on its own"
+
+    def __init__(self, config: FinetuneConfig, encoder: Encoder) -> None:
+        super().__init__(config, encoder)
+        self._encoder = [encoder]  # not a submodule: the model already owns the encoder
+
+    def parameter_groups(self, weight_decay: float) -> list[dict]:
+        return decay_groups(list(self._encoder[0].named_parameters()), weight_decay)
