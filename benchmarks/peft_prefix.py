@@ -79,6 +79,7 @@ class PeftPrefix(Method):
     """PEFT's prefix encoder trains; the backbone it wraps stays frozen."""
 
     name: ClassVar[str] = "peft-prefix"
+    description: ClassVar[str] = "HF PEFT's prefix tuning (benchmark baseline; positions shifted by P)"
     config_class: ClassVar[type[MethodConfig]] = PeftPrefixConfig
     default_lr: ClassVar[float] = 1e-2
     pool_batching: ClassVar[PoolBatching] = PoolBatching.REFUSED
@@ -130,6 +131,7 @@ class ShiftedDeepPrompt(DeepPrompt):
     """ptv2 with PEFT's position numbering (diagnostic). Its artifacts load only where this module is imported."""
 
     name: ClassVar[str] = "ptv2-shifted"
+    description: ClassVar[str] = "ptv2 with real tokens numbered from P, as PEFT does (diagnostic)"
     config_class: ClassVar[type[MethodConfig]] = ShiftedPtv2Config
     pool_batching: ClassVar[PoolBatching] = PoolBatching.REFUSED
     pool_refusal: ClassVar[str] = "ptv2-shifted is a benchmark diagnostic"

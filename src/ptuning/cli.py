@@ -242,6 +242,20 @@ def tasks() -> None:
 
 
 @app.command()
+def methods() -> None:
+    """List every registered method with its options (and their defaults) and default learning rate."""
+    from dataclasses import fields
+
+    from .method import REGISTRY
+
+    for name, method in REGISTRY.items():
+        options = [f"--{f.name.replace('_', '-')} {f.default}" for f in fields(method.config_class)]
+        typer.echo(f"{name:16} lr {method.default_lr:g}; serving: {method.pool_batching.value}")
+        typer.echo(f"{'':16} {method.description}")
+        typer.echo(f"{'':16} options: {', '.join(options) or 'none'}")
+
+
+@app.command()
 def demo(
     output: Path = typer.Option(Path("ptuning-demo"), help="Where to write the demo artifact."),
     epochs: int = typer.Option(15),

@@ -87,6 +87,7 @@ class Method(nn.Module):
     """
 
     name: ClassVar[str] = ""
+    description: ClassVar[str] = ""  # one line, for `ptuning methods`
     config_class: ClassVar[type[MethodConfig]] = MethodConfig
     default_lr: ClassVar[float] = 5e-3
     trains_backbone: ClassVar[bool] = False
@@ -153,8 +154,8 @@ REGISTRY: dict[str, type[Method]] = {}
 
 def register(cls: type[Method]) -> type[Method]:
     """Class decorator: make ``cls`` available by ``cls.name`` (``--method NAME``)."""
-    if not cls.name or cls.config_class.method != cls.name:
-        raise TypeError(f"{cls.__name__}: set name and a config_class whose method is the same name")
+    if not cls.name or cls.config_class.method != cls.name or not cls.description:
+        raise TypeError(f"{cls.__name__}: set name, description and a config_class whose method is the same name")
     REGISTRY[cls.name] = cls
     return cls
 

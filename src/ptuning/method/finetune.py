@@ -21,6 +21,7 @@ class FinetuneConfig(MethodConfig):
 @register
 class Finetune(Method):
     name: ClassVar[str] = "finetune"
+    description: ClassVar[str] = "every backbone weight trains (the upper bound)"
     config_class: ClassVar[type[MethodConfig]] = FinetuneConfig
     default_lr: ClassVar[float] = 5e-5
     trains_backbone: ClassVar[bool] = True

@@ -20,5 +20,6 @@ class LinearProbeConfig(MethodConfig):
 @register
 class LinearProbe(Method):
     name: ClassVar[str] = "linear-probe"
+    description: ClassVar[str] = "only the task head trains on the frozen backbone (the floor)"
     config_class: ClassVar[type[MethodConfig]] = LinearProbeConfig
     default_lr: ClassVar[float] = 5e-3

@@ -115,6 +115,7 @@ class DeepPrompt(Method):
     """P-Tuning v2 (Liu et al., ACL 2022): a trainable prefix in every layer of a frozen backbone."""
 
     name: ClassVar[str] = "ptv2"
+    description: ClassVar[str] = "P-Tuning v2: a trainable key/value prefix in every layer of the frozen backbone"
     config_class: ClassVar[type[MethodConfig]] = Ptv2Config
     default_lr: ClassVar[float] = 5e-3
 

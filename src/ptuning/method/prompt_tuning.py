@@ -43,6 +43,7 @@ def vocabulary_init(prompt_length: int, embeddings: nn.Embedding, seed: int = 0)
 @register
 class PromptTuning(Method):
     name: ClassVar[str] = "prompt-tuning"
+    description: ClassVar[str] = "Lester et al.: trainable vectors in front of the word embeddings (shallow baseline)"
     config_class: ClassVar[type[MethodConfig]] = PromptTuningConfig
     default_lr: ClassVar[float] = 3e-2
     pool_batching: ClassVar[PoolBatching] = PoolBatching.PER_PROMPT

@@ -63,6 +63,7 @@ class PromptEncoder(nn.Module):
 @register
 class Ptv1(Method):
     name: ClassVar[str] = "ptv1"
+    description: ClassVar[str] = "P-tuning v1: input prompts produced by an LSTM/MLP prompt encoder (shallow baseline)"
     config_class: ClassVar[type[MethodConfig]] = Ptv1Config
     default_lr: ClassVar[float] = 5e-3
     pool_batching: ClassVar[PoolBatching] = PoolBatching.PER_PROMPT
