@@ -108,6 +108,22 @@ def prompt_length_for(task: str, method: str, args) -> int:
     return sweep or args.prompt_length or TASK_SETTINGS.get(task, {}).get("prompt_length", default)
 
 
+def train_config_for(s: dict, batch_size: int, args) -> TrainConfig:
+    """The loop's settings for one row: the method's (``s``) and the harness flags."""
+    return TrainConfig(
+        epochs=s["epochs"],
+        lr=s["lr"],
+        batch_size=batch_size,
+        patience=s["patience"],
+        seed=args.seed,
+        max_minutes=args.max_minutes,
+        mixed_precision=args.mixed_precision,
+        group_by_length=args.group_by_length,
+        eval_steps=args.eval_steps,
+        backbone_dropout=args.backbone_dropout,
+    )
+
+
 def run_one(task: str, method: str, data: Path, args) -> dict:
     task_settings = TASK_SETTINGS.get(task, {})
     s = dict(SETTINGS[method])
@@ -124,18 +140,7 @@ def run_one(task: str, method: str, data: Path, args) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         started = time.perf_counter()
         run_dir = (args.work_dir or Path(tmp)) / f"{task}-{method}{args.tag}-P{s.get('prompt_length', 0)}-{args.seed}"
-        train_config = TrainConfig(
-            epochs=s["epochs"],
-            lr=s["lr"],
-            batch_size=batch_size,
-            patience=s["patience"],
-            seed=args.seed,
-            max_minutes=args.max_minutes,
-            mixed_precision=args.mixed_precision,
-            group_by_length=args.group_by_length,
-            eval_steps=args.eval_steps,
-            backbone_dropout=args.backbone_dropout,
-        )
+        train_config = train_config_for(s, batch_size, args)
         options = {"max_length": max_length, "max_train_samples": args.max_train_samples}
         options.update(max_eval_samples=args.max_eval_samples, task_options=task_settings.get("task_options", {}))
         registered = "ptv2-shifted" if args.shift_positions and method == "ptv2" else base
