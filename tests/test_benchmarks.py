@@ -217,16 +217,17 @@ def test_efficiency_backbone_dropout_reaches_the_loaded_backbone(monkeypatch):
     assert asked == [0.0, 0.0, 0.0] and row["backbone_dropout"] == 0.0 and pair["backbone_dropout"] == 0.0
 
 
-def test_shift_positions_numbers_real_tokens_from_the_prompt_length(monkeypatch):
-    """The PEFT-comparison diagnostic: real tokens at P..P+L-1, as a cache-based prefix puts them."""
+def test_shift_positions_numbers_real_tokens_from_the_prompt_length():
+    """The PEFT-comparison diagnostic (method ptv2-shifted): real tokens at P..P+L-1, as a cache-based prefix."""
     import torch
     from conftest import tiny_backbone
 
-    from ptuning import backbones
+    from ptuning.heads import SequenceClassificationHead
+    from ptuning.method import method_config
+    from ptuning.model import PTuningModel
 
-    monkeypatch.setattr(backbones, "load_backbone", lambda model, **_: (tiny_backbone("bert"), None, "tiny"))
-    methods.shift_positions_by_prompt(5)
-    backbone, _, _ = backbones.load_backbone(None)
+    head = SequenceClassificationHead(32, 2, "cls")
+    backbone = PTuningModel(tiny_backbone("bert"), method_config("ptv2-shifted", prompt_length=5), head).backbone
     ids = torch.randint(0, 128, (2, 7))
     shifted = backbone.embeddings(input_ids=ids)
     assert torch.allclose(shifted, backbone.embeddings(input_ids=ids, position_ids=torch.arange(5, 12)[None]))
@@ -253,21 +254,19 @@ def test_efficiency_at_other_shapes_reports_each_files_ratios(tmp_path, monkeypa
     assert "| efficiency-conll.json | 32 | 52 | 100 | 0 | 10 |" in report.efficiency_shapes()
 
 
-def test_peft_rows_score_test_with_the_best_dev_weights_not_the_last():
-    """PEFT's model is no artifact of ours: the best-dev weights are kept in memory and put back for the test pass."""
-    import torch
-    from peft_prefix import BestWeights
+def test_peft_prefix_is_a_registered_method_with_an_artifact(tmp_path, sst2_dir, tiny_bert_dir):
+    """PEFT's prefix trains through the library's own pipeline; its best-dev artifact scores test splits."""
+    pytest.importorskip("peft")
+    from conftest import train_tiny
 
-    model = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.Linear(3, 1))
-    model[0].requires_grad_(False)
-    frozen, best = model[0].weight.clone(), BestWeights()
-    best.keep(model)
-    kept = model[1].weight.clone()
-    with torch.no_grad():
-        model[1].weight.add_(1.0)  # later epochs move the trainable weights on
-    best.restore(model)
-    assert torch.equal(model[1].weight, kept) and torch.equal(model[0].weight, frozen)
-    assert set(best.weights) == {"1.weight", "1.bias"}
+    from ptuning import artifact, pipeline
+
+    out = tmp_path / "peft"
+    summary = train_tiny("sst2", sst2_dir, out, tiny_bert_dir, method="peft-prefix", prompt_length=3, max_length=32)
+    assert summary["trainable_params"] == 3 * 2 * 2 * 32 + (32 * 2 + 2)  # PEFT's prefix table + our head
+    assert summary["backbone_params"] == artifact.load_artifact(out)[0].backbone_parameters()
+    scored = pipeline.evaluate(out, str(sst2_dir))
+    assert abs(scored["accuracy"] - summary["best"]["accuracy"]) < 1e-6
 
 
 def test_peft_prefix_is_our_prefix_with_real_tokens_numbered_from_p(tiny_bert_dir):
