@@ -74,7 +74,8 @@ class BestWeights:
     def __init__(self) -> None:
         self.weights: dict = {}
 
-    def keep(self, model) -> None:
+    def keep(self, model, scores: dict | None = None) -> None:
+        """``train``'s ``save_best``; the scores are not needed: nothing an evaluation tunes is kept here."""
         self.weights = {k: v.detach().clone() for k, v in model.named_parameters() if v.requires_grad}
 
     def restore(self, model) -> None:
@@ -116,7 +117,7 @@ def train_peft_prefix(
     summary = run_loop(
         model,
         task,
-        task.featurize(train_examples, tokenizer, budget),
+        task.featurize(train_examples, tokenizer, budget).features,
         task.featurize(eval_examples, tokenizer, budget),
         eval_examples,
         task.collator(tokenizer),
