@@ -8,7 +8,7 @@ import pytest
 import torch
 from conftest import FAMILIES, WORDS, tiny_backbone, train_tiny
 
-from ptuning import pipeline
+from ptuning import artifact, pipeline
 from ptuning.errors import DataError
 from ptuning.model import MethodConfig, PTuningModel
 from ptuning.tasks import get_task, load_records, schemes
@@ -210,7 +210,6 @@ def test_token_head_on_every_backbone_family(family, tiny_bert_dir, tmp_path):
 
 
 def test_pool_mixes_tagging_with_classification(tmp_path, tiny_bert_dir, sst2_dir):
-    from ptuning import artifact
     from ptuning.serve.pool import PromptPool
 
     data = write_conll(tmp_path / "conll")
@@ -294,6 +293,8 @@ def test_crf_likelihood_matches_brute_force():
 def test_train_with_crf_and_predict(tmp_path, tiny_bert_dir):
     data, out, summary = train_conll(tmp_path, tiny_bert_dir, "ptv2", epochs=2, task_options={"crf": True})
     assert summary["history"][-1]["train_loss"] > 0
+    model, _, task, meta = artifact.load_artifact(out)
+    assert meta["task"]["crf"] and task.crf and hasattr(model.head, "crf")  # --crf reaches the head and the artifact
     assert pipeline.evaluate(out, str(data))["f1"] == pytest.approx(summary["best"]["f1"])
     pipeline.predict(out, data / "test.txt", tmp_path / "pred.txt")
     predicted = [

@@ -125,6 +125,8 @@ class TaggingTask(Task):
             changes["tag_column"] = int(options["label_column"])
         if options.get("labels"):
             changes["labels"] = tuple(options["labels"])
+        if options.get("crf"):
+            changes["crf"] = True
         return replace(self, **changes) if changes else self
 
     def state(self) -> dict:
@@ -133,6 +135,7 @@ class TaggingTask(Task):
             "scheme": self.scheme,
             "token_column": self.token_column,
             "tag_column": self.tag_column,
+            "crf": self.crf,  # the head's layout: a CRF head has transition weights to load
         }
 
     def from_state(self, state: dict) -> TaggingTask:
@@ -142,6 +145,7 @@ class TaggingTask(Task):
             scheme=state["scheme"],
             token_column=state["token_column"],
             tag_column=state["tag_column"],
+            crf=bool(state.get("crf", False)),  # artifacts from before it was recorded: no CRF
         )
 
     # -- reader -> examples ---------------------------------------------------------
