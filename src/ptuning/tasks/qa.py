@@ -100,13 +100,13 @@ class QATask(Task):
         return replace(self, null_threshold=float(metrics["null_threshold"]))
 
     # -- reader -> examples ---------------------------------------------------------------
-    def load_split(self, data, split: str) -> list[Record]:
+    def load_split(self, data: str | Path, split: str) -> list[Record]:
         """With ``split_by_article`` every split is one side of the validation file."""
         if self.split_by_article is None:
             return super().load_split(data, split)
         return self.select_split(load_records(self.files, data, "validation"), split)
 
-    def training_records(self, data) -> tuple[list[Record], list[Record]]:
+    def training_records(self, data: str | Path) -> tuple[list[Record], list[Record]]:
         """With ``split_by_article`` the one file is read once and split by article title."""
         if self.split_by_article is None:
             return super().training_records(data)
