@@ -80,23 +80,22 @@ def test_windows_keep_the_answer_and_postprocessing_returns_the_exact_substring(
     task = get_task("squad", doc_stride=4)
     example = task.example_from_input({"question": "what was good ?", "context": CONTEXT})
     example.label = {"text": ["the music"], "start": [CONTEXT.index("the music")]}
-    features = task.featurize([example], tokenizer, max_length=16)
+    featurized = task.featurize([example], tokenizer, max_length=16)
+    features, (windows,) = featurized.features, featurized.alignment
     assert len(features) > 2  # the context does not fit one window
     found = []
-    for (_, offsets), feature in zip(example.extra["features"], features, strict=True):
+    for (_, offsets), feature in zip(windows, features, strict=True):
         start, end = feature["labels"]
         if start:
             found.append(CONTEXT[offsets[start][0] : offsets[end][1]])
     assert found and set(found) == {"the music"}
     logits = torch.full((len(features), 16, 2), -5.0)
-    index, offsets = next(
-        (i, o) for (i, o), f in zip(example.extra["features"], features, strict=True) if f["labels"][0]
-    )
+    index, offsets = next((i, o) for (i, o), f in zip(windows, features, strict=True) if f["labels"][0])
     start, end = features[index]["labels"]
     logits[index, start, 0] = logits[index, end, 1] = 5.0
-    assert task.best_answer(logits, example)[0] == "the music"
+    assert task.best_answer(logits, example, windows)[0] == "the music"
     narrow = get_task("squad").from_state({**task.state(), "max_answer_length": 1})
-    assert narrow.best_answer(logits, example)[0] != "the music"
+    assert narrow.best_answer(logits, example, windows)[0] != "the music"
 
 
 @pytest.mark.parametrize("version", ["squad", "squad_v2"])
@@ -128,6 +127,7 @@ def test_train_eval_predict(tmp_path, tiny_bert_dir, version):
     assert all(isinstance(a, str) and (a == "" or a in CONTEXT) for a in answers.values())
     if version == "squad_v2":
         assert "NoAns_exact" in summary["best"] and "null_threshold" in meta["task"]
+        assert meta["task"]["null_threshold"] == summary["best"]["null_threshold"]  # the best-dev evaluation's
         assert set(json.loads((tmp_path / "null_odds.json").read_text())) == set(answers)
 
 
@@ -169,9 +169,10 @@ def test_pool_serves_qa_windows_mixed_with_classification(tmp_path, tiny_bert_di
 
     model, tokenizer, task, meta = artifact.load_artifact(tmp_path / "out-squad")
     examples = [task.example_from_input(q) for q in questions]
-    features = task.featurize(examples, tokenizer, meta["max_length"])
-    assert len(features) >= 2 * len(examples)  # each context really is several windows at max length 24
-    alone = task.predictions(pipeline.predict_logits(model, features, task.collator(tokenizer), 8), examples)
+    featurized = task.featurize(examples, tokenizer, meta["max_length"])
+    assert len(featurized.features) >= 2 * len(examples)  # each context really is several windows at max length 24
+    logits = pipeline.predict_logits(model, featurized.features, task.collator(tokenizer), 8)
+    alone = task.predictions(logits, examples, featurized.alignment)
     for got, want in zip((mixed[0], mixed[2]), alone, strict=True):
         assert got["answer"] == want["answer"] and got["answer"] in CONTEXT
         assert got["null_odds"] == pytest.approx(want["null_odds"], abs=1e-4)

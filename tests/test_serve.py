@@ -63,9 +63,9 @@ def artifacts(tmp_path_factory, tiny_bert_dir):
 def single_task(path, inputs):
     model, tokenizer, task, meta = artifact.load_artifact(path)
     examples = [task.example_from_input(v) for v in inputs]
-    features = task.featurize(examples, tokenizer, model.token_budget(meta["max_length"]))
-    logits = pipeline.predict_logits(model, features, task.collator(tokenizer), 64)
-    return task.predictions(logits, examples)
+    featurized = task.featurize(examples, tokenizer, model.token_budget(meta["max_length"]))
+    logits = pipeline.predict_logits(model, featurized.features, task.collator(tokenizer), 64)
+    return task.predictions(logits, examples, featurized.alignment)
 
 
 def test_mixed_batch_equals_single_task_path(artifacts, tiny_bert_dir):

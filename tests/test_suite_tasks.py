@@ -73,7 +73,7 @@ def test_every_backbone_family_runs_each_head(tmp_path, family, task):
     pooling = "last" if geometry(backbone).is_decoder else "cls"
     model = PTuningModel(backbone, method_config("ptv2", prompt_length=3), spec.build_head(32, pooling))
     examples = spec.records_to_examples(load_records(spec.files, data, "validation"), labelled=True)[:3]
-    batch = spec.collator(tokenizer)(spec.featurize(examples, tokenizer, 32))
+    batch = spec.collator(tokenizer)(spec.featurize(examples, tokenizer, 32).features)
     labels = batch.pop("labels")
     if family in ("gpt2", "llama", "qwen2", "modernbert"):
         batch.pop("token_type_ids", None)
@@ -92,7 +92,7 @@ def test_wic_and_wsc_span_masks_cover_the_marked_words(tmp_path, tiny_bert_dir):
         spec = get_task(task)
         data = fixtures.write(task, tmp_path / task)
         example = spec.records_to_examples(load_records(spec.files, data, "validation"), labelled=True)[1]
-        features = spec.featurize([example], tokenizer, 48)[0]
+        features = spec.featurize([example], tokenizer, 48).features[0]
         tokens = tokenizer.convert_ids_to_tokens(features["input_ids"])
         one = [t for t, keep in zip(tokens, features["span_mask_1"], strict=True) if keep]
         two = [t for t, keep in zip(tokens, features["span_mask_2"], strict=True) if keep]
@@ -184,9 +184,10 @@ def test_mixed_pool_batch_with_multiple_choice_and_spans(tmp_path, tiny_bert_dir
     mixed = pool.predict(rows)
     for (task, example), got in zip(rows, mixed, strict=True):
         model, tokenizer, spec, meta = __import__("ptuning.artifact", fromlist=["x"]).load_artifact(paths[task])
-        batch = spec.collator(tokenizer)(spec.featurize([example], tokenizer, meta["max_length"]))
+        featurized = spec.featurize([example], tokenizer, meta["max_length"])
+        batch = spec.collator(tokenizer)(featurized.features)
         with torch.no_grad():
-            want = spec.predictions(model(**batch), [example])[0]
+            want = spec.predictions(model(**batch), [example], featurized.alignment)[0]
         assert got.keys() == want.keys()
         for key, value in want.items():
             assert (abs(got[key] - value) < 1e-5) if isinstance(value, float) else got[key] == value

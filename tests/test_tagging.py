@@ -8,7 +8,7 @@ import pytest
 import torch
 from conftest import FAMILIES, WORDS, tiny_backbone, train_tiny
 
-from ptuning import pipeline
+from ptuning import artifact, pipeline
 from ptuning.errors import DataError
 from ptuning.method import method_config
 from ptuning.model import PTuningModel
@@ -105,12 +105,13 @@ def test_every_word_gets_exactly_one_prediction(tiny_bert_dir):
     for n in [1, 5, 29, 30, 31, 64, 200, 513]:
         words = [rng.choice(WORDS) for _ in range(n)]
         example = Example(tuple(words), ["O"] * n, extra={"scheme": "iob2", "lines": None, "predicate": None})
-        features = task.featurize([example], tokenizer, max_length=16)
+        featurized = task.featurize([example], tokenizer, max_length=16)
+        features, (windows,) = featurized.features, featurized.alignment
         assert all(len(f["input_ids"]) <= 16 for f in features)
-        owned = sorted(word for _, positions in example.extra["windows"] for _, word in positions)
+        owned = sorted(word for _, positions in windows for _, word in positions)
         assert owned == list(range(n))
         logits = torch.zeros(len(features), 16, 3)
-        assert len(task.decode(logits, example)) == n
+        assert len(task.decode(logits, example, windows)) == n
 
 
 def test_entity_metrics_match_conlleval_by_hand(tiny_bert_dir):
@@ -124,11 +125,11 @@ def test_entity_metrics_match_conlleval_by_hand(tiny_bert_dir):
     gold = ["O", "B-PER", "I-PER", "B-PER", "B-LOC", "O"]
     predicted = ["B-ORG", "B-PER", "O", "B-PER", "B-LOC", "O"]
     example = Example(tuple(words), gold, extra={"scheme": "iob2", "lines": None, "predicate": None})
-    features = task.featurize([example], tokenizer, 32)
-    logits = torch.full((1, len(features[0]["input_ids"]), len(task.labels)), -5.0)
-    for pos, word in example.extra["windows"][0][1]:
+    featurized = task.featurize([example], tokenizer, 32)
+    logits = torch.full((1, len(featurized.features[0]["input_ids"]), len(task.labels)), -5.0)
+    for pos, word in featurized.alignment[0][0][1]:
         logits[0, pos, task.labels.index(predicted[word])] = 5.0
-    scores = task.evaluate(logits, [example])
+    scores = task.evaluate(logits, [example], featurized.alignment)
     assert scores["precision"] == pytest.approx(2 / 4)
     assert scores["recall"] == pytest.approx(2 / 3)
     assert scores["f1"] == pytest.approx(2 * 0.5 * (2 / 3) / (0.5 + 2 / 3))
@@ -198,7 +199,7 @@ def test_token_head_on_every_backbone_family(family, tiny_bert_dir, tmp_path):
     task = get_task("conll03")
     tokenizer = _tokenizer(tiny_bert_dir)
     examples = task.records_to_examples(load_records(task.files, write_conll(tmp_path), "validation"), labelled=True)
-    batch = task.collator(tokenizer)(task.featurize(examples, tokenizer, 8))
+    batch = task.collator(tokenizer)(task.featurize(examples, tokenizer, 8).features)
     labels = batch.pop("labels")
     if family in ("gpt2", "llama", "qwen2", "modernbert"):
         batch.pop("token_type_ids", None)
@@ -210,7 +211,6 @@ def test_token_head_on_every_backbone_family(family, tiny_bert_dir, tmp_path):
 
 
 def test_pool_mixes_tagging_with_classification(tmp_path, tiny_bert_dir, sst2_dir):
-    from ptuning import artifact
     from ptuning.serve.pool import PromptPool
 
     data = write_conll(tmp_path / "conll")
@@ -226,8 +226,9 @@ def test_pool_mixes_tagging_with_classification(tmp_path, tiny_bert_dir, sst2_di
     assert len(mixed[0]["tags"]) == len(sentence)  # windows (max length 10) reassembled
     model, tokenizer, task, meta = artifact.load_artifact(tmp_path / "out-conll03")
     example = task.example_from_input(sentence)
-    features = task.featurize([example], tokenizer, meta["max_length"])
-    alone = task.predictions(pipeline.predict_logits(model, features, task.collator(tokenizer), 8), [example])[0]
+    featurized = task.featurize([example], tokenizer, meta["max_length"])
+    logits = pipeline.predict_logits(model, featurized.features, task.collator(tokenizer), 8)
+    alone = task.predictions(logits, [example], featurized.alignment)[0]
     assert mixed[0]["tags"] == alone["tags"]
     assert mixed[1]["label"] in ("0", "1")
 
@@ -293,6 +294,8 @@ def test_crf_likelihood_matches_brute_force():
 def test_train_with_crf_and_predict(tmp_path, tiny_bert_dir):
     data, out, summary = train_conll(tmp_path, tiny_bert_dir, "ptv2", epochs=2, task_options={"crf": True})
     assert summary["history"][-1]["train_loss"] > 0
+    model, _, task, meta = artifact.load_artifact(out)
+    assert meta["task"]["crf"] and task.crf and hasattr(model.head, "crf")  # --crf reaches the head and the artifact
     assert pipeline.evaluate(out, str(data))["f1"] == pytest.approx(summary["best"]["f1"])
     pipeline.predict(out, data / "test.txt", tmp_path / "pred.txt")
     predicted = [

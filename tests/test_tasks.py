@@ -88,3 +88,53 @@ def test_metrics_against_hand_computed_values():
     assert accuracy(pred, gold) == pytest.approx(4 / 6)
     # per class F1: e: tp2 fp1 fn1 -> 4/6; c: tp2 fp1 fn0 -> 4/5; n: 0
     assert macro_f1(pred, gold, ["e", "c", "n"]) == pytest.approx((4 / 6 + 4 / 5 + 0) / 3)
+
+
+BOM = "\ufeff"
+MRPC_TSV = (
+    "Quality\t#1 ID\t#2 ID\t#1 String\t#2 String\n"
+    "1\t1\t2\tthe film was good\tthe movie was good\n"
+    "0\t3\t4\tthe plot was dull\tthe cast was great\n"
+)
+SQUAD_JSON = json.dumps(
+    {
+        "data": [
+            {
+                "title": "T",
+                "paragraphs": [
+                    {
+                        "context": "the film was good",
+                        "qas": [
+                            {
+                                "id": "q1",
+                                "question": "what was good ?",
+                                "answers": [{"text": "the film", "answer_start": 0}],
+                            }
+                        ],
+                    }
+                ],
+            }
+        ]
+    }
+)
+
+
+@pytest.mark.parametrize(
+    "task,name,content,first",
+    [
+        ("mrpc", "dev.tsv", MRPC_TSV, ("the film was good", "the movie was good")),  # GLUE's download script
+        ("cb", "val.jsonl", '{"premise": "a b", "hypothesis": "c", "label": "neutral"}\n', ("a b", "c")),
+        ("text-classification", "dev.csv", "text,label\nawful film,low\nfine,high\n", ("awful film",)),
+        ("conll03", "dev.txt", "EU B-ORG\nrejects O\n\ncall O\n", ("EU", "rejects")),
+        ("squad", "dev-v1.1.json", SQUAD_JSON, ("what was good ?", "the film was good")),
+    ],
+)
+def test_files_starting_with_a_byte_order_mark_read_like_plain_utf8(tmp_path, task, name, content, first):
+    """A UTF-8 BOM used to glue itself to the first column name (`missing column 'Quality'`) or token."""
+    (tmp_path / name).write_bytes((BOM + content).encode("utf-8"))
+    spec = get_task(task)
+    if task == "text-classification":
+        spec = spec.with_labels_from(load_records(spec.files, tmp_path, "validation"))
+    examples = spec.records_to_examples(load_records(spec.files, tmp_path, "validation"), labelled=True)
+    assert examples[0].texts == first
+    assert not any(BOM in text for e in examples for text in e.texts)

@@ -6,7 +6,6 @@ checked before the output directory is touched.
 
 from __future__ import annotations
 
-import json
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +17,7 @@ from .io import atomic_write_bytes, atomic_write_json
 from .method import MethodConfig
 from .method.prefix import Ptv2Config
 from .model import PTuningModel
-from .tasks import get_task, load_records
+from .tasks import Task, get_task
 from .tasks.readers import read_records
 from .train import TrainConfig, predict_logits
 from .train import train as run_loop
@@ -64,16 +63,10 @@ def _check_output(output: Path, resume: bool, overwrite: bool) -> None:
     raise PTuningError(f"{output} is not empty; pass --resume to continue it or --overwrite to replace it")
 
 
-def training_examples(task, data: str, max_train: int | None = None, max_eval: int | None = None):
+def training_examples(task: Task, data: str, max_train: int | None = None, max_eval: int | None = None):
     """``(task, train examples, validation examples)``; the task learns its label set from train when it can."""
-    if getattr(task, "split_by_article", None) is not None:  # one SQuAD file, split by article title
-        pooled = load_records(task.files, data, "validation")
-        train_records, eval_records = task.select_split(pooled, "train"), task.select_split(pooled, "validation")
-    else:
-        train_records = load_records(task.files, data, "train")
-        eval_records = load_records(task.files, data, "validation")
-    if hasattr(task, "with_labels_from"):
-        task = task.with_labels_from(train_records)
+    train_records, eval_records = task.training_records(data)
+    task = task.with_labels_from(train_records)
     train_examples = task.records_to_examples(train_records, labelled=True)[:max_train]
     eval_examples = task.records_to_examples(eval_records, labelled=True)[:max_eval]
     return task, train_examples, eval_examples
@@ -95,22 +88,22 @@ def train(request: TrainRequest) -> dict:
     from accelerate.utils import set_seed
 
     set_seed(request.train.seed)  # the head and prompt initialisation depend on it
-    max_length = request.max_length or getattr(task, "default_max_length", 128)
+    max_length = request.max_length or task.default_max_length
     backbone, tokenizer, name = backbones.load_backbone(request.model, dropout=request.train.backbone_dropout)
     fingerprint = backbones.fingerprint(backbone)
     pooling = _pooling(request.pooling, backbone, name)
     model = PTuningModel(backbone, request.method, task.build_head(backbone.config.hidden_size, pooling))
     budget = model.token_budget(max_length)
-    train_features = task.featurize(train_examples, tokenizer, budget)
-    eval_features = task.featurize(eval_examples, tokenizer, budget)
+    train_features = task.featurize(train_examples, tokenizer, budget).features
+    eval_set = task.featurize(eval_examples, tokenizer, budget)
     _check_output(output, request.train.resume, request.overwrite)
     output.mkdir(parents=True, exist_ok=True)
 
-    def save_best(trained: PTuningModel) -> None:
+    def save_best(trained: PTuningModel, scores: dict) -> None:
         artifact.save_artifact(
             output,
             trained,
-            task=task,
+            task=task.calibrated(scores),  # e.g. the SQuAD 2.0 null threshold these scores were measured with
             backbone_name=name,
             backbone_fingerprint=fingerprint,
             max_length=max_length,
@@ -121,7 +114,7 @@ def train(request: TrainRequest) -> dict:
         model,
         task,
         train_features,
-        eval_features,
+        eval_set,
         eval_examples,
         task.collator(tokenizer),
         request.train,
@@ -156,15 +149,13 @@ def evaluate(
     return score_split(model, tokenizer, task, data, split, meta["max_length"], batch_size)
 
 
-def score_split(model, tokenizer, task, data: str, split: str, max_length: int, batch_size: int = 64) -> dict:
+def score_split(model, tokenizer, task: Task, data: str, split: str, max_length: int, batch_size: int = 64) -> dict:
     """The task's metrics on one labelled split of ``data``, for a model in memory (an artifact's, or any other)."""
-    records = load_records(task.files, data, "validation" if getattr(task, "split_by_article", None) else split)
-    if hasattr(task, "select_split"):
-        records = task.select_split(records, split)
-    examples = task.records_to_examples(records, labelled=True)
-    features = task.featurize(examples, tokenizer, model.token_budget(max_length))
-    logits = predict_logits(model, features, task.collator(tokenizer), batch_size)
-    return {"task": task.name, "split": split, "examples": len(examples), **task.evaluate(logits, examples)}
+    examples = task.records_to_examples(task.load_split(data, split), labelled=True)
+    featurized = task.featurize(examples, tokenizer, model.token_budget(max_length))
+    logits = predict_logits(model, featurized.features, task.collator(tokenizer), batch_size)
+    scores = task.evaluate(logits, examples, featurized.alignment)
+    return {"task": task.name, "split": split, "examples": len(examples), **scores}
 
 
 def predict(
@@ -181,12 +172,9 @@ def predict(
     model, tokenizer, task, meta = artifact.load_artifact(artifact_dir, model_name=model_name)
     model.to(backbones.resolve_device(device))
     examples = task.records_to_examples(read_records(input_file, header=task.files.header), labelled=False)
-    features = task.featurize(examples, tokenizer, model.token_budget(meta["max_length"]))
-    logits = predict_logits(model, features, task.collator(tokenizer), batch_size)
-    rows = task.predictions(logits, examples)
-    if hasattr(task, "write_predictions"):  # CoNLL files for tagging, the official answer map for QA
-        text = task.write_predictions(rows, examples, input_file, output_file)
-    else:
-        text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+    featurized = task.featurize(examples, tokenizer, model.token_budget(meta["max_length"]))
+    logits = predict_logits(model, featurized.features, task.collator(tokenizer), batch_size)
+    rows = task.predictions(logits, examples, featurized.alignment)
+    text = task.write_predictions(rows, examples, input_file, Path(output_file))  # JSONL, CoNLL, SQuAD's map
     atomic_write_bytes(Path(output_file), text.encode("utf-8"))
     return len(rows)

@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 from . import checkpoint
 from .errors import PTuningError
 from .model import PTuningModel
+from .tasks import Featurized
 
 SCHEDULERS = ("linear", "exponential", "constant")
 
@@ -159,10 +160,10 @@ def _loader(features, collate, batch_size: int, seed: int | None, group_by_lengt
     return DataLoader(features, batch_size=batch_size, sampler=sampler, collate_fn=collate)
 
 
-def evaluate(model, task, features, examples, collate, batch_size: int, accelerator) -> dict:
-    """Task metrics on ``examples`` (gathered over processes)."""
-    logits = predict_logits(model, features, collate, batch_size, accelerator)
-    return task.evaluate(logits, examples)
+def evaluate(model, task, featurized: Featurized, examples, collate, batch_size: int, accelerator) -> dict:
+    """Task metrics on ``examples`` (gathered over processes), read through ``featurized``'s alignment."""
+    logits = predict_logits(model, featurized.features, collate, batch_size, accelerator)
+    return task.evaluate(logits, examples, featurized.alignment)
 
 
 @torch.no_grad()
@@ -198,14 +199,18 @@ def train(
     model: PTuningModel,
     task,
     train_features: list[dict],
-    eval_features: list[dict],
+    eval_set: Featurized,
     eval_examples: list,
     collate,
     config: TrainConfig,
     output_dir: Path,
-    save_best: Callable[[PTuningModel], None],
+    save_best: Callable[[PTuningModel, dict], None],
 ) -> dict:
-    """Train ``model`` and keep the best-dev artifact; return the summary for ``metrics.json``."""
+    """Train ``model`` and keep the best-dev artifact; return the summary for ``metrics.json``.
+
+    ``save_best`` receives the model and the scores that made it the best, so the artifact can keep what
+    the evaluation tuned (``task.calibrated``).
+    """
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
@@ -251,7 +256,7 @@ def train(
 
     def evaluate_and_keep(epoch_float: float, train_loss: float) -> bool:
         """Evaluate, keep the best artifact, checkpoint; True when patience or the time cap ran out."""
-        scores = evaluate(model, task, eval_features, eval_examples, collate, config.eval_batch_size, accelerator)
+        scores = evaluate(model, task, eval_set, eval_examples, collate, config.eval_batch_size, accelerator)
         model.train()
         row = {"epoch": round(epoch_float, 3), "step": loop["step"], "train_loss": train_loss, **scores}
         row["elapsed_s"] = round(time.perf_counter() - started, 2)
@@ -260,7 +265,7 @@ def train(
         if improved:
             loop.update(best=scores[metric], best_metrics=scores, best_epoch=row["epoch"], bad_evals=0)
             if main:
-                save_best(accelerator.unwrap_model(model))
+                save_best(accelerator.unwrap_model(model), scores)
         else:
             loop["bad_evals"] += 1
         log.write({**row, "best_" + metric: loop["best"]})

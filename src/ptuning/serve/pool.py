@@ -29,8 +29,6 @@ from ..tasks import Example, Task
 from ..tasks.base import pad_collate
 
 BACKBONE_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
-# Families whose input may become several windows, each scored per token; the task reassembles them.
-WINDOWED = ("tagging", "qa")
 
 
 class UnknownTask(PTuningError):
@@ -145,14 +143,17 @@ class PromptPool:
 
         Each row becomes one or more *units* (a multiple-choice row has one unit per
         choice, a long sentence or QA context one per window); units of all tasks with
-        deep prefixes share backbone forwards.
+        deep prefixes share backbone forwards; each task joins its units' logits back (``Task.join_units``).
         """
         with self._lock:
             loaded = [self.get(name) for name, _ in rows]
             units: list[tuple[int, dict]] = []  # (row, features of one sequence)
+            alignments = []  # per row: how its task reads the joined logits back onto the example
             for i, (p, (_, example)) in enumerate(zip(loaded, rows, strict=True)):
-                for features in p.task.featurize([example], self.tokenizer, p.token_budget):  # windows
-                    features.pop("labels", None)
+                featurized = p.task.featurize([example], self.tokenizer, p.token_budget)
+                alignments.append(featurized.alignment)
+                for features in featurized.features:  # windows
+                    features = {k: v for k, v in features.items() if k != "labels"}
                     if isinstance(features["input_ids"][0], list):  # choices: one unit each
                         n = len(features["input_ids"])
                         units += [(i, {k: v[c] for k, v in features.items()}) for c in range(n)]
@@ -169,16 +170,10 @@ class PromptPool:
             per_row: dict[int, list[torch.Tensor]] = defaultdict(list)
             for u, (i, _) in enumerate(units):
                 per_row[i].append(scores[u])
-            results = []
-            for i, (p, (_, example)) in enumerate(zip(loaded, rows, strict=True)):
-                parts = per_row[i]
-                if p.task.family in WINDOWED:  # (windows, L, tags or 2), windows padded to one length
-                    longest = max(x.shape[0] for x in parts)
-                    logits = torch.stack([nn.functional.pad(x, (0, 0, 0, longest - x.shape[0])) for x in parts])
-                else:
-                    logits = torch.cat(parts).view(1, -1)  # (1, labels) or (1, choices)
-                results.append(p.task.predictions(logits, [example])[0])
-            return results
+            return [
+                p.task.predictions(p.task.join_units(per_row[i]), [example], alignments[i])[0]
+                for i, (p, (_, example)) in enumerate(zip(loaded, rows, strict=True))
+            ]
 
     def _run(self, members: list[int], units, loaded, scores) -> None:
         # sort by length so each chunk pads to similar lengths

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..errors import PTuningError
-from .base import DataFiles, Example, Task, load_records
+from .base import DataFiles, Example, Featurized, Task, load_records
 from .classification import ClassificationTask
 from .multiple_choice import MultipleChoiceTask
 from .multirc import MultiRCTask
@@ -296,6 +296,7 @@ TASKS: dict[str, Task] = {
 
 
 def get_task(name: str, **options) -> Task:
+    """The registered task, or a new one with ``options`` applied (the registry's object is never changed)."""
     if name not in TASKS:
         raise PTuningError(f"unknown task {name!r}; `ptuning tasks` lists them ({', '.join(TASKS)})")
     task = TASKS[name]
@@ -303,4 +304,4 @@ def get_task(name: str, **options) -> Task:
     return task.with_options(**given) if given else task
 
 
-__all__ = ["TASKS", "DataFiles", "Example", "Task", "get_task", "load_records"]
+__all__ = ["TASKS", "DataFiles", "Example", "Featurized", "Task", "get_task", "load_records"]

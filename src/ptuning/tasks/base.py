@@ -2,16 +2,18 @@
 
 A task is declarative: a reader (official files or a hub id) -> features for
 the tokenizer -> a head -> a metric. A task family (classification, multiple
-choice, tagging, QA) implements this protocol once; a new task of an existing
+choice, tagging, QA) subclasses :class:`Task` once; a new task of an existing
 family is a few lines of data (see ``classification.py``).
 """
 
 from __future__ import annotations
 
+import json
 import re
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -31,35 +33,6 @@ class Example:
     source: str = ""
     id: Any = None
     extra: dict = field(default_factory=dict)
-
-
-class Task(Protocol):
-    name: str
-    family: str
-    description: str
-    data_format: str
-    metric_names: tuple[str, ...]
-
-    @property
-    def main_metric(self) -> str: ...
-
-    def records_to_examples(self, records: list[Record], *, labelled: bool) -> list[Example]: ...
-
-    def example_from_input(self, value: Any) -> Example: ...
-
-    def build_head(self, hidden_size: int, pooling: str) -> nn.Module: ...
-
-    def featurize(self, examples: list[Example], tokenizer, max_length: int) -> list[dict]: ...
-
-    def collator(self, tokenizer): ...
-
-    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor: ...
-
-    def evaluate(self, logits: torch.Tensor, examples: list[Example]) -> dict: ...
-
-    def predictions(self, logits: torch.Tensor, examples: list[Example]) -> list[dict]: ...
-
-    def state(self) -> dict: ...
 
 
 @dataclass(frozen=True)
@@ -152,3 +125,134 @@ def pad_collate(tokenizer, label_dtype: torch.dtype = torch.long):
         return batch
 
     return collate
+
+
+Window = tuple[int, tuple]
+"""One window of an example: the index of its feature, and how that feature's tokens map back onto the
+example (QA: each token's character offsets in the context; tagging: ``(token position, word index)`` pairs)."""
+
+Alignment = tuple[tuple[Window, ...], ...]
+"""Per example, its windows in order; empty for the families where example ``i`` is feature ``i``."""
+
+
+@dataclass(frozen=True)
+class Featurized:
+    """Model inputs for a list of examples, and how to read the model's outputs back onto those examples.
+
+    The alignment travels beside the features instead of inside the examples, so featurizing never
+    changes its input: the same examples can be featurized again (another length, the server's budget)
+    and every result evaluated against them.
+    """
+
+    features: list[dict]
+    alignment: Alignment = ()
+
+
+class Task(ABC):
+    """Everything the pipeline, the training loop and the server ask of a task, with the common defaults.
+
+    A family subclasses this as a frozen dataclass. Task objects are values: the registry's are shared by
+    every caller, so anything that changes a task (options, labels learnt from data, an artifact's state,
+    a threshold tuned by an evaluation) returns a new one.
+    """
+
+    name: str
+    family: str
+    description: str
+    files: DataFiles
+    metric_names: tuple[str, ...]
+    default_max_length: ClassVar[int] = 128  # tokens per sequence when the user gives no --max-length
+
+    @property
+    def main_metric(self) -> str:
+        """The metric that picks the best-dev checkpoint."""
+        return self.metric_names[0]
+
+    @property
+    @abstractmethod
+    def data_format(self) -> str:
+        """The files and fields the task reads, as ``ptuning tasks`` lists them."""
+
+    # -- new tasks from this one -----------------------------------------------------------
+    def with_options(self, **options) -> Task:
+        """This task with command-line options (columns, labels, strides) applied."""
+        return self
+
+    def state(self) -> dict:
+        """What an artifact records to rebuild this exact task (JSON-serialisable)."""
+        return {}
+
+    def from_state(self, state: dict) -> Task:
+        """The task an artifact recorded with :meth:`state`."""
+        return self
+
+    def with_labels_from(self, records: list[Record]) -> Task:
+        """This task with its label set adopted from training records, for tasks that have none fixed."""
+        return self
+
+    def calibrated(self, metrics: dict) -> Task:
+        """This task with what :meth:`evaluate` tuned on its data (SQuAD 2.0's null threshold) adopted,
+        so the best-dev artifact keeps the value its score was measured with."""
+        return self
+
+    # -- data ------------------------------------------------------------------------------
+    def load_split(self, data: str | Path, split: str) -> list[Record]:
+        """The records of one split of ``data`` (a directory, a file or a hub id)."""
+        return self.select_split(load_records(self.files, data, split), split)
+
+    def training_records(self, data: str | Path) -> tuple[list[Record], list[Record]]:
+        """``(train, validation)`` records for a training run."""
+        return self.load_split(data, "train"), self.load_split(data, "validation")
+
+    def select_split(self, records: list[Record], split: str) -> list[Record]:
+        """The records of ``split`` among those read for it (all of them unless a task splits one file)."""
+        return records
+
+    @abstractmethod
+    def records_to_examples(self, records: list[Record], *, labelled: bool) -> list[Example]:
+        """Examples from records; ``labelled`` makes a missing label an error."""
+
+    @abstractmethod
+    def example_from_input(self, value: Any) -> Example:
+        """One serving input (JSON value) as an unlabelled example; raises InputError when malformed."""
+
+    # -- model -----------------------------------------------------------------------------
+    @abstractmethod
+    def featurize(self, examples: list[Example], tokenizer, max_length: int) -> Featurized:
+        """Tokenized features (with ``labels`` for labelled examples); never modifies ``examples``."""
+
+    def collator(self, tokenizer):
+        return pad_collate(tokenizer)
+
+    @abstractmethod
+    def build_head(self, hidden_size: int, pooling: str) -> nn.Module: ...
+
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return nn.functional.cross_entropy(logits, labels)
+
+    # -- outputs ---------------------------------------------------------------------------
+    def join_units(self, parts: list[torch.Tensor]) -> torch.Tensor:
+        """One example's logits, in the layout :meth:`predictions` reads, from the logits of its units.
+
+        The server scores every sequence of an example as a unit: a single-sequence example is one unit
+        of ``(labels,)`` logits, a multiple-choice one a ``(1,)`` score per choice.
+        """
+        return torch.cat(parts).view(1, -1)  # (1, labels) or (1, choices)
+
+    @abstractmethod
+    def evaluate(self, logits: torch.Tensor, examples: list[Example], alignment: Alignment) -> dict:
+        """Metrics of ``logits`` (one row per feature) against the labelled ``examples``."""
+
+    @abstractmethod
+    def predictions(self, logits: torch.Tensor, examples: list[Example], alignment: Alignment) -> list[dict]:
+        """One JSON-serialisable prediction per example."""
+
+    def write_predictions(self, rows: list[dict], examples: list[Example], source: Path, target: Path) -> str:
+        """The text of the prediction file for ``source`` (default: one JSON object per line)."""
+        return "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+
+
+def stack_windows(parts: list[torch.Tensor]) -> torch.Tensor:
+    """Per-token logits of an example's windows, padded to the longest: the ``join_units`` of windowed tasks."""
+    longest = max(x.shape[0] for x in parts)
+    return torch.stack([nn.functional.pad(x, (0, 0, 0, longest - x.shape[0])) for x in parts])  # (windows, L, k)

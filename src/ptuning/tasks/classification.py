@@ -14,7 +14,7 @@ from torch import nn
 from ..errors import DataError, InputError
 from ..heads import SequenceClassificationHead
 from . import metrics
-from .base import DataFiles, Example, pad_collate
+from .base import Alignment, DataFiles, Example, Featurized, Task, pad_collate
 from .readers import Record
 
 
@@ -24,7 +24,7 @@ def _label_key(value) -> str:
 
 
 @dataclass(frozen=True)
-class ClassificationTask:
+class ClassificationTask(Task):
     """A classification task described by data only.
 
     ``labels`` None means "whatever the training data holds" (generic task).
@@ -43,10 +43,6 @@ class ClassificationTask:
     regression: bool = False
     positive: str = "1"
     family: str = "classification"
-
-    @property
-    def main_metric(self) -> str:
-        return self.metric_names[0]
 
     @property
     def data_format(self) -> str:
@@ -130,7 +126,7 @@ class ClassificationTask:
         return Example(tuple(texts))
 
     # -- features, head, loss -------------------------------------------------------
-    def featurize(self, examples: list[Example], tokenizer, max_length: int) -> list[dict]:
+    def featurize(self, examples: list[Example], tokenizer, max_length: int) -> Featurized:
         columns = list(zip(*(e.texts for e in examples), strict=False))
         encoded = tokenizer(*columns, truncation=True, max_length=max_length)
         index = {label: i for i, label in enumerate(self.labels or ())}
@@ -140,7 +136,7 @@ class ClassificationTask:
             if example.label is not None:
                 row["labels"] = example.label if self.regression else index[example.label]
             features.append(row)
-        return features
+        return Featurized(features)
 
     def collator(self, tokenizer):
         return pad_collate(tokenizer, torch.float if self.regression else torch.long)
@@ -154,7 +150,7 @@ class ClassificationTask:
         return nn.functional.cross_entropy(logits, labels)
 
     # -- outputs ------------------------------------------------------------------------
-    def evaluate(self, logits: torch.Tensor, examples: list[Example]) -> dict:
+    def evaluate(self, logits: torch.Tensor, examples: list[Example], alignment: Alignment = ()) -> dict:
         gold = [e.label for e in examples]
         if self.regression:
             predicted = logits.squeeze(-1).tolist()
@@ -162,7 +158,7 @@ class ClassificationTask:
             predicted = [self.labels[i] for i in logits.argmax(dim=-1).tolist()]
         return metrics.compute(self.metric_names, predicted, gold, self.labels, self.positive)
 
-    def predictions(self, logits: torch.Tensor, examples: list[Example]) -> list[dict]:
+    def predictions(self, logits: torch.Tensor, examples: list[Example], alignment: Alignment = ()) -> list[dict]:
         if self.regression:
             return [
                 {"id": e.id, "score": round(float(v), 6)} if e.id is not None else {"score": round(float(v), 6)}

@@ -7,7 +7,7 @@ ReCoRD (``record.py``) reuses this family with a variable number of choices.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -15,14 +15,14 @@ from torch import nn
 from ..errors import DataError, InputError
 from ..heads import SequenceClassificationHead
 from . import metrics
-from .base import DataFiles, Example, pad_collate
+from .base import Alignment, DataFiles, Example, Featurized, Task
 from .readers import Record
 
 COPA_QUESTION = {"cause": "What was the cause?", "effect": "What happened as a result?"}
 
 
 @dataclass(frozen=True)
-class MultipleChoiceTask:
+class MultipleChoiceTask(Task):
     name: str
     description: str
     files: DataFiles
@@ -31,23 +31,10 @@ class MultipleChoiceTask:
     family: str = "multiple-choice"
 
     @property
-    def main_metric(self) -> str:
-        return self.metric_names[0]
-
-    @property
     def data_format(self) -> str:
         if self.kind == "copa":
             return "train.jsonl/val.jsonl: premise, question (cause|effect), choice1, choice2 -> label (0|1)"
         return "train/validation .jsonl: context, choices [..] -> label (index)"
-
-    def with_options(self, **options) -> MultipleChoiceTask:
-        return self
-
-    def from_state(self, state: dict) -> MultipleChoiceTask:
-        return replace(self)
-
-    def state(self) -> dict:
-        return {}
 
     def _parse(self, fields: dict) -> tuple[str, list[str]]:
         if self.kind == "copa":
@@ -96,7 +83,7 @@ class MultipleChoiceTask:
             raise InputError(f"bad input: {exc}") from None
         return Example((context,), extra={"choices": choices})
 
-    def featurize(self, examples: list[Example], tokenizer, max_length: int) -> list[dict]:
+    def featurize(self, examples: list[Example], tokenizer, max_length: int) -> Featurized:
         features = []
         for example in examples:
             contexts = [example.texts[0]] * len(example.extra["choices"])
@@ -105,22 +92,16 @@ class MultipleChoiceTask:
             if example.label is not None:
                 row["labels"] = example.label
             features.append(row)
-        return features
-
-    def collator(self, tokenizer):
-        return pad_collate(tokenizer)
+        return Featurized(features)
 
     def build_head(self, hidden_size: int, pooling: str) -> nn.Module:
         return SequenceClassificationHead(hidden_size, 1, pooling)  # one score per (context, choice)
 
-    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return nn.functional.cross_entropy(logits, labels)
-
-    def evaluate(self, logits: torch.Tensor, examples: list[Example]) -> dict:
+    def evaluate(self, logits: torch.Tensor, examples: list[Example], alignment: Alignment = ()) -> dict:
         predicted = logits.argmax(dim=-1).tolist()
         return {"accuracy": metrics.accuracy(predicted, [e.label for e in examples])}
 
-    def predictions(self, logits: torch.Tensor, examples: list[Example]) -> list[dict]:
+    def predictions(self, logits: torch.Tensor, examples: list[Example], alignment: Alignment = ()) -> list[dict]:
         rows = []
         for i, example in enumerate(examples):
             n = len(example.extra["choices"])

@@ -13,7 +13,7 @@ import torch
 
 from ..errors import DataError, InputError
 from . import metrics
-from .base import Example
+from .base import Alignment, Example
 from .classification import ClassificationTask, _label_key
 from .readers import Record
 
@@ -59,6 +59,6 @@ class MultiRCTask(ClassificationTask):
             raise InputError(f"task {self.name} takes an object with 'passage', 'question' and 'answer' texts")
         return Example((value["passage"], f"{value['question']} {value['answer']}"), extra={"group": None})
 
-    def evaluate(self, logits: torch.Tensor, examples: list[Example]) -> dict:
+    def evaluate(self, logits: torch.Tensor, examples: list[Example], alignment: Alignment = ()) -> dict:
         predicted = [self.labels[i] for i in logits.argmax(dim=-1).tolist()]
         return metrics.multirc(predicted, [e.label for e in examples], [e.extra["group"] for e in examples])

@@ -7,7 +7,8 @@ reference implementations: the ``n_best`` starts and ends of every window,
 answers at most ``max_answer_length`` tokens, mapped back through the
 tokenizer's offsets to the exact context substring, best over windows. For
 SQuAD 2.0 the null answer is scored at the first token and a null-score
-threshold, tuned on the evaluation set, is stored with the task.
+threshold is tuned on the evaluation set: ``evaluate`` reports it with the
+metrics and ``calibrated`` gives the task that uses it (the best-dev artifact's).
 """
 
 from __future__ import annotations
@@ -17,13 +18,14 @@ import json
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 from torch import nn
 
 from ..errors import DataError, InputError
 from . import metrics
-from .base import DataFiles, Example, pad_collate
+from .base import Alignment, DataFiles, Example, Featurized, Task, Window, load_records, stack_windows
 from .readers import Record
 
 
@@ -51,8 +53,8 @@ def article_side(title: str, fraction: float) -> str:
     return "validation" if value < fraction / 2 else "test"
 
 
-@dataclass
-class QATask:
+@dataclass(frozen=True)
+class QATask(Task):
     name: str
     description: str
     files: DataFiles
@@ -64,14 +66,11 @@ class QATask:
     null_threshold: float = 0.0
     split_by_article: float | None = None
     family: str = "qa"
+    default_max_length: ClassVar[int] = 384  # the reference SQuAD setting
 
     @property
     def metric_names(self) -> tuple[str, ...]:
         return ("f1", "exact", "HasAns_f1", "NoAns_exact") if self.version_2 else ("f1", "exact")
-
-    @property
-    def main_metric(self) -> str:
-        return "f1"
 
     @property
     def data_format(self) -> str:
@@ -81,8 +80,6 @@ class QATask:
     def with_options(self, **options) -> QATask:
         changes = {k: options[k] for k in ("doc_stride", "split_by_article") if options.get(k) is not None}
         return replace(self, **changes) if changes else self
-
-    default_max_length: int = 384
 
     def state(self) -> dict:
         return {
@@ -96,7 +93,26 @@ class QATask:
     def from_state(self, state: dict) -> QATask:
         return replace(self, **state)
 
+    def calibrated(self, metrics: dict) -> QATask:
+        """SQuAD 2.0: the task that answers with the null threshold this evaluation tuned."""
+        if not self.version_2 or "null_threshold" not in metrics:
+            return self
+        return replace(self, null_threshold=float(metrics["null_threshold"]))
+
     # -- reader -> examples ---------------------------------------------------------------
+    def load_split(self, data: str | Path, split: str) -> list[Record]:
+        """With ``split_by_article`` every split is one side of the validation file."""
+        if self.split_by_article is None:
+            return super().load_split(data, split)
+        return self.select_split(load_records(self.files, data, "validation"), split)
+
+    def training_records(self, data: str | Path) -> tuple[list[Record], list[Record]]:
+        """With ``split_by_article`` the one file is read once and split by article title."""
+        if self.split_by_article is None:
+            return super().training_records(data)
+        pooled = load_records(self.files, data, "validation")
+        return self.select_split(pooled, "train"), self.select_split(pooled, "validation")
+
     def select_split(self, records: list[Record], split: str) -> list[Record]:
         """With ``split_by_article``, train, validation and test all come from one file, split by article title."""
         if self.split_by_article is None:
@@ -149,10 +165,12 @@ class QATask:
         return Example((value["question"], value["context"]))
 
     # -- features: windows over the context -------------------------------------------------
-    def featurize(self, examples: list[Example], tokenizer, max_length: int) -> list[dict]:
+    def featurize(self, examples: list[Example], tokenizer, max_length: int) -> Featurized:
+        """One feature per window; the alignment keeps each window's token -> context character offsets."""
         if not getattr(tokenizer, "is_fast", False):
             raise DataError(f"task {self.name} needs a fast tokenizer (offset mapping)")
-        features = []
+        features: list[dict] = []
+        alignment: list[tuple[Window, ...]] = []
         for example in examples:
             question, context = example.texts
             q_ids = tokenizer(question, add_special_tokens=False)["input_ids"]
@@ -168,11 +186,13 @@ class QATask:
                 return_overflowing_tokens=True,
                 return_offsets_mapping=True,
             )
-            example.extra["features"] = []
+            windows: list[Window] = []
             for w in range(len(encoded["input_ids"])):
                 segments = encoded.sequence_ids(w)
-                offsets = [o if s == 1 else None for o, s in zip(encoded["offset_mapping"][w], segments, strict=True)]
-                example.extra["features"].append((len(features), offsets))
+                offsets = tuple(
+                    tuple(o) if s == 1 else None for o, s in zip(encoded["offset_mapping"][w], segments, strict=True)
+                )
+                windows.append((len(features), offsets))
                 row = {
                     k: encoded[k][w]
                     for k in encoded.keys()
@@ -181,10 +201,11 @@ class QATask:
                 if example.label is not None:
                     row["labels"] = self._positions(example.label, offsets)
                 features.append(row)
-        return features
+            alignment.append(tuple(windows))
+        return Featurized(features, tuple(alignment))
 
     @staticmethod
-    def _positions(label: dict, offsets: list) -> list[int]:
+    def _positions(label: dict, offsets: tuple) -> list[int]:
         """Token start/end of the first gold answer in this window, or (0, 0) (the null position)."""
         if not label["text"]:
             return [0, 0]
@@ -197,9 +218,6 @@ class QATask:
         end = next(i for i in reversed(inside) if offsets[i][0] < end_char)
         return [start, end]
 
-    def collator(self, tokenizer):
-        return pad_collate(tokenizer)
-
     def build_head(self, hidden_size: int, pooling: str) -> nn.Module:
         return SpanHead(hidden_size)
 
@@ -208,11 +226,14 @@ class QATask:
         return (nn.functional.cross_entropy(start, labels[:, 0]) + nn.functional.cross_entropy(end, labels[:, 1])) / 2
 
     # -- post-processing -------------------------------------------------------------------
-    def best_answer(self, logits: torch.Tensor, example: Example) -> tuple[str, float]:
+    def join_units(self, parts: list[torch.Tensor]) -> torch.Tensor:
+        return stack_windows(parts)  # (windows, L, 2)
+
+    def best_answer(self, logits: torch.Tensor, example: Example, windows: tuple[Window, ...]) -> tuple[str, float]:
         """``(answer text, null score minus best span score)`` over all windows of an example."""
         context = example.texts[1]
         best_text, best_score, null_score = "", float("-inf"), float("inf")
-        for feature, offsets in example.extra["features"]:
+        for feature, offsets in windows:
             start_logits, end_logits = logits[feature, : len(offsets)].unbind(-1)
             null_score = min(null_score, float(start_logits[0] + end_logits[0]))
             starts = torch.topk(start_logits, min(self.n_best, len(offsets))).indices.tolist()
@@ -226,18 +247,18 @@ class QATask:
                         best_score, best_text = score, context[offsets[s][0] : offsets[e][1]]
         return best_text, null_score - best_score
 
-    def evaluate(self, logits: torch.Tensor, examples: list[Example]) -> dict:
-        answers = [self.best_answer(logits, e) for e in examples]
+    def evaluate(self, logits: torch.Tensor, examples: list[Example], alignment: Alignment) -> dict:
+        """EM and F1; SQuAD 2.0 also the null threshold tuned here (see :meth:`calibrated`)."""
+        answers = [self.best_answer(logits, e, w) for e, w in zip(examples, alignment, strict=True)]
         if not self.version_2:
             return self._score([(text, e) for (text, _), e in zip(answers, examples, strict=True)])
-        # SQuAD 2.0: tune the null threshold on this set and keep it with the task
+        # SQuAD 2.0: tune the null threshold on this set; the caller adopts it with `calibrated`
         best = None
         for threshold in sorted({diff for _, diff in answers} | {0.0}):
             chosen = [("" if diff > threshold else text, e) for (text, diff), e in zip(answers, examples, strict=True)]
             scores = self._score(chosen)
             if best is None or scores["f1"] > best[1]["f1"]:
                 best = (threshold, scores)
-        self.null_threshold = best[0]  # kept with the task, so the best-dev artifact stores the tuned value
         return {**best[1], "null_threshold": best[0]}
 
     def _score(self, predictions: list[tuple[str, Example]]) -> dict:
@@ -258,10 +279,10 @@ class QATask:
                 scores[f"{name}_f1"] = sum(f for _, f in rows) / len(rows) if rows else 0.0
         return scores
 
-    def predictions(self, logits: torch.Tensor, examples: list[Example]) -> list[dict]:
+    def predictions(self, logits: torch.Tensor, examples: list[Example], alignment: Alignment) -> list[dict]:
         rows = []
-        for example in examples:
-            text, diff = self.best_answer(logits, example)
+        for example, windows in zip(examples, alignment, strict=True):
+            text, diff = self.best_answer(logits, example, windows)
             if self.version_2 and diff > self.null_threshold:
                 text = ""
             rows.append({"id": example.id, "answer": text, "null_odds": round(diff, 6)})

@@ -2,6 +2,9 @@
 
 Every record remembers its file and line so a bad value can be reported where
 it is. Errors are :class:`DataError`: one line, file and line number included.
+Every file is read as UTF-8 with an optional byte-order mark (``utf-8-sig``):
+the GLUE download script writes MRPC with one, and a mark left in place glues
+itself to the first column name (``\ufeffQuality``), which then goes missing.
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ def read_records(path: str | os.PathLike, header: tuple[str, ...] | None = None)
         raise DataError("file not found", path)
     suffix = path.suffix.lower()
     if suffix == ".json" and _is_squad(path):
-        records = _read_squad(json.loads(path.read_text(encoding="utf-8"))["data"], path)
+        records = _read_squad(json.loads(path.read_text(encoding="utf-8-sig"))["data"], path)
     elif suffix in (".jsonl", ".json"):
         records = list(_read_jsonl(path))
     elif suffix in (".tsv", ".csv"):
@@ -58,7 +61,7 @@ def read_records(path: str | os.PathLike, header: tuple[str, ...] | None = None)
 
 def _is_squad(path: Path) -> bool:
     """A whole-file JSON object with a ``data`` list (the SQuAD layout), not one object per line."""
-    with path.open(encoding="utf-8") as handle:
+    with path.open(encoding="utf-8-sig") as handle:
         first = handle.readline()
     try:
         obj = json.loads(first)
@@ -91,7 +94,7 @@ def _read_squad(data: list, path: Path) -> list[Record]:
 
 
 def _read_jsonl(path: Path) -> Iterator[Record]:
-    with path.open(encoding="utf-8") as handle:
+    with path.open(encoding="utf-8-sig") as handle:
         for number, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
@@ -114,7 +117,7 @@ def _read_conll(path: Path) -> Iterator[Record]:
     """
     rows: list[list[str]] = []
     lines: list[int] = []
-    with path.open(encoding="utf-8") as handle:
+    with path.open(encoding="utf-8-sig") as handle:
         for number, line in enumerate(handle, start=1):
             cells = line.split()
             if cells and (cells[0] == "-DOCSTART-" or line.startswith("#")):
@@ -132,7 +135,7 @@ def _read_conll(path: Path) -> Iterator[Record]:
 def _read_delimited(path: Path, delimiter: str, given_header: tuple[str, ...] | None = None) -> Iterator[Record]:
     # GLUE TSVs are not quoted (sentences contain bare quotes), CSVs usually are.
     quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
-    with path.open(encoding="utf-8", newline="") as handle:
+    with path.open(encoding="utf-8-sig", newline="") as handle:
         rows = csv.reader(handle, delimiter=delimiter, quoting=quoting)
         header = list(given_header) if given_header else next(rows, None)
         if header is None:

@@ -15,7 +15,7 @@ from torch import nn
 
 from ..errors import DataError, InputError
 from . import metrics
-from .base import Example
+from .base import Alignment, Example
 from .multiple_choice import MultipleChoiceTask
 from .readers import Record
 
@@ -79,7 +79,7 @@ class RecordTask(MultipleChoiceTask):
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return nn.functional.cross_entropy(logits, labels, ignore_index=-100)
 
-    def evaluate(self, logits: torch.Tensor, examples: list[Example]) -> dict:
+    def evaluate(self, logits: torch.Tensor, examples: list[Example], alignment: Alignment = ()) -> dict:
         em = f1 = 0.0
         for i, example in enumerate(examples):
             n = len(example.extra["entities"])
@@ -88,7 +88,7 @@ class RecordTask(MultipleChoiceTask):
             em, f1 = em + e, f1 + f
         return {"f1": f1 / len(examples), "em": em / len(examples)}
 
-    def predictions(self, logits: torch.Tensor, examples: list[Example]) -> list[dict]:
+    def predictions(self, logits: torch.Tensor, examples: list[Example], alignment: Alignment = ()) -> list[dict]:
         rows = []
         for i, example in enumerate(examples):
             n = len(example.extra["entities"])

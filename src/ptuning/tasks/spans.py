@@ -15,7 +15,7 @@ from torch import nn
 
 from ..errors import DataError, InputError
 from ..heads import pool
-from .base import Example, pad_collate
+from .base import Example, Featurized
 from .classification import ClassificationTask, _label_key
 from .readers import Record
 
@@ -94,7 +94,7 @@ class SpanClassificationTask(ClassificationTask):
             raise InputError(f"missing or bad span field: {exc}") from None
         return Example(texts, extra={"spans": spans})
 
-    def featurize(self, examples: list[Example], tokenizer, max_length: int) -> list[dict]:
+    def featurize(self, examples: list[Example], tokenizer, max_length: int) -> Featurized:
         if not getattr(tokenizer, "is_fast", False):
             raise DataError(f"task {self.name} needs a fast tokenizer (offset mapping) for its spans")
         features = []
@@ -110,10 +110,7 @@ class SpanClassificationTask(ClassificationTask):
             if example.label is not None:
                 row["labels"] = self.labels.index(example.label)
             features.append(row)
-        return features
-
-    def collator(self, tokenizer):
-        return pad_collate(tokenizer)
+        return Featurized(features)
 
     def build_head(self, hidden_size: int, pooling: str) -> nn.Module:
         return SpanClassificationHead(hidden_size, len(self.labels), pooling)

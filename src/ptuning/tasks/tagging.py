@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import torch
 from torch import nn
 
 from ..errors import DataError, InputError
 from . import schemes
-from .base import DataFiles, Example, pad_collate
+from .base import Alignment, DataFiles, Example, Featurized, Task, Window, stack_windows
 from .readers import Record
 
 IGNORE = -100
@@ -82,7 +83,7 @@ def brackets_to_bio(column: list[str]) -> list[str]:
 
 
 @dataclass(frozen=True)
-class TaggingTask:
+class TaggingTask(Task):
     """A CoNLL-column task. ``tag_column`` and ``token_column`` index the whitespace-split columns.
 
     ``srl``: every argument column from ``first_arg_column`` on is one predicate's
@@ -108,10 +109,6 @@ class TaggingTask:
     family: str = "tagging"
 
     @property
-    def main_metric(self) -> str:
-        return "f1"
-
-    @property
     def data_format(self) -> str:
         files = "/".join(self.files.train + self.files.validation + self.files.test)
         if self.srl:
@@ -128,6 +125,8 @@ class TaggingTask:
             changes["tag_column"] = int(options["label_column"])
         if options.get("labels"):
             changes["labels"] = tuple(options["labels"])
+        if options.get("crf"):
+            changes["crf"] = True
         return replace(self, **changes) if changes else self
 
     def state(self) -> dict:
@@ -136,6 +135,7 @@ class TaggingTask:
             "scheme": self.scheme,
             "token_column": self.token_column,
             "tag_column": self.tag_column,
+            "crf": self.crf,  # the head's layout: a CRF head has transition weights to load
         }
 
     def from_state(self, state: dict) -> TaggingTask:
@@ -145,6 +145,7 @@ class TaggingTask:
             scheme=state["scheme"],
             token_column=state["token_column"],
             tag_column=state["tag_column"],
+            crf=bool(state.get("crf", False)),  # artifacts from before it was recorded: no CRF
         )
 
     # -- reader -> examples ---------------------------------------------------------
@@ -227,11 +228,13 @@ class TaggingTask:
         return Example(tuple(value), extra={"scheme": "iob2", "lines": None, "predicate": None})
 
     # -- features: windows of words ---------------------------------------------------
-    def featurize(self, examples: list[Example], tokenizer, max_length: int) -> list[dict]:
+    def featurize(self, examples: list[Example], tokenizer, max_length: int) -> Featurized:
+        """One feature per window of words; the alignment keeps which positions hold the words each window owns."""
         if not getattr(tokenizer, "is_fast", False):
             raise DataError(f"task {self.name} needs a fast tokenizer (word ids)")
         index = {label: i for i, label in enumerate(self.labels)}
-        features = []
+        features: list[dict] = []
+        alignment: list[tuple[Window, ...]] = []
         for example in examples:
             words = list(example.texts)
             pieces = [len(tokenizer.tokenize(w)) or 1 for w in words]
@@ -239,7 +242,7 @@ class TaggingTask:
             budget = max_length - (2 if pair is None else 3 + len(tokenizer.tokenize(pair[0])))
             windows = _windows(pieces, max(budget, 1), self.stride)
             owners = _owners(len(words), windows)
-            example.extra["windows"] = []
+            placed: list[Window] = []
             for w, (start, end) in enumerate(windows):
                 encoded = tokenizer(
                     words[start:end], pair, is_split_into_words=True, truncation="only_first", max_length=max_length
@@ -259,16 +262,14 @@ class TaggingTask:
                     previous = word if segment == 0 else None
                     labels.append(label)
                     word_mask.append(owned)
-                example.extra["windows"].append((len(features), positions))
+                placed.append((len(features), tuple(positions)))
                 row = {k: encoded[k] for k in encoded.keys()}
                 row["word_mask"] = word_mask
                 if example.label is not None:
                     row["labels"] = labels
                 features.append(row)
-        return features
-
-    def collator(self, tokenizer):
-        return pad_collate(tokenizer)
+            alignment.append(tuple(placed))
+        return Featurized(features, tuple(alignment))
 
     def build_head(self, hidden_size: int, pooling: str) -> nn.Module:
         if self.crf:
@@ -279,19 +280,22 @@ class TaggingTask:
         return nn.functional.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=IGNORE)
 
     # -- outputs ----------------------------------------------------------------------
-    def decode(self, logits: torch.Tensor, example: Example) -> list[str]:
+    def join_units(self, parts: list[torch.Tensor]) -> torch.Tensor:
+        return stack_windows(parts)  # (windows, L, tags)
+
+    def decode(self, logits: torch.Tensor, example: Example, windows: tuple[Window, ...]) -> list[str]:
         """One IOB2 tag per word, from each word's owning window."""
         tags = ["O"] * len(example.texts)
-        for feature, positions in example.extra["windows"]:
+        for feature, positions in windows:
             best = logits[feature].argmax(dim=-1).tolist()
             for pos, word in positions:
                 tags[word] = self.labels[best[pos]]
         return schemes.repair(tags)
 
-    def evaluate(self, logits: torch.Tensor, examples: list[Example]) -> dict:
+    def evaluate(self, logits: torch.Tensor, examples: list[Example], alignment: Alignment) -> dict:
         from seqeval.metrics import classification_report
 
-        predicted = [self.decode(logits, e) for e in examples]
+        predicted = [self.decode(logits, e, w) for e, w in zip(examples, alignment, strict=True)]
         gold = [list(e.label) for e in examples]
         if self.srl:  # the predicate itself is given, not predicted: drop V from the score
             predicted = [[("O" if t.endswith("-V") else t) for t in s] for s in predicted]
@@ -304,15 +308,15 @@ class TaggingTask:
                 scores[f"f1_{kind}"] = values["f1-score"]
         return scores
 
-    def predictions(self, logits: torch.Tensor, examples: list[Example]) -> list[dict]:
+    def predictions(self, logits: torch.Tensor, examples: list[Example], alignment: Alignment) -> list[dict]:
         return [
-            {"tokens": list(e.texts), "tags": schemes.from_iob2(self.decode(logits, e), e.extra["scheme"])}
-            for e in examples
+            {"tokens": list(e.texts), "tags": schemes.from_iob2(self.decode(logits, e, w), e.extra["scheme"])}
+            for e, w in zip(examples, alignment, strict=True)
         ]
 
     def write_predictions(self, rows: list[dict], examples: list[Example], source, target) -> str:
         """The input file with a predicted-tag column appended to every token line."""
-        lines = source.read_text(encoding="utf-8").splitlines()
+        lines = Path(source).read_text(encoding="utf-8-sig").splitlines()  # as the reader read it: no BOM
         for row, example in zip(rows, examples, strict=True):
             if self.srl:
                 continue
