@@ -15,6 +15,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import methods  # noqa: E402
 import report  # noqa: E402
+import report_quality  # noqa: E402
+import report_runs  # noqa: E402
 
 
 def test_benchmarks_md_is_exactly_what_the_result_files_give():
@@ -69,7 +71,7 @@ def test_gap_table_prefers_test_figures_and_falls_back_to_dev(monkeypatch):
         return report.Run(round_name, task, label, 1, history, row)
 
     monkeypatch.setattr(
-        report,
+        report_quality,
         "HEADLINE",
         [
             ("conll03", "r", ["finetune", "ptv2"]),
@@ -92,9 +94,9 @@ def test_gap_table_compares_across_rounds_of_the_same_setup_only(monkeypatch):
         history = [{"epoch": 1, "f1a": dev, "elapsed_s": 1.0}]
         return report.Run(round_name, "multirc", label, 1, history, {"test": None, "epochs_run": 1, "epochs": 1})
 
-    monkeypatch.setattr(report, "SAME_SETUP", {"b": "a"})
+    monkeypatch.setattr(report_quality, "SAME_SETUP", {"b": "a"})
     headline = [("multirc", "a", ["finetune", "ptv2"]), ("multirc", "b", ["ptv2-lr"]), ("multirc", "c", ["ptv2"])]
-    monkeypatch.setattr(report, "HEADLINE", headline)
+    monkeypatch.setattr(report_quality, "HEADLINE", headline)
     runs = [run("finetune", 0.6, "a"), run("ptv2", 0.5, "a"), run("ptv2-lr", 0.55, "b"), run("ptv2", 0.7, "c")]
     table = report.gaps(runs)
     assert "| multirc | a | finetune | 60.0 | ptv2-lr (b) | 55.0 | -5.0 | dev f1a |" in table
@@ -109,7 +111,7 @@ def test_gpu_round_histories_join_their_finished_rows(tmp_path, monkeypatch):
     data = {"complete": [{"rows": [row]}], "partial": {"conll03-ptv2-e30-P100-1": history}, "logs": {}}
     (tmp_path / "gpu-round").mkdir()
     (tmp_path / "gpu-round" / "round.json").write_text(json.dumps(data))
-    monkeypatch.setattr(report, "RESULTS", tmp_path)
+    monkeypatch.setattr(report_runs, "RESULTS", tmp_path)
     [run] = report.load_runs()
     assert (run.label, run.seed, run.row, run.stopped_by) == ("ptv2-e30", 1, row, "time")
 
@@ -139,7 +141,7 @@ def test_fp32_fallback_reruns_keep_their_run_label(tmp_path, monkeypatch):
     (tmp_path / "gpu").mkdir()
     data = {"complete": [{"rows": rows}], "partial": partial, "logs": {}}
     (tmp_path / "gpu" / "round.json").write_text(json.dumps(data))
-    monkeypatch.setattr(report, "RESULTS", tmp_path)
+    monkeypatch.setattr(report_runs, "RESULTS", tmp_path)
     runs = report.load_runs()
     assert [(r.label, r.seed, r.row is not None) for r in runs] == [("ptv2-e30", 1, True), ("ptv2-e30", 2, True)]
 
@@ -149,7 +151,7 @@ def test_sweep_plot_joins_the_earlier_run_of_the_same_schedule(monkeypatch):
         row = {"prompt_length": p, "epochs_run": 1, "epochs": 25}
         return report.Run(round_name, "conll03", label, 1, [{"epoch": 1, "f1": f1}], row)
 
-    monkeypatch.setattr(report, "SWEEP_JOIN", {("new", "conll03"): [("old", "ptv2-e25")]})
+    monkeypatch.setattr(report_quality, "SWEEP_JOIN", {("new", "conll03"): [("old", "ptv2-e25")]})
     runs = [run("new", "ptv2-P5", 5, 0.8), run("old", "ptv2-e25", 100, 0.9), run("old", "ptv2-e8", 100, 0.1)]
     sweep = report.sweep_runs(runs)
     assert report.sweep_points(sweep, "conll03", "new") == [(5, 80.0), (100, 90.0)]
@@ -245,7 +247,7 @@ def test_efficiency_at_other_shapes_reports_each_files_ratios(tmp_path, monkeypa
     paired = [{"methods": ["finetune", "ptv2"], "ratio": 0.71}, {"methods": ["peft-prefix", "ptv2"], "ratio": 0.9}]
     data = {"setup": setup, "rows": rows, "paired": paired}
     (tmp_path / "cpu" / "efficiency-conll.json").write_text(json.dumps(data))
-    monkeypatch.setattr(report, "RESULTS", tmp_path)
+    monkeypatch.setattr(report_runs, "RESULTS", tmp_path)
     text = report.efficiency_shapes()
     assert "| efficiency-conll.json | 32 | 52 | 100 | the checkpoint's | 10 | 0.750 | 0.710 | 0.700 | 0.900 |" in text
     assert "python efficiency.py --x" in text
@@ -300,7 +302,7 @@ def test_dropout_cost_compares_the_default_file_with_its_no_dropout_twin(tmp_pat
     """The backbone-dropout table reads each file's own paired ratio and per-process RSS; it is left out until both
     files exist."""
     (tmp_path / "cpu").mkdir()
-    monkeypatch.setattr(report, "RESULTS", tmp_path)
+    monkeypatch.setattr(report_runs, "RESULTS", tmp_path)
 
     def write(name: str, ft_ms: float, ptv2_ms: float, ratio: float, dropout: float | None = None) -> None:
         pair = {"methods": ["finetune", "ptv2"], "ratio": ratio}
