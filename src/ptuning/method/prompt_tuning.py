@@ -40,13 +40,26 @@ def vocabulary_init(prompt_length: int, embeddings: nn.Embedding, seed: int = 0)
     return embeddings.weight[ids].detach().clone()  # (P, H)
 
 
+class InputPromptMethod(Method):
+    """The common ground of input-level prompts: ``prompt_length`` input positions, batched per prompt.
+
+    The prompt changes the input sequence itself, so the serving pool cannot mix its rows with other
+    prompts' in one forward, and the tokenizer must leave ``P`` positions free.
+    """
+
+    pool_batching: ClassVar[PoolBatching] = PoolBatching.PER_PROMPT
+
+    @classmethod
+    def prompt_positions(cls, config) -> int:
+        return config.prompt_length
+
+
 @register
-class PromptTuning(Method):
+class PromptTuning(InputPromptMethod):
     name: ClassVar[str] = "prompt-tuning"
     description: ClassVar[str] = "Lester et al.: trainable vectors in front of the word embeddings (shallow baseline)"
     config_class: ClassVar[type[MethodConfig]] = PromptTuningConfig
     default_lr: ClassVar[float] = 3e-2
-    pool_batching: ClassVar[PoolBatching] = PoolBatching.PER_PROMPT
 
     def __init__(self, config: PromptTuningConfig, encoder: Encoder) -> None:
         super().__init__(config, encoder)
@@ -57,10 +70,6 @@ class PromptTuning(Method):
 
     def prompt_inputs(self) -> PromptInputs:
         return PromptInputs(embeds=self.weight)  # (P, H)
-
-    @classmethod
-    def prompt_positions(cls, config) -> int:
-        return config.prompt_length
 
     def fold(self) -> dict[str, torch.Tensor]:
         return {"prompt": self.weight.detach().clone().contiguous()}  # (P, H)

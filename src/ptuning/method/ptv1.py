@@ -15,8 +15,8 @@ from torch import nn
 
 from ..encoders import Encoder, PromptInputs
 from ..errors import PTuningError
-from .base import Method, MethodConfig, PoolBatching, check_prompt_length, decay_groups, register
-from .prompt_tuning import PromptTuningConfig
+from .base import MethodConfig, check_prompt_length, decay_groups, register
+from .prompt_tuning import InputPromptMethod, PromptTuningConfig
 
 PROMPT_ENCODERS = ("lstm", "mlp")
 
@@ -61,12 +61,11 @@ class PromptEncoder(nn.Module):
 
 
 @register
-class Ptv1(Method):
+class Ptv1(InputPromptMethod):
     name: ClassVar[str] = "ptv1"
     description: ClassVar[str] = "P-tuning v1: input prompts produced by an LSTM/MLP prompt encoder (shallow baseline)"
     config_class: ClassVar[type[MethodConfig]] = Ptv1Config
     default_lr: ClassVar[float] = 5e-3
-    pool_batching: ClassVar[PoolBatching] = PoolBatching.PER_PROMPT
 
     def __init__(self, config: Ptv1Config, encoder: Encoder) -> None:
         super().__init__(config, encoder)
@@ -80,10 +79,6 @@ class Ptv1(Method):
 
     def prompt_inputs(self) -> PromptInputs:
         return PromptInputs(embeds=self.prompt_encoder())  # (P, H)
-
-    @classmethod
-    def prompt_positions(cls, config) -> int:
-        return config.prompt_length
 
     def fold(self) -> dict[str, torch.Tensor]:
         with torch.no_grad():
