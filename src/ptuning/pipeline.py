@@ -11,14 +11,17 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import artifact, backbones, checkpoint
+from . import artifact, backbones, checkpoint, runfile
 from .errors import DataError, PTuningError
+from .finite import json_safe
 from .heads import POOLINGS
 from .model import MethodConfig, PTuningModel
+from .stopping import Interrupted, TrainingDiverged
 from .tasks import get_task, load_records
 from .tasks.readers import read_records
-from .train import TrainConfig, predict_logits
+from .train import TrainConfig, default_lr, predict_logits
 from .train import train as run_loop
+from .trainconfig import check_count, check_precision
 
 
 @dataclass
@@ -35,6 +38,12 @@ class TrainRequest:
     pooling: str = "auto"
     task_options: dict = field(default_factory=dict)
     overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        """The request's own numbers, refused before anything is read or written (TrainConfig checks its own)."""
+        check_count("--max-length", self.max_length, minimum=8)  # fewer leaves no room for any text
+        check_count("--max-train-samples", self.max_train_samples)
+        check_count("--max-eval-samples", self.max_eval_samples)
 
 
 def _pooling(requested: str, backbone, name: str) -> str:
@@ -88,6 +97,12 @@ def training_examples(task, data: str, max_train: int | None = None, max_eval: i
 
 
 def train(request: TrainRequest) -> dict:
+    """Train as ``request`` says; write the artifact, ``metrics.json`` and ``config.yaml`` to its output.
+
+    Everything that can be refused (data, settings, a checkpoint made by another run) is
+    refused before the output directory is created or changed.
+    """
+    check_precision(request.train.mixed_precision)
     task = get_task(request.task, **request.task_options)
     if request.task_options.get("crf") and task.family != "tagging":
         raise PTuningError(f"--crf applies to tagging tasks, not to {task.name} ({task.family})")
@@ -111,8 +126,14 @@ def train(request: TrainRequest) -> dict:
     budget = _token_budget(max_length, model)
     train_features = task.featurize(train_examples, tokenizer, budget)
     eval_features = task.featurize(eval_examples, tokenizer, budget)
+    lr = request.train.lr or default_lr(request.method)
+    options = runfile.options_of(request, lr=lr, max_length=max_length, pooling=pooling, backbone=name)
+    run = {**options, "backbone_fingerprint": fingerprint}
+    if request.train.resume:
+        checkpoint.check_resumable(output, run, model)
     _check_output(output, request.train.resume, request.overwrite)
     output.mkdir(parents=True, exist_ok=True)
+    runfile.write(output, options)
 
     def save_best(trained: PTuningModel) -> None:
         artifact.save_artifact(
@@ -135,14 +156,27 @@ def train(request: TrainRequest) -> dict:
         request.train,
         output,
         save_best,
+        run,
     )
-    if summary.get("interrupted"):
+    if summary["stopped_by"] == "stop_after_steps":  # the test hook simulates a kill: nothing more is written
         return summary
     summary.update(task=task.name, method=request.method.to_dict(), backbone=name, max_length=max_length)
     summary["backbone_dropout"] = request.train.backbone_dropout
     summary["pooling"] = pooling
+    return _finish(summary, output)
+
+
+def _finish(summary: dict, output: Path) -> dict:
+    """Write ``metrics.json`` (also for a run that stopped on Ctrl-C or a diverged loss), then say how it ended."""
     summary["artifact_bytes"] = artifact_size(output)
-    artifact.atomic_write_json(output / "metrics.json", summary)
+    artifact.atomic_write_json(output / "metrics.json", json_safe(summary))
+    if summary["stopped_by"] == "interrupted":
+        raise Interrupted(
+            f"at step {summary['steps']}; {output / checkpoint.CHECKPOINT} holds it: the same command with --resume "
+            "continues"
+        )
+    if summary.get("error"):
+        raise TrainingDiverged(summary["error"])
     return summary
 
 
