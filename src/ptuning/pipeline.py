@@ -198,6 +198,17 @@ def evaluate(
     return score_split(model, tokenizer, task, data, split, meta["max_length"], batch_size)
 
 
+def _finite_logits(logits):
+    """Refuse outputs with NaN or infinity: they would become ``"score": NaN`` (not JSON) or meaningless metrics."""
+    bad = int((~logits.isfinite()).reshape(len(logits), -1).any(dim=1).sum()) if logits.numel() else 0
+    if bad:
+        raise PTuningError(
+            f"the model's outputs are NaN or infinite for {bad} of {len(logits)} inputs; the artifact is broken "
+            "(was it trained with a diverging loss?): retrain it, with a lower --lr"
+        )
+    return logits
+
+
 def score_split(model, tokenizer, task, data: str, split: str, max_length: int, batch_size: int = 64) -> dict:
     """The task's metrics on one labelled split of ``data``, for a model in memory (an artifact's, or any other)."""
     records = load_records(task.files, data, "validation" if getattr(task, "split_by_article", None) else split)
@@ -205,7 +216,7 @@ def score_split(model, tokenizer, task, data: str, split: str, max_length: int, 
         records = task.select_split(records, split)
     examples = task.records_to_examples(records, labelled=True)
     features = task.featurize(examples, tokenizer, _token_budget(max_length, model))
-    logits = predict_logits(model, features, task.collator(tokenizer), batch_size)
+    logits = _finite_logits(predict_logits(model, features, task.collator(tokenizer), batch_size))
     return {"task": task.name, "split": split, "examples": len(examples), **task.evaluate(logits, examples)}
 
 
@@ -224,7 +235,7 @@ def predict(
     model.to(backbones.resolve_device(device))
     examples = task.records_to_examples(read_records(input_file, header=task.files.header), labelled=False)
     features = task.featurize(examples, tokenizer, _token_budget(meta["max_length"], model))
-    logits = predict_logits(model, features, task.collator(tokenizer), batch_size)
+    logits = _finite_logits(predict_logits(model, features, task.collator(tokenizer), batch_size))
     rows = task.predictions(logits, examples)
     if hasattr(task, "write_predictions"):  # CoNLL files for tagging, the official answer map for QA
         text = task.write_predictions(rows, examples, input_file, output_file)
