@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import sys
 import tempfile
+import typing
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
@@ -51,9 +52,10 @@ def _load_config_file(ctx: typer.Context, param: typer.CallbackParam, value: Opt
     from . import runfile
 
     values = runfile.read(value, [p.name for p in ctx.command.params])
-    for param_ in ctx.command.params:
-        if param_.name in values and param_.type.name == "integer" and isinstance(values[param_.name], float):
-            raise PTuningError(f"--config {value}: {param_.name} must be a whole number, got {values[param_.name]}")
+    whole = {name for name, hint in typing.get_type_hints(train).items() if hint in (int, Optional[int])}
+    for name in whole & set(values):
+        if isinstance(values[name], float):  # some click versions would truncate 2.5 to 2 without a word
+            raise PTuningError(f"--config {value}: {name} must be a whole number, got {values[name]}")
     ctx.default_map = {**(ctx.default_map or {}), **values}
     return value
 

@@ -15,6 +15,9 @@ from dataclasses import dataclass, fields
 from .errors import PTuningError
 
 SCHEDULERS = ("linear", "exponential", "constant")
+# Far above any rate that trains (1e-5..1e-1), and far enough below float32's limit that AdamW's first update
+# (lr / (1 - beta1), about 10 x lr) cannot overflow into a raw RuntimeError.
+MAX_LR = 1e30
 PRECISIONS = ("no", "bf16", "fp16")
 
 
@@ -58,6 +61,8 @@ class TrainConfig:
             check_count(flag, value)
         if self.lr is not None:
             _positive("--lr", self.lr)
+            if self.lr > MAX_LR:
+                raise PTuningError(f"--lr {self.lr:g} is beyond any rate that trains; give at most {MAX_LR:g}")
         _positive("--max-grad-norm", self.max_grad_norm)
         if self.max_minutes is not None:
             _positive("--max-minutes", self.max_minutes)
