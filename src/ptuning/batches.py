@@ -7,6 +7,8 @@ similar lengths (``--group-by-length``) for the same reason.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
+
 import torch
 from torch.utils.data import DataLoader, RandomSampler, SequentialSampler
 from tqdm.auto import tqdm
@@ -77,3 +79,23 @@ def predict_logits(
     logits = torch.empty_like(sorted_logits)
     logits[torch.tensor(order, dtype=torch.long)] = sorted_logits
     return logits
+
+
+def resumed(loader: Iterable) -> Iterator:
+    """Iterate ``loader`` as if its iterator had been made before the checkpoint was taken.
+
+    Making a DataLoader iterator draws one number from the global RNG (its base seed). A run
+    resumed mid-epoch makes that iterator after restoring the checkpoint's RNG state, which
+    already includes the draw: without undoing it, every later dropout mask would differ from
+    the uninterrupted run's. The iterator is only made at the first ``next``, so that is undone.
+    """
+    state = torch.get_rng_state()
+    iterator = iter(loader)
+    try:
+        first = next(iterator)
+    except StopIteration:
+        return
+    finally:
+        torch.set_rng_state(state)
+    yield first
+    yield from iterator

@@ -316,15 +316,23 @@ def serve(
 
 
 def main() -> None:
+    """The ``ptuning`` entry point: one-line errors, and Ctrl-C as status 130 saying what was saved.
+
+    The command runs in a click context made here rather than through ``app()``: typer's own
+    main turns Ctrl-C into a return value of 130 that, outside standalone mode, nobody saw (the
+    process exited 0 without a word).
+    """
+    command = typer.main.get_command(app)
     try:
-        app(standalone_mode=False)
+        with command.make_context("ptuning", sys.argv[1:]) as ctx:
+            command.invoke(ctx)
     except PTuningError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(getattr(exc, "exit_code", 2))  # 2: fix the command; a diverged run says 1
     except KeyboardInterrupt as exc:  # training's says where its checkpoint is
         typer.echo(f"interrupted {exc}".rstrip(), err=True)
         sys.exit(130)
-    except Exception as exc:  # usage errors arrive here in non-standalone mode
+    except Exception as exc:  # usage errors, --help and --version arrive here
         # Matched by shape, not class: typer >= 0.2x raises its vendored copy of click's exceptions, not click's.
         show, code = getattr(exc, "show", None), getattr(exc, "exit_code", None)
         if callable(show) and isinstance(code, int):  # UsageError, BadParameter, NoSuchOption ...

@@ -21,7 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import checkpoint
-from .batches import _loader, evaluate, feature_length, predict_logits
+from .batches import _loader, evaluate, feature_length, predict_logits, resumed
 from .finite import dumps
 from .model import MethodConfig, PTuningModel
 from .stopping import InterruptGuard
@@ -200,8 +200,8 @@ class Trainer:
             )
         )
         batches = len(loader)  # the whole epoch's, also when its first batches were done before a resume
-        if self.loop["batches_done"]:
-            loader = accelerator.skip_first_batches(loader, self.loop["batches_done"])
+        if self.loop["batches_done"]:  # resumed mid-epoch
+            loader = resumed(accelerator.skip_first_batches(loader, self.loop["batches_done"]))
         self.running = [0.0, 0]
         bar = tqdm(
             loader,
