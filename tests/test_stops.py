@@ -97,6 +97,28 @@ def test_ctrl_c_saves_a_checkpoint_at_that_step_and_resume_matches_a_straight_ru
     assert [(r["step"], r["epoch"]) for r in rows] == [(4, 0.5), (8, 1.0), (12, 1.5), (16, 2.0), (20, 2.5), (24, 3.0)]
 
 
+def test_ctrl_c_during_an_evaluation_leaves_that_evaluation_to_the_resumed_run(
+    tmp_path, sst2_dir, tiny_bert_dir, monkeypatch
+):
+    original, calls = train.predict_logits, []
+
+    def signal_during_second_evaluation(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGINT)  # the guard raises at once inside an evaluation
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(train, "predict_logits", signal_during_second_evaluation)
+    out = tmp_path / "run"
+    with pytest.raises(Interrupted, match="at step 16; .* holds step 16"):
+        pipeline.train(request(sst2_dir, out, tiny_bert_dir))
+    monkeypatch.undo()
+    assert strict_json((out / "checkpoint" / "state.json").read_text())["loop"]["pending_eval"] == 2.0
+    summary = pipeline.train(request(sst2_dir, out, tiny_bert_dir, resume=True))
+    assert [(r["epoch"], r["step"]) for r in summary["history"]] == [(1.0, 8), (2.0, 16), (3.0, 24)]
+    assert summary["history"][1]["train_loss"] is None  # its batches ran before the interruption
+
+
 def test_ctrl_c_on_the_command_line_exits_130_and_resume_continues(tmp_path, sst2_dir, tiny_bert_dir):
     out = tmp_path / "run"
     args = [sys.executable, "-m", "ptuning.cli", *train_argv(sst2_dir, tiny_bert_dir, out, *COMMON, "--epochs", "40")]

@@ -171,9 +171,12 @@ def _finish(summary: dict, output: Path) -> dict:
     summary["artifact_bytes"] = artifact_size(output)
     artifact.atomic_write_json(output / "metrics.json", json_safe(summary))
     if summary["stopped_by"] == "interrupted":
+        saved = summary["checkpoint_step"]
+        if saved is None:
+            raise Interrupted(f"at step {summary['steps']}, before any checkpoint was saved: start it again")
         raise Interrupted(
-            f"at step {summary['steps']}; {output / checkpoint.CHECKPOINT} holds it: the same command with --resume "
-            "continues"
+            f"at step {summary['steps']}; {output / checkpoint.CHECKPOINT} holds step {saved}: the same command "
+            "with --resume continues from there"
         )
     if summary.get("error"):
         raise TrainingDiverged(summary["error"])

@@ -11,6 +11,7 @@ best artifact it had.
 from __future__ import annotations
 
 import signal
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -37,7 +38,8 @@ class InterruptGuard:
     guard then does nothing and Ctrl-C raises at once, as it always did.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, notice: str | None = None) -> None:
+        self.notice = notice  # written to stderr at the first Ctrl-C: the step may take a while to finish
         self.requested = False
         self._immediate = False
         self._previous = None
@@ -60,6 +62,9 @@ class InterruptGuard:
         if self.requested or self._immediate:
             raise KeyboardInterrupt
         self.requested = True
+        if self.notice:
+            sys.stderr.write(self.notice)
+            sys.stderr.flush()
 
     @contextmanager
     def immediate(self) -> Iterator[None]:

@@ -21,15 +21,11 @@ import torch
 from tqdm.auto import tqdm
 
 from . import checkpoint
-from .batches import _loader, evaluate, feature_length, predict_logits, resumed
+from .batches import _loader, evaluate, feature_length, predict_logits, resumed  # noqa: F401 (re-exported)
 from .finite import dumps
 from .model import MethodConfig, PTuningModel
 from .stopping import InterruptGuard
-from .trainconfig import PRECISIONS, SCHEDULERS, TrainConfig, check_precision, use_precision
-
-# Re-exported: callers import these from here.
-__all__ = ["PRECISIONS", "SCHEDULERS", "TrainConfig", "check_precision", "default_lr", "evaluate", "feature_length"]
-__all__ += ["predict_logits", "train", "_loader"]
+from .trainconfig import PRECISIONS, SCHEDULERS, TrainConfig, check_precision, use_precision  # noqa: F401 (re-exported)
 
 DEFAULT_LR = {"ptv2": 5e-3, "prompt-tuning": 3e-2, "ptv1": 5e-3, "finetune": 5e-5, "linear-probe": 5e-3}
 # Through the MLP, one Adam step moves the prefix tens of times further than the same rate on the raw prefix, and
@@ -143,8 +139,10 @@ class Trainer:
         scheduler = _scheduler(optimizer, config, len(data.train_features))
         self.loop = {"epoch": 0, "batches_done": 0, "step": 0, "best": None, "best_metrics": None, "bad_evals": 0}
         self.loop.update({"best_epoch": None, "history": [], "elapsed_s": 0.0})
+        self.saved_step: int | None = None  # the step of the newest checkpoint on disk: what --resume continues
         if config.resume and checkpoint.exists(output_dir):
             self.loop = checkpoint.load(output_dir, model, optimizer, scheduler)
+            self.saved_step = self.loop["step"]
             where = f"epoch {self.loop['epoch']} step {self.loop['step']}"
             self.accelerator.print(f"resumed from {output_dir / checkpoint.CHECKPOINT} at {where}")
         self.model, self.optimizer, self.scheduler = self.accelerator.prepare(model, optimizer, scheduler)
@@ -162,7 +160,8 @@ class Trainer:
         self.running = [0.0, 0]  # the current epoch's summed loss and batch count (this run's part of it)
         self.consistent = True  # False while a step is half done: no checkpoint may be taken then
         self.failure: str | None = None
-        self.guard = InterruptGuard()
+        notice = "\nCtrl-C: stopping after this step to save a checkpoint (press it again to stop at once)\n"
+        self.guard = InterruptGuard(notice if self.main else None)
 
     def run(self) -> dict:
         """Epochs until one of the stop rules fires; the summary says which."""
@@ -171,6 +170,9 @@ class Trainer:
         try:
             with self.guard:
                 try:
+                    pending = self.loop.pop("pending_eval", None)  # Ctrl-C cut this evaluation short last time
+                    if pending is not None:
+                        stopped_by = self._evaluate_and_keep(pending)
                     while self.loop["epoch"] < self.config.epochs and stopped_by is None:
                         stopped_by = self._epoch()
                     if stopped_by is None and self.config.eval_steps and self._unscored():
@@ -272,7 +274,8 @@ class Trainer:
     def _evaluate_and_keep(self, epoch_float: float) -> str | None:
         """Evaluate, keep the best artifact, checkpoint; a stop reason (patience, time, non-finite) or None."""
         loop, metric, config = self.loop, self.metric, self.config
-        with self.guard.immediate():  # Ctrl-C here loses nothing: the last step's state is intact
+        loop["pending_eval"] = epoch_float  # a Ctrl-C in the forward passes leaves it to the resumed run
+        with self.guard.immediate():  # stopping at once loses nothing: the last step's state is intact
             logits = predict_logits(
                 self.model,
                 self.data.eval_features,
@@ -281,6 +284,7 @@ class Trainer:
                 self.accelerator,
                 desc="evaluating",
             )
+        del loop["pending_eval"]
         self.model.train()
         if not torch.isfinite(logits).all():
             self.failure = (
@@ -289,7 +293,7 @@ class Trainer:
             )
             return "nonfinite_outputs"
         scores = self.task.evaluate(logits, self.data.eval_examples)
-        train_loss = self.running[0] / max(self.running[1], 1)
+        train_loss = self.running[0] / self.running[1] if self.running[1] else None  # None: no batch this run
         row = {"epoch": round(epoch_float, 3), "step": loop["step"], "train_loss": train_loss, **scores}
         row["elapsed_s"] = round(time.perf_counter() - self.started, 2)
         loop["history"].append(row)
@@ -314,6 +318,7 @@ class Trainer:
 
     def _checkpoint(self) -> None:
         self.loop["elapsed_s"] = time.perf_counter() - self.started
+        self.saved_step = self.loop["step"]
         if self.main:
             checkpoint.save(
                 self.output_dir,
@@ -348,6 +353,7 @@ class Trainer:
             "history": loop["history"],
             "stopped_early": stopped_by != "epochs",
             "stopped_by": stopped_by,
+            "checkpoint_step": self.saved_step,
             "config": {**asdict(self.config), "lr": self.lr},
         }
         if self.failure:
