@@ -224,7 +224,16 @@ def test_demo_refuses_a_non_empty_output_without_overwrite(tmp_path):
     assert "--overwrite" in run_cli("demo", "--help").stdout
 
 
-OWNED = ["train.py", "trainconfig.py", "batches.py", "stopping.py", "finite.py", "checkpoint.py", "runfile.py"]
+OWNED = [
+    "train.py",
+    "trainconfig.py",
+    "optim.py",
+    "batches.py",
+    "stopping.py",
+    "finite.py",
+    "checkpoint.py",
+    "runfile.py",
+]
 OWNED += ["cli.py", "cli_options.py", "serve/server.py"]
 
 

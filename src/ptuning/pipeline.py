@@ -133,7 +133,6 @@ def train(request: TrainRequest) -> dict:
         checkpoint.check_resumable(output, run, model)
     _check_output(output, request.train.resume, request.overwrite)
     output.mkdir(parents=True, exist_ok=True)
-    runfile.write(output, options)
 
     def save_best(trained: PTuningModel) -> None:
         artifact.save_artifact(
@@ -157,6 +156,7 @@ def train(request: TrainRequest) -> dict:
         output,
         save_best,
         run,
+        on_start=lambda: runfile.write(output, options),  # not before: see train.train
     )
     if summary["stopped_by"] == "stop_after_steps":  # the test hook simulates a kill: nothing more is written
         return summary

@@ -23,36 +23,10 @@ from tqdm.auto import tqdm
 from . import checkpoint
 from .batches import _loader, evaluate, feature_length, predict_logits, resumed  # noqa: F401 (re-exported)
 from .finite import dumps
-from .model import MethodConfig, PTuningModel
+from .model import PTuningModel
+from .optim import DEFAULT_LR, REPARAM_LR, adamw, default_lr, lr_lambda, lr_scheduler  # noqa: F401 (re-exported)
 from .stopping import InterruptGuard
 from .trainconfig import PRECISIONS, SCHEDULERS, TrainConfig, check_precision, use_precision  # noqa: F401 (re-exported)
-
-DEFAULT_LR = {"ptv2": 5e-3, "prompt-tuning": 3e-2, "ptv1": 5e-3, "finetune": 5e-5, "linear-probe": 5e-3}
-# Through the MLP, one Adam step moves the prefix tens of times further than the same rate on the raw prefix, and
-# 5e-3 collapsed CB and RTE to one class (BENCHMARKS.md, "Why the MLP reparameterisation diverges").
-REPARAM_LR = 5e-4
-
-
-def default_lr(method: MethodConfig) -> float:
-    """The peak learning rate a method trains at when the user names none."""
-    if method.method == "ptv2" and method.reparam:
-        return REPARAM_LR
-    return DEFAULT_LR[method.method]
-
-
-def lr_lambda(kind: str, warmup: int, total: int, gamma: float, steps_per_epoch: int) -> Callable[[int], float]:
-    """Warmup to the peak rate, then linear decay to 0 or ``gamma`` per epoch."""
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        if kind == "linear":
-            return max(0.0, (total - step) / max(1, total - warmup))
-        if kind == "exponential":
-            return gamma ** ((step - warmup) / max(1, steps_per_epoch))
-        return 1.0
-
-    return factor
 
 
 class JsonlLog:
@@ -107,16 +81,23 @@ def train(
     output_dir: Path,
     save_best: Callable[[PTuningModel], None],
     run_settings: dict | None = None,
+    on_start: Callable[[], None] | None = None,
 ) -> dict:
     """Train ``model`` and keep the best-dev artifact; return the summary for ``metrics.json``.
 
     ``summary["stopped_by"]`` says what ended the run: ``epochs``, ``patience``, ``time``, ``interrupted``
     (Ctrl-C: a checkpoint was saved at that step), ``nonfinite_loss`` or ``nonfinite_outputs`` (``error``
     then explains), or ``stop_after_steps`` (the test hook that simulates a kill). ``run_settings`` is stored
-    in every checkpoint so that ``--resume`` can refuse a different run.
+    in every checkpoint so that ``--resume`` can refuse a different run. ``on_start`` runs on the main process
+    once every process is set up: under ``accelerate launch`` a file written to ``output_dir`` earlier could
+    fail another process's "output is not empty" check.
     """
     data = TrainData(train_features, eval_features, eval_examples, collate)
-    return Trainer(model, task, data, config, Path(output_dir), save_best, run_settings or {}).run()
+    trainer = Trainer(model, task, data, config, Path(output_dir), save_best, run_settings or {})
+    trainer.accelerator.wait_for_everyone()
+    if on_start is not None and trainer.main:
+        on_start()
+    return trainer.run()
 
 
 class Trainer:
@@ -135,8 +116,8 @@ class Trainer:
         if config.gradient_checkpointing:
             model.enable_gradient_checkpointing()
         self.trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-        optimizer = _adamw(self.trainable, config.weight_decay, self.lr)
-        scheduler = _scheduler(optimizer, config, len(data.train_features))
+        optimizer = adamw(self.trainable, config.weight_decay, self.lr)
+        scheduler = lr_scheduler(optimizer, config, len(data.train_features))
         self.loop = {"epoch": 0, "batches_done": 0, "step": 0, "best": None, "best_metrics": None, "bad_evals": 0}
         self.loop.update({"best_epoch": None, "history": [], "elapsed_s": 0.0})
         self.saved_step: int | None = None  # the step of the newest checkpoint on disk: what --resume continues
@@ -359,24 +340,6 @@ class Trainer:
         if self.failure:
             summary["error"] = self.failure
         return summary
-
-
-def _adamw(trainable: list[tuple[str, torch.nn.Parameter]], weight_decay: float, lr: float) -> torch.optim.AdamW:
-    """AdamW with no weight decay on prompts, embeddings, biases and norms (1-D parameters)."""
-    decayed = [p for n, p in trainable if p.dim() >= 2 and "embedding" not in n and "prompt" not in n]
-    plain = [p for n, p in trainable if not (p.dim() >= 2 and "embedding" not in n and "prompt" not in n)]
-    return torch.optim.AdamW(
-        [{"params": decayed, "weight_decay": weight_decay}, {"params": plain, "weight_decay": 0.0}], lr=lr
-    )
-
-
-def _scheduler(optimizer, config: TrainConfig, n_features: int) -> torch.optim.lr_scheduler.LambdaLR:
-    """Warmup then decay over the run's optimizer steps (recomputed from ``--epochs`` on a resume)."""
-    steps_per_epoch = math.ceil(n_features / config.batch_size / config.grad_accum)
-    total = steps_per_epoch * config.epochs
-    warmup = int(total * config.warmup_ratio)
-    factor = lr_lambda(config.scheduler, warmup, total, config.decay_gamma, steps_per_epoch)
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 def _number(value) -> str:
