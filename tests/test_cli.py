@@ -226,3 +226,18 @@ def test_auto_pooling_follows_the_checkpoint(tmp_path, tiny_bert_dir):
     assert _pooling("last", backbone, str(declared)) == "last"
     with pytest.raises(PTuningError, match="unknown pooling"):
         _pooling("max", backbone, name)
+
+
+def test_eval_and_predict_show_progress_but_not_transformers_loading_bar(tmp_path, sst2_dir, tiny_bert_dir):
+    out = tmp_path / "run"
+    quick_train(sst2_dir, out, tiny_bert_dir, epochs=1)
+    env = {k: v for k, v in ENV.items() if k != "TQDM_DISABLE"}
+    for args in (
+        ["eval", str(out), "--data", str(sst2_dir), "--batch-size", "8"],
+        ["predict", str(out), "--input", str(sst2_dir / "dev.tsv"), "--output", str(tmp_path / "p.jsonl")],
+    ):
+        result = subprocess.run([sys.executable, "-m", "ptuning.cli", *args], capture_output=True, text=True, env=env)
+        assert result.returncode == 0, result.stderr
+        assert "predicting" in result.stderr and "Loading weights" not in result.stderr
+    quiet = cli("eval", str(out), "--data", str(sst2_dir))  # TQDM_DISABLE=1 silences our bars too
+    assert quiet.returncode == 0 and "predicting" not in quiet.stderr

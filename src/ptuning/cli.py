@@ -2,19 +2,29 @@
 
 Flag names follow Hugging Face ``run_glue.py`` where one exists. Errors the
 user can fix print one line and exit with status 2; nothing else is written.
+A training run that diverges exits 1; Ctrl-C exits 130 after saving a
+checkpoint that ``--resume`` continues.
 """
 
 from __future__ import annotations
 
-import json
+import math
 import sys
 import tempfile
+import typing
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 
+from . import cli_options as opts
 from .errors import PTuningError
+from .finite import dumps
+from .trainconfig import TrainConfig
+
+if TYPE_CHECKING:
+    from .method import MethodConfig
+    from .pipeline import TrainRequest
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="P-Tuning v2: deep prompt tuning for NLU.")
 
@@ -34,12 +44,32 @@ def _root(
     """P-Tuning v2: deep prompt tuning for NLU."""
 
 
+def _load_config_file(ctx: typer.Context, param: typer.CallbackParam, value: Optional[Path]) -> Optional[Path]:
+    """``--config FILE``: its values become the defaults of the other options, so flags given on the
+    command line still win (click's ``default_map``; this option is eager, read before the others)."""
+    if value is None:
+        return None
+    from . import runfile
+
+    values = runfile.read(value, [p.name for p in ctx.command.params])
+    whole = {name for name, hint in typing.get_type_hints(train).items() if hint in (int, Optional[int])}
+    for name in whole & set(values):
+        if isinstance(values[name], float):  # some click versions would truncate 2.5 to 2 without a word
+            raise PTuningError(f"--config {value}: {name} must be a whole number, got {values[name]}")
+    ctx.default_map = {**(ctx.default_map or {}), **values}
+    return value
+
+
 @app.command()
 def train(
-    task: str = typer.Option(..., help="Task name (see `ptuning tasks`)."),
-    data: str = typer.Option(..., help="Directory with the official split files, or a Hugging Face dataset id."),
-    output: Path = typer.Option(..., help="Output directory: artifact, metrics.json, metrics.jsonl, checkpoint."),
-    model: Optional[str] = typer.Option(None, help="Backbone path or hub id (default: bundled all-MiniLM-L6-v2)."),
+    ctx: typer.Context,
+    task: opts.Task,
+    data: opts.Data,
+    output: opts.Output,
+    config: Optional[Path] = typer.Option(
+        None, is_eager=True, callback=_load_config_file, help="YAML file of these options (prompt_length: 20, ...)."
+    ),
+    model: opts.Model = None,
     method: str = typer.Option(
         "ptv2", help="ptv2 | prompt-tuning | ptv1 | finetune | linear-probe (`ptuning methods`)."
     ),
@@ -55,138 +85,112 @@ def train(
     prefix_init_std: Optional[float] = typer.Option(
         None, help="ptv2 without --reparam: std of the prefix's initial values (0.02; 1.0 = the official code's)."
     ),
-    epochs: int = typer.Option(10, help="Maximum epochs."),
-    lr: Optional[float] = typer.Option(
-        None, help="Peak learning rate (default per method: ptv2 5e-3, ptv2 --reparam 5e-4, finetune 5e-5…)."
-    ),
-    batch_size: int = typer.Option(16, help="Training batch size (per process)."),
-    eval_batch_size: int = typer.Option(64, help="Evaluation batch size."),
-    max_length: Optional[int] = typer.Option(
-        None, help="Maximum tokens per input (default 384 for QA, else 128; deep prompts take none of these)."
-    ),
-    max_train_samples: Optional[int] = typer.Option(None, help="Use only the first N training examples."),
-    max_eval_samples: Optional[int] = typer.Option(None, help="Use only the first N evaluation examples."),
-    seed: int = typer.Option(42, help="Random seed."),
-    weight_decay: float = typer.Option(0.01, help="AdamW weight decay (not on prompts or biases)."),
-    warmup_ratio: float = typer.Option(0.06, help="Fraction of steps for linear warmup."),
-    scheduler: str = typer.Option("linear", help="linear | exponential | constant decay after warmup."),
-    decay_gamma: float = typer.Option(0.9, help="Per-epoch factor of the exponential decay."),
-    max_grad_norm: float = typer.Option(1.0, help="Gradient clipping norm."),
-    eval_steps: Optional[int] = typer.Option(None, help="Evaluate every N steps instead of every epoch."),
-    patience: Optional[int] = typer.Option(None, help="Stop after N evaluations without improvement."),
-    max_minutes: Optional[float] = typer.Option(
-        None, help="Stop at the first evaluation after this many minutes of training (the best-dev artifact is kept)."
-    ),
-    grad_accum: int = typer.Option(1, help="Gradient accumulation steps."),
-    gradient_checkpointing: bool = typer.Option(False, help="Recompute activations to save memory."),
-    group_by_length: bool = typer.Option(
-        False, help="Batch inputs of similar length together: less padding, faster epochs on varied-length data."
-    ),
-    mixed_precision: str = typer.Option(
-        "no", help="no | bf16 | fp16: forward passes under autocast (faster on GPUs); weights and prompts stay fp32."
-    ),
-    backbone_dropout: Optional[float] = typer.Option(
-        None,
-        help="Every dropout rate inside the backbone while training (default: the checkpoint's, 0.1 for BERT). "
-        "0 makes CPU training much faster (see BENCHMARKS.md); its effect on accuracy depends on the task.",
-    ),
-    pooling: str = typer.Option(
-        "auto",
-        help="auto | cls | mean | last. auto: the checkpoint's declared pooling, else cls (encoders), last (decoders).",
-    ),
-    text_column: Optional[str] = typer.Option(None, help="text-classification: the text column."),
-    text_pair_column: Optional[str] = typer.Option(None, help="text-classification: the second text column."),
-    label_column: Optional[str] = typer.Option(None, help="text-classification: the label column."),
-    labels: Optional[str] = typer.Option(None, help="token-classification: comma-separated tag set (else from data)."),
-    crf: bool = typer.Option(False, help="Tagging tasks: a CRF layer (IOB2-constrained Viterbi) on the token head."),
-    doc_stride: Optional[int] = typer.Option(None, help="QA: tokens between context windows (default 128)."),
-    split_by_article: Optional[float] = typer.Option(
-        None,
-        help="QA: split ONE SQuAD file by article title; FRACTION of articles held out, halved into validation "
-        "(early stopping) and test (`ptuning eval --split test`).",
-    ),
-    resume: bool = typer.Option(False, help="Continue from OUTPUT/checkpoint (optimizer, scheduler, RNG)."),
-    overwrite: bool = typer.Option(False, help="Replace a non-empty OUTPUT."),
+    epochs: opts.Epochs = TrainConfig.epochs,
+    lr: opts.Lr = TrainConfig.lr,
+    batch_size: opts.BatchSize = TrainConfig.batch_size,
+    eval_batch_size: opts.EvalBatchSize = TrainConfig.eval_batch_size,
+    max_length: opts.MaxLength = None,
+    max_train_samples: opts.MaxTrainSamples = None,
+    max_eval_samples: opts.MaxEvalSamples = None,
+    seed: opts.Seed = TrainConfig.seed,
+    weight_decay: opts.WeightDecay = TrainConfig.weight_decay,
+    warmup_ratio: opts.WarmupRatio = TrainConfig.warmup_ratio,
+    scheduler: opts.Scheduler = TrainConfig.scheduler,
+    decay_gamma: opts.DecayGamma = TrainConfig.decay_gamma,
+    max_grad_norm: opts.MaxGradNorm = TrainConfig.max_grad_norm,
+    eval_steps: opts.EvalSteps = TrainConfig.eval_steps,
+    patience: opts.Patience = TrainConfig.patience,
+    max_minutes: opts.MaxMinutes = TrainConfig.max_minutes,
+    grad_accum: opts.GradAccum = TrainConfig.grad_accum,
+    gradient_checkpointing: opts.GradientCheckpointing = TrainConfig.gradient_checkpointing,
+    group_by_length: opts.GroupByLength = TrainConfig.group_by_length,
+    mixed_precision: opts.MixedPrecision = TrainConfig.mixed_precision,
+    backbone_dropout: opts.BackboneDropout = TrainConfig.backbone_dropout,
+    pooling: opts.Pooling = "auto",
+    text_column: opts.TextColumn = None,
+    text_pair_column: opts.TextPairColumn = None,
+    label_column: opts.LabelColumn = None,
+    labels: opts.Labels = None,
+    crf: opts.Crf = False,
+    doc_stride: opts.DocStride = None,
+    split_by_article: opts.SplitByArticle = None,
+    resume: opts.Resume = TrainConfig.resume,
+    overwrite: opts.Overwrite = False,
 ) -> None:
-    """Train a prompt (or a baseline) and keep the best-dev artifact in OUTPUT."""
-    from .pipeline import TrainRequest
-    from .pipeline import train as run
-    from .train import SCHEDULERS, TrainConfig, check_precision
+    """Train a prompt (or a baseline) and keep the best-dev artifact in OUTPUT.
 
-    check_precision(mixed_precision)
-    if scheduler not in SCHEDULERS:
-        raise PTuningError(f"unknown --scheduler {scheduler!r}; choose one of {', '.join(SCHEDULERS)}")
-    if epochs < 1 or batch_size < 1:
-        raise PTuningError("--epochs and --batch-size must be at least 1")
-    from .backbones import check_dropout_rate
-
-    check_dropout_rate(backbone_dropout)
-    request = TrainRequest(
-        task=task,
-        data=data,
-        output=output,
-        model=model,
-        method=_method_config(
-            method,
-            prompt_length=prompt_length,
-            reparam=reparam,
-            reparam_hidden=reparam_hidden,
-            prefix_dropout=prefix_dropout,
-            prompt_encoder=prompt_encoder,
-            prefix_init_std=prefix_init_std,
-        ),
-        train=TrainConfig(
-            epochs=epochs,
-            lr=lr,
-            batch_size=batch_size,
-            eval_batch_size=eval_batch_size,
-            weight_decay=weight_decay,
-            warmup_ratio=warmup_ratio,
-            scheduler=scheduler,
-            decay_gamma=decay_gamma,
-            max_grad_norm=max_grad_norm,
-            eval_steps=eval_steps,
-            patience=patience,
-            max_minutes=max_minutes,
-            seed=seed,
-            grad_accum=grad_accum,
-            gradient_checkpointing=gradient_checkpointing,
-            group_by_length=group_by_length,
-            mixed_precision=mixed_precision,
-            backbone_dropout=backbone_dropout,
-            resume=resume,
-        ),
-        max_length=max_length,
-        max_train_samples=max_train_samples,
-        max_eval_samples=max_eval_samples,
-        pooling=pooling,
-        task_options={
-            "text_column": text_column,
-            "text_pair_column": text_pair_column,
-            "label_column": label_column,
-            "labels": labels.split(",") if labels else None,
-            "crf": crf or None,
-            "doc_stride": doc_stride,
-            "split_by_article": split_by_article,
-        },
-        overwrite=overwrite,
-    )
-    summary = run(request)
-    best = summary.get("best") or {}
-    typer.echo(
-        f"best {summary['main_metric']} {best.get(summary['main_metric'], float('nan')):.4f} at epoch "
-        f"{summary['best_epoch']}; artifact in {output} ({summary['artifact_bytes']:,} bytes)"
-    )
-
-
-def _method_config(name: str, **options):
-    """The method's config from the flags the user gave (None = not given: the method's own default).
-
-    A flag the method does not take is refused in one line, naming the method's own options.
+    Options may also come from --config FILE (YAML, names with underscores); flags override the file.
     """
-    from .method import method_config
+    from .pipeline import train as run
 
-    return method_config(name, **{k: v for k, v in options.items() if v is not None})
+    _quiet_weight_loading()
+    options = {**ctx.params, "output": Path(ctx.params["output"])}
+    summary = run(_train_request(options))
+    metric, best = summary["main_metric"], summary.get("best") or {}
+    score = best.get(metric)
+    shown = f"best {metric} {score:.4f} at epoch {summary['best_epoch']}" if _finite(score) else f"no {metric} score"
+    typer.echo(f"{shown}; artifact in {output} ({summary['artifact_bytes']:,} bytes)")
+
+
+def _method_config(options: dict) -> MethodConfig:
+    """The chosen method's config from the flags given (None = not given: the method's own default).
+
+    Every registered method's options are flags; one the chosen method does not take is refused in one
+    line naming the method's own options (``ptuning methods`` lists them).
+    """
+    from .method import REGISTRY, method_config
+
+    names = {name for method in REGISTRY.values() for name in method.config_class.option_names()}
+    given = {name: options[name] for name in names if options.get(name) is not None}
+    return method_config(options["method"], **given)
+
+
+def _train_request(options: dict) -> TrainRequest:
+    """``ptuning train``'s options (flags and --config merged) as a request; building it checks every number."""
+    from dataclasses import fields
+
+    from .pipeline import TrainRequest
+
+    train_keys = [f.name for f in fields(TrainConfig) if f.name != "stop_after_steps"]
+    labels = options["labels"]
+    return TrainRequest(
+        task=options["task"],
+        data=options["data"],
+        output=options["output"],
+        model=options["model"],
+        method=_method_config(options),
+        train=TrainConfig(**{key: options[key] for key in train_keys}),
+        max_length=options["max_length"],
+        max_train_samples=options["max_train_samples"],
+        max_eval_samples=options["max_eval_samples"],
+        pooling=options["pooling"],
+        task_options={
+            "text_column": options["text_column"],
+            "text_pair_column": options["text_pair_column"],
+            "label_column": options["label_column"],
+            "labels": labels.split(",") if labels else None,
+            "crf": options["crf"] or None,
+            "doc_stride": options["doc_stride"],
+            "split_by_article": options["split_by_article"],
+        },
+        overwrite=options["overwrite"],
+    )
+
+
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def _quiet_weight_loading() -> None:
+    """Silence transformers' "Loading weights" bar (printed at every backbone load, three times in
+    ``demo``); our own bars stay, and so do the hub's download bars unless the user turned them off."""
+    from huggingface_hub.utils import are_progress_bars_disabled, enable_progress_bars
+    from transformers.utils import logging as hf_logging
+
+    hub_off = are_progress_bars_disabled()
+    hf_logging.disable_progress_bar()  # also turns the hub's off ...
+    if not hub_off:
+        enable_progress_bars()  # ... which were on: downloads can take minutes
 
 
 DEVICE_HELP = "auto (the GPU when there is one) | cpu | cuda | cuda:N | mps."
@@ -201,10 +205,11 @@ def evaluate(
     batch_size: int = typer.Option(64),
     device: str = typer.Option("auto", help=DEVICE_HELP),
 ) -> None:
-    """Print the task's metrics on a split as one JSON object."""
+    """Print the task's metrics on a split as one JSON object (a metric with no value is null)."""
     from .pipeline import evaluate as run
 
-    typer.echo(json.dumps(run(artifact, data, split, model, batch_size, device)))
+    _quiet_weight_loading()
+    typer.echo(dumps(run(artifact, data, split, model, batch_size, device)))
 
 
 @app.command()
@@ -226,6 +231,7 @@ def predict(
     """
     from .pipeline import predict as run
 
+    _quiet_weight_loading()
     count = run(artifact, input, output, model, batch_size, device)
     typer.echo(f"wrote {count} predictions to {output}")
 
@@ -259,6 +265,7 @@ def methods() -> None:
 def demo(
     output: Path = typer.Option(Path("ptuning-demo"), help="Where to write the demo artifact."),
     epochs: int = typer.Option(15),
+    overwrite: opts.Overwrite = False,
 ) -> None:
     """Train a P-Tuning v2 prompt on the bundled sample data, evaluate it, and predict."""
     from importlib.resources import files
@@ -268,8 +275,10 @@ def demo(
     from .pipeline import evaluate as run_eval
     from .pipeline import predict as run_predict
     from .pipeline import train as run_train
-    from .train import TrainConfig
 
+    if output.is_dir() and any(output.iterdir()) and not overwrite:  # the rule `train` follows, before any work
+        raise PTuningError(f"{output} is not empty; pass --overwrite to replace it")
+    _quiet_weight_loading()
     sample = str(files("ptuning") / "samples" / "sentiment")
     typer.echo(f"training ptv2 (P=20) on {sample} with the bundled MiniLM backbone")
     summary = run_train(
@@ -280,11 +289,11 @@ def demo(
             method=method_config("ptv2", prompt_length=20),
             train=TrainConfig(epochs=epochs, lr=1e-2, batch_size=8, seed=42),
             max_length=64,
-            overwrite=True,
+            overwrite=overwrite,
         )
     )
     typer.echo(f"trainable parameters: {summary['trainable_params']:,} of {summary['backbone_params']:,}")
-    typer.echo("dev metrics: " + json.dumps(run_eval(output, sample)))
+    typer.echo("dev metrics: " + dumps(run_eval(output, sample)))
     with tempfile.TemporaryDirectory() as tmp:
         source = Path(tmp) / "input.tsv"
         source.write_text("sentence\nan utterly charming and beautifully acted film\na tedious , joyless slog\n")
@@ -309,11 +318,12 @@ def serve(
     """Serve many prompts from one backbone over HTTP (FastAPI; docs at /docs)."""
     import uvicorn
 
+    from .backbones import resolve_device
     from .serve.pool import PromptPool
     from .serve.server import Limits, create_app
 
+    _quiet_weight_loading()
     specs = [spec.split("=", 1) if "=" in spec else (None, spec) for spec in artifacts]
-    from .backbones import resolve_device
 
     pool = PromptPool.from_artifact(specs[0][1], model_name=model, max_batch=max_batch, device=resolve_device(device))
     for name, path in specs:
@@ -324,15 +334,23 @@ def serve(
 
 
 def main() -> None:
+    """The ``ptuning`` entry point: one-line errors, and Ctrl-C as status 130 saying what was saved.
+
+    The command runs in a click context made here rather than through ``app()``: typer's own
+    main turns Ctrl-C into a return value of 130 that, outside standalone mode, nobody saw (the
+    process exited 0 without a word).
+    """
+    command = typer.main.get_command(app)
     try:
-        app(standalone_mode=False)
+        with command.make_context("ptuning", sys.argv[1:]) as ctx:
+            command.invoke(ctx)
     except PTuningError as exc:
         typer.echo(f"error: {exc}", err=True)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        typer.echo("interrupted", err=True)
+        sys.exit(getattr(exc, "exit_code", 2))  # 2: fix the command; a diverged run says 1
+    except KeyboardInterrupt as exc:  # training's says where its checkpoint is
+        typer.echo(f"interrupted {exc}".rstrip(), err=True)
         sys.exit(130)
-    except Exception as exc:  # usage errors arrive here in non-standalone mode
+    except Exception as exc:  # usage errors, --help and --version arrive here
         # Matched by shape, not class: typer >= 0.2x raises its vendored copy of click's exceptions, not click's.
         show, code = getattr(exc, "show", None), getattr(exc, "exit_code", None)
         if callable(show) and isinstance(code, int):  # UsageError, BadParameter, NoSuchOption ...

@@ -8,12 +8,12 @@ permissions any ordinary file gets under the user's umask (``mkstemp`` alone wou
 from __future__ import annotations
 
 import hashlib
-import json
-import math
 import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+
+from .finite import dumps
 
 
 def _umask() -> int:
@@ -55,20 +55,9 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(Path(path), text.encode("utf-8"))
 
 
-def finite_json(obj):
-    """``obj`` with every non-finite float replaced by None: JSON has no NaN, and readers choke on it."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: finite_json(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [finite_json(v) for v in obj]
-    return obj
-
-
 def json_text(obj, **kwargs) -> str:
-    """Strict JSON (``allow_nan=False``) of ``obj`` with non-finite numbers as null."""
-    return json.dumps(finite_json(obj), allow_nan=False, **kwargs)
+    """Strict JSON (``allow_nan=False``) of ``obj`` with non-finite numbers as null (``finite.py``)."""
+    return dumps(obj, **kwargs)
 
 
 def atomic_write_json(path: Path, obj) -> None:

@@ -10,17 +10,20 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import artifact, backbones, checkpoint
+from . import artifact, backbones, checkpoint, runfile
 from .errors import DataError, PTuningError
+from .finite import json_safe
 from .heads import POOLINGS
 from .io import atomic_write_bytes, atomic_write_json
 from .method import MethodConfig
 from .method.prefix import Ptv2Config
 from .model import PTuningModel
+from .stopping import Interrupted, TrainingDiverged
 from .tasks import Task, get_task
 from .tasks.readers import read_records
 from .train import TrainConfig, predict_logits
 from .train import train as run_loop
+from .trainconfig import check_count, check_precision
 
 
 @dataclass
@@ -37,6 +40,12 @@ class TrainRequest:
     pooling: str = "auto"
     task_options: dict = field(default_factory=dict)
     overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        """The request's own numbers, refused before anything is read or written (TrainConfig checks its own)."""
+        check_count("--max-length", self.max_length, minimum=8)  # fewer leaves no room for any text
+        check_count("--max-train-samples", self.max_train_samples)
+        check_count("--max-eval-samples", self.max_eval_samples)
 
 
 def _pooling(requested: str, backbone, name: str) -> str:
@@ -73,6 +82,12 @@ def training_examples(task: Task, data: str, max_train: int | None = None, max_e
 
 
 def train(request: TrainRequest) -> dict:
+    """Train as ``request`` says; write the artifact, ``metrics.json`` and ``config.yaml`` to its output.
+
+    Everything that can be refused (data, settings, a checkpoint made by another run) is
+    refused before the output directory is created or changed.
+    """
+    check_precision(request.train.mixed_precision)
     task = get_task(request.task, **request.task_options)
     if request.task_options.get("crf") and task.family != "tagging":
         raise PTuningError(f"--crf applies to tagging tasks, not to {task.name} ({task.family})")
@@ -96,6 +111,11 @@ def train(request: TrainRequest) -> dict:
     budget = model.token_budget(max_length)
     train_features = task.featurize(train_examples, tokenizer, budget).features
     eval_set = task.featurize(eval_examples, tokenizer, budget)
+    lr = request.train.lr or model.learning_rate()
+    options = runfile.options_of(request, lr=lr, max_length=max_length, pooling=pooling, backbone=name)
+    run = {**options, "backbone_fingerprint": fingerprint}
+    if request.train.resume:
+        checkpoint.check_resumable(output, run, model)
     _check_output(output, request.train.resume, request.overwrite)
     output.mkdir(parents=True, exist_ok=True)
 
@@ -120,14 +140,31 @@ def train(request: TrainRequest) -> dict:
         request.train,
         output,
         save_best,
+        run,
+        on_start=lambda: runfile.write(output, options),  # not before: see train.train
     )
-    if summary.get("interrupted"):
+    if summary["stopped_by"] == "stop_after_steps":  # the test hook simulates a kill: nothing more is written
         return summary
     summary.update(task=task.name, method=request.method.to_dict(), backbone=name, max_length=max_length)
     summary["backbone_dropout"] = request.train.backbone_dropout
     summary["pooling"] = pooling
+    return _finish(summary, output)
+
+
+def _finish(summary: dict, output: Path) -> dict:
+    """Write ``metrics.json`` (also for a run that stopped on Ctrl-C or a diverged loss), then say how it ended."""
     summary["artifact_bytes"] = artifact_size(output)
-    atomic_write_json(output / "metrics.json", summary)
+    atomic_write_json(output / "metrics.json", json_safe(summary))
+    if summary["stopped_by"] == "interrupted":
+        saved = summary["checkpoint_step"]
+        if saved is None:
+            raise Interrupted(f"at step {summary['steps']}, before any checkpoint was saved: start it again")
+        raise Interrupted(
+            f"at step {summary['steps']}; {output / checkpoint.CHECKPOINT} holds step {saved}: the same command "
+            "with --resume continues from there"
+        )
+    if summary.get("error"):
+        raise TrainingDiverged(summary["error"])
     return summary
 
 
@@ -149,11 +186,22 @@ def evaluate(
     return score_split(model, tokenizer, task, data, split, meta["max_length"], batch_size)
 
 
+def _finite_logits(logits):
+    """Refuse outputs with NaN or infinity: they would become ``"score": NaN`` (not JSON) or meaningless metrics."""
+    bad = int((~logits.isfinite()).reshape(len(logits), -1).any(dim=1).sum()) if logits.numel() else 0
+    if bad:
+        raise PTuningError(
+            f"the model's outputs are NaN or infinite for {bad} of {len(logits)} inputs; the artifact is broken "
+            "(was it trained with a diverging loss?): retrain it, with a lower --lr"
+        )
+    return logits
+
+
 def score_split(model, tokenizer, task: Task, data: str, split: str, max_length: int, batch_size: int = 64) -> dict:
     """The task's metrics on one labelled split of ``data``, for a model in memory (an artifact's, or any other)."""
     examples = task.records_to_examples(task.load_split(data, split), labelled=True)
     featurized = task.featurize(examples, tokenizer, model.token_budget(max_length))
-    logits = predict_logits(model, featurized.features, task.collator(tokenizer), batch_size)
+    logits = _finite_logits(predict_logits(model, featurized.features, task.collator(tokenizer), batch_size))
     scores = task.evaluate(logits, examples, featurized.alignment)
     return {"task": task.name, "split": split, "examples": len(examples), **scores}
 
@@ -173,7 +221,7 @@ def predict(
     model.to(backbones.resolve_device(device))
     examples = task.records_to_examples(read_records(input_file, header=task.files.header), labelled=False)
     featurized = task.featurize(examples, tokenizer, model.token_budget(meta["max_length"]))
-    logits = predict_logits(model, featurized.features, task.collator(tokenizer), batch_size)
+    logits = _finite_logits(predict_logits(model, featurized.features, task.collator(tokenizer), batch_size))
     rows = task.predictions(logits, examples, featurized.alignment)
     text = task.write_predictions(rows, examples, input_file, Path(output_file))  # JSONL, CoNLL, SQuAD's map
     atomic_write_bytes(Path(output_file), text.encode("utf-8"))

@@ -5,7 +5,9 @@ Concurrent requests, whatever their task, are gathered for at most
 forward on a single worker thread, so the event loop keeps accepting requests.
 Bad input never reaches the model: it is refused with a 4xx and a one-line
 reason. If a gathered batch fails, its requests are retried one by one so only
-the faulty one fails.
+the faulty one fails. A prediction holding NaN or infinity is answered with a
+500 naming it, never with ``null`` (a score that would look valid) or ``NaN``
+(which is not JSON).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 from ..errors import InputError, PTuningError
+from ..finite import all_finite
 from .metrics import Metrics
 from .pool import PromptPool, UnknownTask
 
@@ -112,7 +115,32 @@ class MicroBatcher:
             offset += job.size
 
 
+PREDICT_SCHEMA = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["task", "inputs"],
+                    "properties": {
+                        "task": {"type": "string", "description": "A loaded task name (GET /v1/tasks)."},
+                        "inputs": {
+                            "type": "array",
+                            "description": "Inputs in the task's shape: a text, [text, pair] or "
+                            "an object keyed by the task's columns.",
+                        },
+                    },
+                },
+                "example": {"task": "sst2", "inputs": ["a gripping, funny film"]},
+            }
+        },
+    }
+}
+
+
 def create_app(pool: PromptPool, limits: Limits | None = None) -> FastAPI:
+    """The FastAPI app: one micro-batcher and one model thread over ``pool``; routes added by the helpers below."""
     limits = limits or Limits()
     metrics = Metrics()
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ptuning-model")
@@ -126,6 +154,15 @@ def create_app(pool: PromptPool, limits: Limits | None = None) -> FastAPI:
 
     app = FastAPI(title="ptuning", description="P-Tuning v2 prompts served from one backbone.", lifespan=lifespan)
     app.state.pool, app.state.metrics, app.state.limits = pool, metrics, limits
+    _add_error_handling(app, metrics)
+    _add_predict(app, pool, limits, metrics, batcher)
+    _add_task_management(app, pool, limits, executor)
+    _add_operations(app, pool, metrics)
+    return app
+
+
+def _add_error_handling(app: FastAPI, metrics: Metrics) -> None:
+    """Count every request; answer errors as one-line ``{"error": ...}`` objects, unknown routes too."""
 
     @app.middleware("http")
     async def count(request: Request, call_next):
@@ -138,50 +175,39 @@ def create_app(pool: PromptPool, limits: Limits | None = None) -> FastAPI:
     async def api_error(request: Request, exc: ApiError):
         return JSONResponse({"error": exc.message}, status_code=exc.status)
 
-    async def read_json(request: Request) -> dict:
-        declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > limits.max_body_bytes:
+    @app.exception_handler(404)
+    async def not_found(request: Request, exc):
+        return JSONResponse({"error": f"no route {request.method} {request.url.path}"}, status_code=404)
+
+    @app.exception_handler(405)
+    async def not_allowed(request: Request, exc):
+        return JSONResponse({"error": f"{request.method} is not allowed on {request.url.path}"}, status_code=405)
+
+
+async def read_json(request: Request, limits: Limits) -> dict:
+    """The body as a JSON object, refused early when it is over ``max_body_bytes`` (declared or streamed)."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limits.max_body_bytes:
+        raise ApiError(413, f"request body over {limits.max_body_bytes} bytes")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limits.max_body_bytes:
             raise ApiError(413, f"request body over {limits.max_body_bytes} bytes")
-        body = bytearray()
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > limits.max_body_bytes:
-                raise ApiError(413, f"request body over {limits.max_body_bytes} bytes")
-        try:
-            data = json.loads(body)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ApiError(400, f"malformed JSON body: {exc}") from None
-        if not isinstance(data, dict):
-            raise ApiError(422, "the body must be a JSON object")
-        return data
+    try:
+        data = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ApiError(400, f"malformed JSON body: {exc}") from None
+    if not isinstance(data, dict):
+        raise ApiError(422, "the body must be a JSON object")
+    return data
 
-    predict_schema = {
-        "requestBody": {
-            "required": True,
-            "content": {
-                "application/json": {
-                    "schema": {
-                        "type": "object",
-                        "required": ["task", "inputs"],
-                        "properties": {
-                            "task": {"type": "string", "description": "A loaded task name (GET /v1/tasks)."},
-                            "inputs": {
-                                "type": "array",
-                                "description": "Inputs in the task's shape: a text, [text, pair] or "
-                                "an object keyed by the task's columns.",
-                            },
-                        },
-                    },
-                    "example": {"task": "sst2", "inputs": ["a gripping, funny film"]},
-                }
-            },
-        }
-    }
 
-    @app.post("/v1/predict", openapi_extra=predict_schema)
+def _add_predict(app: FastAPI, pool: PromptPool, limits: Limits, metrics: Metrics, batcher: MicroBatcher) -> None:
+    @app.post("/v1/predict", openapi_extra=PREDICT_SCHEMA)
     async def predict(request: Request) -> dict:
         """Predict for a list of inputs of one task."""
-        data = await read_json(request)
+        data = await read_json(request, limits)
         name, inputs = data.get("task"), data.get("inputs")
         if not isinstance(name, str):
             raise ApiError(422, "'task' must be a string naming a loaded task")
@@ -200,8 +226,19 @@ def create_app(pool: PromptPool, limits: Limits | None = None) -> FastAPI:
             except InputError as exc:
                 raise ApiError(422, f"input {i}: {exc}") from None
         metrics.inputs += len(rows)
-        return {"task": name, "predictions": await batcher.submit(rows)}
+        return {"task": name, "predictions": _finite(name, await batcher.submit(rows))}
 
+
+def _finite(name: str, predictions: list[dict]) -> list[dict]:
+    """Predictions as they are, or an error: JSON has no NaN, and a silent ``null`` score would look valid."""
+    for i, prediction in enumerate(predictions):
+        if not all_finite(prediction):
+            fields = ", ".join(k for k, v in prediction.items() if not all_finite(v))
+            raise ApiError(500, f"task {name!r} produced a NaN or infinite {fields} for input {i}")
+    return predictions
+
+
+def _add_task_management(app: FastAPI, pool: PromptPool, limits: Limits, executor: ThreadPoolExecutor) -> None:
     @app.get("/v1/tasks")
     async def tasks() -> dict:
         """The loaded prompts."""
@@ -210,7 +247,7 @@ def create_app(pool: PromptPool, limits: Limits | None = None) -> FastAPI:
     @app.post("/v1/tasks", status_code=201)
     async def load(request: Request) -> dict:
         """Load an artifact: ``{"path": "...", "name": "optional"}``."""
-        data = await read_json(request)
+        data = await read_json(request, limits)
         path, name = data.get("path"), data.get("name")
         if not isinstance(path, str) or (name is not None and not isinstance(name, str)):
             raise ApiError(422, "'path' must be a string (and 'name', if given)")
@@ -232,6 +269,8 @@ def create_app(pool: PromptPool, limits: Limits | None = None) -> FastAPI:
             raise ApiError(404, str(exc)) from None
         return {"unloaded": name}
 
+
+def _add_operations(app: FastAPI, pool: PromptPool, metrics: Metrics) -> None:
     @app.get("/healthz")
     async def healthz() -> dict:
         return {"status": "ok", "tasks": len(pool.prompts)}
@@ -239,16 +278,6 @@ def create_app(pool: PromptPool, limits: Limits | None = None) -> FastAPI:
     @app.get("/metrics", response_class=PlainTextResponse)
     async def prometheus() -> str:
         return metrics.render(len(pool.prompts))
-
-    @app.exception_handler(404)
-    async def not_found(request: Request, exc):
-        return JSONResponse({"error": f"no route {request.method} {request.url.path}"}, status_code=404)
-
-    @app.exception_handler(405)
-    async def not_allowed(request: Request, exc):
-        return JSONResponse({"error": f"{request.method} is not allowed on {request.url.path}"}, status_code=405)
-
-    return app
 
 
 def _chars(value) -> int:

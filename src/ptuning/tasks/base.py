@@ -8,7 +8,6 @@ family is a few lines of data (see ``classification.py``).
 
 from __future__ import annotations
 
-import json
 import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ import torch
 from torch import nn
 
 from ..errors import DataError
+from ..finite import dumps
 from .readers import Record, find_split_file, read_hf, read_records
 
 SPLITS = ("train", "validation", "test")
@@ -249,7 +249,7 @@ class Task(ABC):
 
     def write_predictions(self, rows: list[dict], examples: list[Example], source: Path, target: Path) -> str:
         """The text of the prediction file for ``source`` (default: one JSON object per line)."""
-        return "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+        return "".join(dumps(row, ensure_ascii=False) + "\n" for row in rows)
 
 
 def stack_windows(parts: list[torch.Tensor]) -> torch.Tensor:

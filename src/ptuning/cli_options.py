@@ -1,0 +1,81 @@
+"""The ``ptuning train`` options other than the method's, declared once as annotated types.
+
+``cli.train`` lists each option in one line (``epochs: Epochs = TrainConfig.epochs``):
+the help text lives here, the default in the dataclass that uses it, so neither
+is copied. Names follow Hugging Face ``run_glue.py`` where one exists.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+Task = Annotated[str, typer.Option(help="Task name (see `ptuning tasks`).")]
+Data = Annotated[str, typer.Option(help="Directory with the official split files, or a Hugging Face dataset id.")]
+Output = Annotated[Path, typer.Option(help="Output directory: artifact, metrics.json(l), config.yaml, checkpoint.")]
+Model = Annotated[Optional[str], typer.Option(help="Backbone path or hub id (default: bundled all-MiniLM-L6-v2).")]
+
+Epochs = Annotated[int, typer.Option(help="Maximum epochs.")]
+Lr = Annotated[
+    Optional[float],
+    typer.Option(help="Peak learning rate (default per method: ptv2 5e-3, ptv2 --reparam 5e-4, finetune 5e-5...)."),
+]
+BatchSize = Annotated[int, typer.Option(help="Training batch size (per process).")]
+EvalBatchSize = Annotated[int, typer.Option(help="Evaluation batch size.")]
+MaxLength = Annotated[
+    Optional[int],
+    typer.Option(help="Maximum tokens per input, at least 8 (default 384 for QA, else 128; deep prompts take none)."),
+]
+MaxTrainSamples = Annotated[Optional[int], typer.Option(help="Use only the first N training examples.")]
+MaxEvalSamples = Annotated[Optional[int], typer.Option(help="Use only the first N evaluation examples.")]
+Seed = Annotated[int, typer.Option(help="Random seed.")]
+WeightDecay = Annotated[float, typer.Option(help="AdamW weight decay (not on prompts or biases).")]
+WarmupRatio = Annotated[float, typer.Option(help="Fraction of steps for linear warmup, in [0, 1).")]
+Scheduler = Annotated[str, typer.Option(help="linear | exponential | constant decay after warmup.")]
+DecayGamma = Annotated[float, typer.Option(help="Per-epoch factor of the exponential decay, in (0, 1].")]
+MaxGradNorm = Annotated[float, typer.Option(help="Gradient clipping norm.")]
+EvalSteps = Annotated[Optional[int], typer.Option(help="Evaluate every N steps instead of every epoch.")]
+Patience = Annotated[Optional[int], typer.Option(help="Stop after N evaluations without improvement.")]
+MaxMinutes = Annotated[
+    Optional[float],
+    typer.Option(help="Stop at the first evaluation after this many minutes of training (the best artifact is kept)."),
+]
+GradAccum = Annotated[int, typer.Option(help="Gradient accumulation steps.")]
+GradientCheckpointing = Annotated[bool, typer.Option(help="Recompute activations to save memory.")]
+GroupByLength = Annotated[
+    bool, typer.Option(help="Batch inputs of similar length together: less padding, faster epochs on varied data.")
+]
+MixedPrecision = Annotated[
+    str,
+    typer.Option(help="no | bf16 | fp16: forward passes under autocast (faster on GPUs); weights stay fp32."),
+]
+BackboneDropout = Annotated[
+    Optional[float],
+    typer.Option(
+        help="Every dropout rate inside the backbone while training (default: the checkpoint's, 0.1 for BERT). "
+        "0 makes CPU training much faster (see BENCHMARKS.md); its effect on accuracy depends on the task."
+    ),
+]
+Pooling = Annotated[
+    str,
+    typer.Option(
+        help="auto | cls | mean | last. auto: the checkpoint's declared pooling, else cls or last (decoders)."
+    ),
+]
+TextColumn = Annotated[Optional[str], typer.Option(help="text-classification: the text column.")]
+TextPairColumn = Annotated[Optional[str], typer.Option(help="text-classification: the second text column.")]
+LabelColumn = Annotated[Optional[str], typer.Option(help="text-classification: the label column.")]
+Labels = Annotated[Optional[str], typer.Option(help="token-classification: comma-separated tag set (else from data).")]
+Crf = Annotated[bool, typer.Option(help="Tagging tasks: a CRF layer (IOB2-constrained Viterbi) on the token head.")]
+DocStride = Annotated[Optional[int], typer.Option(help="QA: tokens between context windows (default 128).")]
+SplitByArticle = Annotated[
+    Optional[float],
+    typer.Option(
+        help="QA: split ONE SQuAD file by article title; FRACTION of articles held out, halved into validation "
+        "(early stopping) and test (`ptuning eval --split test`)."
+    ),
+]
+Resume = Annotated[bool, typer.Option(help="Continue OUTPUT/checkpoint; refused if it was made with other settings.")]
+Overwrite = Annotated[bool, typer.Option(help="Replace a non-empty OUTPUT.")]
