@@ -186,7 +186,7 @@ def test_diverging_learning_rate_on_the_command_line_exits_1_in_one_line(tmp_pat
 
 def test_nan_metrics_are_null_in_files_and_n_a_on_the_console(tmp_path, sst2_dir, tiny_bert_dir, monkeypatch, capsys):
     task_class = type(get_task("sst2"))
-    monkeypatch.setattr(task_class, "evaluate", lambda self, logits, examples: {"accuracy": float("nan")})
+    monkeypatch.setattr(task_class, "evaluate", lambda self, logits, examples, alignment=(): {"accuracy": float("nan")})
     out = tmp_path / "run"
     summary = pipeline.train(request(sst2_dir, out, tiny_bert_dir, epochs=2))
     assert summary["best_epoch"] == 2.0  # a NaN score never blocks a later one
@@ -325,6 +325,6 @@ def test_checkpoint_without_recorded_settings_is_still_checked_by_shape(checkpoi
     state = json.loads(state_path.read_text())
     del state["run"]
     state_path.write_text(json.dumps(state))
-    with pytest.raises(PTuningError, match="--resume: this checkpoint was made for another model: prefix"):
+    with pytest.raises(PTuningError, match="--resume: this checkpoint was made for another model: method.prefix"):
         pipeline.train(request(data, legacy, tiny_bert_dir, method=method_config("ptv2", prompt_length=5), resume=True))
     assert "records no run settings" in capsys.readouterr().err

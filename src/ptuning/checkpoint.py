@@ -139,9 +139,12 @@ def check_resumable(directory: Path, run: dict, model: torch.nn.Module) -> None:
     path = Path(directory) / CHECKPOINT
     recorded = json.loads((path / "state.json").read_text()).get("run")
     if recorded:
+        keys = [*run, *(k for k in recorded if k not in run)]
+        if recorded.get("method") != run.get("method"):  # each method has its own options: name the method only
+            keys = [k for k in keys if k in recorded and k in run]
         differences = [
             f"{_name(key)} {_shown(recorded.get(key))}, not {_shown(run.get(key))}"
-            for key in [*run, *(k for k in recorded if k not in run)]
+            for key in keys
             if key not in MAY_CHANGE and recorded.get(key) != run.get(key)
         ]
         if differences:
