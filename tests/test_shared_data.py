@@ -34,3 +34,26 @@ def test_official_files_read_completely(task_name, directory, split, count):
         return
     labels = {e.label for e in examples}
     assert labels == ({0, 1} if task_name == "copa" else set(task.labels))
+
+
+@pytest.mark.parametrize("task", ["CB", "RTE", "COPA", "WSC", "BoolQ", "MultiRC"])
+def test_fewglue_loads_as_it_is_with_dev32_selecting(task):
+    from ptuning.splits import plan_splits
+
+    data = SHARED / "fewglue" / task
+    if not data.is_dir():
+        pytest.skip("../shared/data/fewglue is absent")
+    plan = plan_splits(get_task(task.lower()), str(data))
+    assert len(plan.train) == len(plan.selection) == 32
+    assert Path(plan.reported[0].path).name == "val.jsonl"
+
+
+def test_k_shot_on_rte_draws_the_same_ids_twice():
+    from ptuning.splits import plan_splits
+
+    data = SHARED / "superglue" / "rte"
+    if not data.is_dir():
+        pytest.skip("../shared/data/superglue is absent")
+    first, again = (plan_splits(get_task("rte"), str(data), few_shot=32, few_shot_seed=3) for _ in range(2))
+    assert first.drawn == again.drawn and len(first.drawn["train"]) == 32
+    assert len(first.reported) == 277

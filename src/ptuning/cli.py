@@ -92,6 +92,8 @@ def train(
     max_length: opts.MaxLength = None,
     max_train_samples: opts.MaxTrainSamples = None,
     max_eval_samples: opts.MaxEvalSamples = None,
+    few_shot: opts.FewShot = None,
+    few_shot_seed: opts.FewShotSeed = 0,
     seed: opts.Seed = TrainConfig.seed,
     weight_decay: opts.WeightDecay = TrainConfig.weight_decay,
     warmup_ratio: opts.WarmupRatio = TrainConfig.warmup_ratio,
@@ -129,6 +131,9 @@ def train(
     metric, best = summary["main_metric"], summary.get("best") or {}
     score = best.get(metric)
     shown = f"best {metric} {score:.4f} at epoch {summary['best_epoch']}" if _finite(score) else f"no {metric} score"
+    reported = summary.get("reported") or {}
+    if _finite(reported.get(metric)):
+        shown += f" on the selection split; {metric} {reported[metric]:.4f} on the reported split"
     typer.echo(f"{shown}; artifact in {output} ({summary['artifact_bytes']:,} bytes)")
 
 
@@ -163,6 +168,8 @@ def _train_request(options: dict) -> TrainRequest:
         max_length=options["max_length"],
         max_train_samples=options["max_train_samples"],
         max_eval_samples=options["max_eval_samples"],
+        few_shot=options["few_shot"],
+        few_shot_seed=options["few_shot_seed"],
         pooling=options["pooling"],
         task_options={
             "text_column": options["text_column"],

@@ -30,6 +30,14 @@ MaxLength = Annotated[
 ]
 MaxTrainSamples = Annotated[Optional[int], typer.Option(help="Use only the first N training examples.")]
 MaxEvalSamples = Annotated[Optional[int], typer.Option(help="Use only the first N evaluation examples.")]
+FewShot = Annotated[
+    Optional[int],
+    typer.Option(
+        help="Low-resource protocol: draw K training and K selection examples from the training file (stratified "
+        "by label; ids in OUT/few_shot.json); the full validation file is only reported."
+    ),
+]
+FewShotSeed = Annotated[int, typer.Option(help="Which K-shot draw (--few-shot): the same seed draws the same ids.")]
 Seed = Annotated[int, typer.Option(help="Random seed.")]
 WeightDecay = Annotated[float, typer.Option(help="AdamW weight decay (not on prompts or biases).")]
 WarmupRatio = Annotated[float, typer.Option(help="Fraction of steps for linear warmup, in [0, 1).")]

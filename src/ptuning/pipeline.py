@@ -18,6 +18,7 @@ from .io import atomic_write_bytes, atomic_write_json
 from .method import MethodConfig
 from .method.prefix import Ptv2Config
 from .model import PTuningModel
+from .splits import SplitPlan, plan_splits
 from .stopping import Interrupted, TrainingDiverged
 from .tasks import Task, get_task
 from .tasks.readers import read_records
@@ -40,12 +41,15 @@ class TrainRequest:
     pooling: str = "auto"
     task_options: dict = field(default_factory=dict)
     overwrite: bool = False
+    few_shot: int | None = None  # K: draw K training and K selection examples from the training file
+    few_shot_seed: int = 0
 
     def __post_init__(self) -> None:
         """The request's own numbers, refused before anything is read or written (TrainConfig checks its own)."""
         check_count("--max-length", self.max_length, minimum=8)  # fewer leaves no room for any text
         check_count("--max-train-samples", self.max_train_samples)
         check_count("--max-eval-samples", self.max_eval_samples)
+        check_count("--few-shot", self.few_shot)
 
 
 def _pooling(requested: str, backbone, name: str) -> str:
@@ -72,13 +76,13 @@ def _check_output(output: Path, resume: bool, overwrite: bool) -> None:
     raise PTuningError(f"{output} is not empty; pass --resume to continue it or --overwrite to replace it")
 
 
-def training_examples(task: Task, data: str, max_train: int | None = None, max_eval: int | None = None):
-    """``(task, train examples, validation examples)``; the task learns its label set from train when it can."""
-    train_records, eval_records = task.training_records(data)
-    task = task.with_labels_from(train_records)
-    train_examples = task.records_to_examples(train_records, labelled=True)[:max_train]
-    eval_examples = task.records_to_examples(eval_records, labelled=True)[:max_eval]
-    return task, train_examples, eval_examples
+def training_examples(task: Task, request: TrainRequest):
+    """``(task, train examples, selection examples, split plan)``; the task learns its labels from train."""
+    plan = plan_splits(task, request.data, request.few_shot, request.few_shot_seed)
+    task = task.with_labels_from(plan.train)
+    train_examples = task.records_to_examples(plan.train, labelled=True)[: request.max_train_samples]
+    eval_examples = task.records_to_examples(plan.selection, labelled=True)[: request.max_eval_samples]
+    return task, train_examples, eval_examples, plan
 
 
 def train(request: TrainRequest) -> dict:
@@ -91,9 +95,7 @@ def train(request: TrainRequest) -> dict:
     task = get_task(request.task, **request.task_options)
     if request.task_options.get("crf") and task.family != "tagging":
         raise PTuningError(f"--crf applies to tagging tasks, not to {task.name} ({task.family})")
-    task, train_examples, eval_examples = training_examples(
-        task, request.data, request.max_train_samples, request.max_eval_samples
-    )
+    task, train_examples, eval_examples, plan = training_examples(task, request)
     output = Path(request.output)
     if output.exists() and not output.is_dir():
         raise PTuningError(f"--output {output} is a file; give a directory")
@@ -118,6 +120,7 @@ def train(request: TrainRequest) -> dict:
         checkpoint.check_resumable(output, run, model)
     _check_output(output, request.train.resume, request.overwrite)
     output.mkdir(parents=True, exist_ok=True)
+    print(f"splits: {plan.describe()}", flush=True)
 
     def save_best(trained: PTuningModel, scores: dict) -> None:
         artifact.save_artifact(
@@ -141,14 +144,35 @@ def train(request: TrainRequest) -> dict:
         output,
         save_best,
         run,
-        on_start=lambda: runfile.write(output, options),  # not before: see train.train
+        on_start=lambda: _write_run_files(output, options, plan),  # not before: see train.train
     )
     if summary["stopped_by"] == "stop_after_steps":  # the test hook simulates a kill: nothing more is written
         return summary
     summary.update(task=task.name, method=request.method.to_dict(), backbone=name, max_length=max_length)
-    summary["backbone_dropout"] = request.train.backbone_dropout
-    summary["pooling"] = pooling
+    summary.update(backbone_dropout=request.train.backbone_dropout, pooling=pooling, splits=plan.roles)
+    summary["reported"] = _score_reported(output, plan, request, summary)
     return _finish(summary, output)
+
+
+def _write_run_files(output: Path, options: dict, plan: SplitPlan) -> None:
+    """``config.yaml`` always; ``few_shot.json`` (the drawn records) for a K-shot run."""
+    runfile.write(output, options)
+    if plan.drawn is not None:
+        atomic_write_json(output / "few_shot.json", plan.drawn)
+
+
+def _score_reported(output: Path, plan: SplitPlan, request: TrainRequest, summary: dict) -> dict | None:
+    """The selected artifact's metrics on the reported split (FewGLUE's val, K-shot's full validation file).
+
+    Scored once, after training, so the reported split never influences the checkpoint. None when the
+    selection split is the reported one, or when no artifact was kept (a run that never evaluated).
+    """
+    if plan.reported is None or summary.get("best") is None or summary["stopped_by"] == "interrupted":
+        return None
+    model, tokenizer, task, meta = artifact.load_artifact(output, model_name=request.model)
+    scores = score_examples(model, tokenizer, task, task.records_to_examples(plan.reported, labelled=True), meta)
+    print("reported split: " + ", ".join(f"{k} {v:.4f}" for k, v in scores.items()), flush=True)
+    return scores
 
 
 def _finish(summary: dict, output: Path) -> dict:
@@ -200,10 +224,15 @@ def _finite_logits(logits):
 def score_split(model, tokenizer, task: Task, data: str, split: str, max_length: int, batch_size: int = 64) -> dict:
     """The task's metrics on one labelled split of ``data``, for a model in memory (an artifact's, or any other)."""
     examples = task.records_to_examples(task.load_split(data, split), labelled=True)
-    featurized = task.featurize(examples, tokenizer, model.token_budget(max_length))
-    logits = _finite_logits(predict_logits(model, featurized.features, task.collator(tokenizer), batch_size))
-    scores = task.evaluate(logits, examples, featurized.alignment)
+    scores = score_examples(model, tokenizer, task, examples, {"max_length": max_length}, batch_size)
     return {"task": task.name, "split": split, "examples": len(examples), **scores}
+
+
+def score_examples(model, tokenizer, task: Task, examples: list, meta: dict, batch_size: int = 64) -> dict:
+    """The task's metrics on labelled ``examples`` at the artifact's ``max_length``."""
+    featurized = task.featurize(examples, tokenizer, model.token_budget(meta["max_length"]))
+    logits = _finite_logits(predict_logits(model, featurized.features, task.collator(tokenizer), batch_size))
+    return task.evaluate(logits, examples, featurized.alignment)
 
 
 def predict(

@@ -78,6 +78,7 @@ def options_of(request, *, lr: float, max_length: int, pooling: str, backbone: s
     options.update(train, lr=lr)
     options.update(max_length=max_length, max_train_samples=request.max_train_samples)
     options.update(max_eval_samples=request.max_eval_samples, pooling=pooling)
+    options.update(few_shot=request.few_shot, few_shot_seed=request.few_shot_seed)
     for key in TASK_OPTIONS:
         value = request.task_options.get(key)
         options[key] = list(value) if isinstance(value, (list, tuple)) else value

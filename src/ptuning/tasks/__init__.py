@@ -22,7 +22,15 @@ GENERIC = DataFiles(
 
 
 def _superglue(config: str) -> DataFiles:
-    return DataFiles(SUPERGLUE.train, SUPERGLUE.validation, SUPERGLUE.test, hub=("super_glue", config))
+    """SuperGLUE's files; ``dev32`` is FewGLUE's 32-example selection split (Schick & Schuetze), when present."""
+    return DataFiles(
+        SUPERGLUE.train,
+        SUPERGLUE.validation,
+        SUPERGLUE.test,
+        hub=("super_glue", config),
+        extra=(("dev32", ("dev32.jsonl",)),),
+        selection="dev32",
+    )
 
 
 def _glue(config: str, **kw) -> DataFiles:

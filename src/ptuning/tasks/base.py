@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -47,6 +48,9 @@ class DataFiles:
     header: tuple[str, ...] | None = None  # column names of header-less TSVs (CoLA)
     hub_columns: tuple[tuple[str, str], ...] = ()  # hub column -> official column
     hub_splits: tuple[tuple[str, str], ...] = ()  # our split -> hub split
+    # A split that, when its file is in the data directory, selects the checkpoint in place of ``validation``,
+    # which is then only the reported split (FewGLUE's dev32: no peeking at the full dev set).
+    selection: str | None = None
 
     def candidates(self, split: str) -> tuple[str, ...]:
         extra = dict(self.extra)
@@ -203,6 +207,10 @@ class Task(ABC):
     def training_records(self, data: str | Path) -> tuple[list[Record], list[Record]]:
         """``(train, validation)`` records for a training run."""
         return self.load_split(data, "train"), self.load_split(data, "validation")
+
+    def stratum(self, record: Record) -> Hashable | None:
+        """The label a few-shot draw stratifies ``record`` by; None: no label to stratify by (passages, sentences)."""
+        return None
 
     def select_split(self, records: list[Record], split: str) -> list[Record]:
         """The records of ``split`` among those read for it (all of them unless a task splits one file)."""

@@ -6,6 +6,7 @@ Adding a task of this family is one :class:`ClassificationTask` entry in
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from dataclasses import dataclass, field, replace
 
 import torch
@@ -49,6 +50,10 @@ class ClassificationTask(Task):
         cols = " + ".join(self.text_columns)
         files = "/".join(self.files.train + self.files.validation)
         return f"{files}: {cols} -> {self.label_column}"
+
+    def stratum(self, record: Record) -> Hashable | None:
+        value = record.fields.get(self.label_column)
+        return None if value is None else str(value)
 
     def with_options(self, **options) -> ClassificationTask:
         """The generic task takes its columns from the command line."""

@@ -7,6 +7,7 @@ ReCoRD (``record.py``) reuses this family with a variable number of choices.
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from dataclasses import dataclass
 
 import torch
@@ -46,6 +47,10 @@ class MultipleChoiceTask(Task):
         if not isinstance(choices, list) or len(choices) < 2:
             raise KeyError("choices must be a list of at least two texts")
         return fields["context"], choices
+
+    def stratum(self, record: Record) -> Hashable | None:
+        value = record.fields.get("label")
+        return None if value is None or isinstance(value, (list, dict)) else str(value)
 
     def records_to_examples(self, records: list[Record], *, labelled: bool) -> list[Example]:
         examples = []

@@ -24,6 +24,10 @@ class MultiRCTask(ClassificationTask):
     def data_format(self) -> str:
         return "train.jsonl/val.jsonl: passage{text, questions[{question, answers[{text, label}]}]}"
 
+    def stratum(self, record: Record) -> None:
+        """A record is a whole passage with many questions: drawn whole, not stratified."""
+        return None
+
     def records_to_examples(self, records: list[Record], *, labelled: bool) -> list[Example]:
         examples = []
         for record in records:

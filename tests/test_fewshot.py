@@ -1,0 +1,104 @@
+"""Low-resource protocols: FewGLUE's fixed selection split and K-shot draws (stratified, reproducible)."""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+from collections import Counter
+from pathlib import Path
+
+import fixtures
+import pytest
+from conftest import train_tiny, write_cb
+
+from ptuning.errors import PTuningError
+from ptuning.splits import draw, plan_splits
+from ptuning.tasks import get_task
+
+
+def fewglue_like(directory: Path) -> Path:
+    """CB-format toy data in FewGLUE's layout: train, dev32 (selection) and val (reported)."""
+    write_cb(directory)
+    shutil.copy(directory / "val.jsonl", directory / "dev32.jsonl")
+    (directory / "val.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows_of(directory / "train.jsonl")))
+    return directory
+
+
+def rows_of(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_a_dev32_file_selects_and_the_validation_file_is_only_reported(tmp_path, tiny_bert_dir):
+    data = fewglue_like(tmp_path / "CB")
+    plan = plan_splits(get_task("cb"), str(data))
+    assert [Path(r.path).name for r in (plan.train[0], plan.selection[0], plan.reported[0])] == [
+        "train.jsonl",
+        "dev32.jsonl",
+        "val.jsonl",
+    ]
+    summary = train_tiny("cb", data, tmp_path / "out", tiny_bert_dir, epochs=2, max_length=32)
+    assert summary["splits"]["selection"].startswith("dev32.jsonl (12")
+    assert summary["splits"]["reported"].startswith("val.jsonl (24")
+    assert set(summary["reported"]) == {"accuracy", "macro_f1"}
+    saved = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert saved["reported"] == summary["reported"] and saved["best"] == summary["best"]
+
+
+def test_without_a_selection_file_validation_selects_and_is_reported(cb_dir):
+    plan = plan_splits(get_task("cb"), str(cb_dir))
+    assert plan.reported is None and Path(plan.selection[0].path).name == "val.jsonl"
+
+
+def test_k_shot_draws_are_stratified_disjoint_and_reproducible(tmp_path):
+    data = write_cb(tmp_path / "cb")
+    task = get_task("cb")
+    first = plan_splits(task, str(data), few_shot=6, few_shot_seed=3)
+    again = plan_splits(task, str(data), few_shot=6, few_shot_seed=3)
+    other = plan_splits(task, str(data), few_shot=6, few_shot_seed=4)
+    assert first.drawn == again.drawn and first.drawn != other.drawn
+    assert len(first.train) == len(first.selection) == 6
+    assert not {r.line for r in first.train} & {r.line for r in first.selection}
+    assert Counter(task.stratum(r) for r in first.train) == {"entailment": 2, "contradiction": 2, "neutral": 2}
+    assert Path(first.reported[0].path).name == "val.jsonl" and len(first.reported) == 12
+
+
+def test_a_rare_class_keeps_a_slot_and_quotas_add_up():
+    task = get_task("cb")
+    labels = ["entailment"] * 45 + ["contradiction"] * 4 + ["neutral"]
+    from ptuning.tasks.readers import Record
+
+    records = [Record({"premise": "a", "hypothesis": "b", "label": x}, "f", i) for i, x in enumerate(labels)]
+    for k in (3, 8, 20):
+        drawn = draw(task, records, k, random.Random(0))
+        assert len(drawn) == k and "neutral" in {task.stratum(r) for r in drawn}
+
+
+def test_passages_are_drawn_whole(tmp_path):
+    data = fixtures.write("multirc", tmp_path / "multirc")
+    plan = plan_splits(get_task("multirc"), str(data), few_shot=2, few_shot_seed=0)
+    assert all("questions" in r.fields["passage"] for r in plan.train + plan.selection)
+
+
+def test_k_shot_asks_for_what_the_file_can_give(tmp_path):
+    data = write_cb(tmp_path / "cb")
+    with pytest.raises(PTuningError, match="--few-shot 13 needs 26 training records"):
+        plan_splits(get_task("cb"), str(data), few_shot=13)
+
+
+def test_a_k_shot_run_records_its_draw(tmp_path, tiny_bert_dir):
+    data = write_cb(tmp_path / "cb")
+    out = tmp_path / "out"
+    summary = train_tiny("cb", data, out, tiny_bert_dir, max_length=32, few_shot=4, few_shot_seed=1)
+    drawn = json.loads((out / "few_shot.json").read_text())
+    assert drawn["k"] == 4 and drawn["seed"] == 1 and len(drawn["train"]) == len(drawn["selection"]) == 4
+    assert summary["splits"]["train"].startswith("4 drawn from train.jsonl")
+    assert summary["reported"] is not None
+
+
+def test_few_shot_zero_is_refused_before_any_work(tmp_path):
+    from ptuning import pipeline
+
+    with pytest.raises(PTuningError, match="--few-shot"):
+        pipeline.TrainRequest(task="cb", data=str(tmp_path), output=tmp_path / "out", few_shot=0)
+    assert not (tmp_path / "out").exists()
