@@ -60,6 +60,7 @@ DATA_DIRS = {
     "conll03": "conll2003",
     "squad": "squad/v1.1",
 }
+FEWGLUE_DIRS = {"cb": "CB", "rte": "RTE", "copa": "COPA", "wsc": "WSC", "boolq": "BoolQ", "multirc": "MultiRC"}
 # Per-task settings that override the per-method ones (the paper uses long prompts for labelling tasks).
 TASK_SETTINGS = {
     "conll03": {"prompt_length": 100, "max_length": 128, "batch_size": 32, "lr": {"finetune": 5e-5, "ptv2": 2e-2}},
@@ -108,6 +109,17 @@ def prompt_length_for(task: str, method: str, args) -> int:
     return sweep or args.prompt_length or TASK_SETTINGS.get(task, {}).get("prompt_length", default)
 
 
+def majority_class(task_name: str, data: Path) -> float:
+    """Accuracy of always answering the most frequent label of the validation file: the floor of a few-shot table."""
+    from collections import Counter
+
+    from ptuning.tasks import get_task
+
+    task = get_task(task_name)
+    labels = [str(e.label) for e in task.records_to_examples(task.load_split(str(data), "validation"), labelled=True)]
+    return max(Counter(labels).values()) / len(labels)
+
+
 def train_config_for(s: dict, batch_size: int, args) -> TrainConfig:
     """The loop's settings for one row: the method's (``s``) and the harness flags."""
     return TrainConfig(
@@ -143,6 +155,7 @@ def run_one(task: str, method: str, data: Path, args) -> dict:
         train_config = train_config_for(s, batch_size, args)
         options = {"max_length": max_length, "max_train_samples": args.max_train_samples}
         options.update(max_eval_samples=args.max_eval_samples, task_options=task_settings.get("task_options", {}))
+        options.update(few_shot=args.few_shot, few_shot_seed=args.seed)  # each seed draws its own K examples
         registered = "ptv2-shifted" if args.shift_positions and method == "ptv2" else base
         prompt = {"prompt_length": s.get("prompt_length", 0), "reparam": args.reparam or method != base}
         summary = train(
@@ -188,6 +201,11 @@ def run_one(task: str, method: str, data: Path, args) -> dict:
         "stopped_by": summary.get("stopped_by"),
         "test": test,
         "tag": args.tag,
+        "fewglue": bool(args.fewglue),
+        "few_shot": args.few_shot,
+        "splits": summary.get("splits"),
+        "reported": summary.get("reported"),
+        "majority": majority_class(task, data) if summary.get("reported") else None,
         "wall_s": round(wall, 1),
         "trainable_params": summary["trainable_params"],
         "backbone_params": summary["backbone_params"],
@@ -238,6 +256,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--pooling", default="auto", help="auto (cls for encoders) | cls | mean | last")
     parser.add_argument("--peft-python", default=None, help="Interpreter that runs the peft-prefix rows (see README).")
     parser.add_argument("--quick", action="store_true", help="A small subset of every task: about 20 min on 2 CPUs.")
+    parser.add_argument(
+        "--fewglue",
+        action="store_true",
+        help="FewGLUE 32-shot: DATA_ROOT/fewglue/<Task> (dev32 selects, val reported).",
+    )
+    parser.add_argument(
+        "--few-shot", type=int, default=None, help="K-shot: K train + K selection drawn per seed; validation reported."
+    )
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/methods.json"))
     args = parser.parse_args(argv)
     if args.quick:
@@ -272,8 +298,8 @@ def main() -> None:
         plan += [(t, "ptv2", p) for t in args.sweep_tasks.split(",") if t in args.tasks.split(",") for p in sweep]
     rows = []
     for task, method, prompt_length in plan:
-        data = args.data_root / DATA_DIRS[task]
-        if task == "boolq":
+        data = args.data_root / (f"fewglue/{FEWGLUE_DIRS[task]}" if args.fewglue else DATA_DIRS[task])
+        if task == "boolq" and not args.fewglue:
             data = boolq_split(data, args.work_dir or Path(tempfile.gettempdir()))
         for seed in [int(x) for x in args.seeds.split(",")]:
             args.seed, args.sweep_prompt_length = seed, prompt_length
