@@ -44,11 +44,24 @@ SETTINGS = {
     "ptv2": {"lr": 1e-2, "epochs": 60, "patience": 10, "prompt_length": 20},
     "ptv2-reparam": {"lr": 5e-4, "epochs": 60, "patience": 10, "prompt_length": 20},  # 5e-3 collapses (report.py)
     "prompt-tuning": {"lr": 3e-2, "epochs": 60, "patience": 10, "prompt_length": 20},
+    # PTP (Chen et al., EMNLP 2023) regularises ptv2 and keeps its hyper-parameters; --perturb-eps is the library's.
+    "ptv2-ptp-noise": {"lr": 1e-2, "epochs": 60, "patience": 10, "prompt_length": 20},
+    "ptv2-ptp-adv": {"lr": 1e-2, "epochs": 60, "patience": 10, "prompt_length": 20},
+    # Residual Prompt Tuning: the authors' MLP (bottleneck 800, ReLU, LayerNorm: the config's defaults); their lr 0.3
+    # is T5's (embeddings far larger than MiniLM's ~1), so prompt-tuning's rate; P 20 as the prompt-tuning row.
+    "prompt-tuning-residual": {"lr": 3e-2, "epochs": 60, "patience": 10, "prompt_length": 20},
     "ptv1": {"lr": 5e-3, "epochs": 60, "patience": 10, "prompt_length": 20},
     "linear-probe": {"lr": 5e-3, "epochs": 60, "patience": 10},
     "peft-prefix": {"lr": 1e-2, "epochs": 60, "patience": 10, "prompt_length": 20},
 }
 ALL_METHODS = "finetune,prompt-tuning,ptv1,ptv2,ptv2-reparam"
+# Rows that are a registered method with options set: name -> (registered method, its options).
+VARIANTS = {
+    "ptv2-reparam": ("ptv2", {"reparam": True}),
+    "ptv2-ptp-noise": ("ptv2", {"perturb": "noise"}),
+    "ptv2-ptp-adv": ("ptv2", {"perturb": "adversarial"}),
+    "prompt-tuning-residual": ("prompt-tuning", {"residual": True}),
+}
 DATA_DIRS = {
     "cb": "superglue/cb",
     "rte": "superglue/rte",
@@ -146,7 +159,7 @@ def run_one(task: str, method: str, data: Path, args) -> dict:
     s["patience"] = args.patience or s["patience"]
     max_length = args.max_length or task_settings.get("max_length", 256)
     batch_size = args.batch_size or task_settings.get("batch_size", 16)
-    base, _, _ = method.partition("-reparam")
+    base, variant = VARIANTS.get(method, (method, {}))
     config = method_config(base, strict=False, prompt_length=s.get("prompt_length", 0))
     max_length += method_class(base).prompt_positions(config)  # an input prompt's positions: same text budget
     with tempfile.TemporaryDirectory() as tmp:
@@ -157,7 +170,8 @@ def run_one(task: str, method: str, data: Path, args) -> dict:
         options.update(max_eval_samples=args.max_eval_samples, task_options=task_settings.get("task_options", {}))
         options.update(few_shot=args.few_shot, few_shot_seed=args.seed)  # each seed draws its own K examples
         registered = "ptv2-shifted" if args.shift_positions and method == "ptv2" else base
-        prompt = {"prompt_length": s.get("prompt_length", 0), "reparam": args.reparam or method != base}
+        prompt = {"prompt_length": s.get("prompt_length", 0), **variant}
+        prompt["reparam"] = args.reparam or variant.get("reparam", False)
         summary = train(
             TrainRequest(
                 task=task,
@@ -189,7 +203,8 @@ def run_one(task: str, method: str, data: Path, args) -> dict:
         "group_by_length": args.group_by_length,
         "max_train_samples": args.max_train_samples,
         "eval_steps": args.eval_steps,
-        "prefix_init_std": args.prefix_init_std if method == "ptv2" else None,
+        "prefix_init_std": args.prefix_init_std if base == "ptv2" else None,
+        "method_options": variant or None,
         "shift_positions": bool(args.shift_positions) if method == "ptv2" else None,
         "backbone_dropout": args.backbone_dropout,
         "quick": bool(args.quick),

@@ -59,9 +59,31 @@ def test_equal_time_compares_methods_at_the_shortest_runs_clock():
     assert "| r | cb | slow | 1 | 20 | 50.0 | 90.0 |" in table
 
 
-@pytest.mark.parametrize("name", ["ptv2", "ptv2-reparam", "prompt-tuning", "ptv1", "finetune", "peft-prefix"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "ptv2",
+        "ptv2-reparam",
+        "ptv2-ptp-noise",
+        "ptv2-ptp-adv",
+        "prompt-tuning",
+        "prompt-tuning-residual",
+        "ptv1",
+        "finetune",
+        "peft-prefix",
+    ],
+)
 def test_every_method_has_settings(name):
     assert {"lr", "epochs", "patience"} <= set(methods.SETTINGS[name])
+
+
+def test_variants_are_registered_methods_with_options():
+    from ptuning.method import method_config
+
+    assert set(methods.VARIANTS) <= set(methods.SETTINGS)
+    for base, options in methods.VARIANTS.values():
+        config = method_config(base, **options).to_dict()
+        assert {k: config[k] for k in options} == options
 
 
 def test_gap_table_prefers_test_figures_and_falls_back_to_dev(monkeypatch):

@@ -109,7 +109,12 @@ def test_configs_validate_themselves_on_creation(options, flag):
 
 def test_format_1_artifacts_recorded_every_option_flat():
     flat = {"method": "prompt-tuning", "prompt_length": 7, "reparam": False, "prompt_encoder": "lstm"}
-    assert config_from_dict(flat).to_dict() == {"method": "prompt-tuning", "prompt_length": 7}
+    assert config_from_dict(flat).to_dict() == {
+        "method": "prompt-tuning",
+        "prompt_length": 7,
+        "residual": False,  # options added since format 1 take their defaults
+        "residual_hidden": 800,
+    }
 
 
 def groups_of(model: PTuningModel) -> dict[str, float]:

@@ -85,6 +85,16 @@ def train(
     prefix_init_std: Optional[float] = typer.Option(
         None, help="ptv2 without --reparam: std of the prefix's initial values (0.02; 1.0 = the official code's)."
     ),
+    perturb: Optional[str] = typer.Option(
+        None, help="ptv2: PTP regulariser while training: none (default) | noise | adversarial input perturbations."
+    ),
+    perturb_eps: Optional[float] = typer.Option(
+        None, help="ptv2 --perturb: size of the perturbation, RMS norm per input token embedding (0.02)."
+    ),
+    residual: Optional[bool] = typer.Option(
+        None, "--residual/--no-residual", help="prompt-tuning: train the prompt through a residual MLP (Residual PT)."
+    ),
+    residual_hidden: Optional[int] = typer.Option(None, help="prompt-tuning --residual: the MLP's bottleneck (800)."),
     epochs: opts.Epochs = TrainConfig.epochs,
     lr: opts.Lr = TrainConfig.lr,
     batch_size: opts.BatchSize = TrainConfig.batch_size,

@@ -8,6 +8,8 @@ or family by name.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
@@ -56,6 +58,21 @@ class PTuningModel(nn.Module):
 
     def learning_rate(self) -> float:
         return self.method.learning_rate()
+
+    def training_loss(
+        self,
+        batch: dict,
+        labels: torch.Tensor,
+        loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+        *,
+        forward: Callable[..., torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """One batch's training loss, as the method computes it (:meth:`Method.training_loss`).
+
+        ``forward`` is what runs the model (default: this model itself); the training loop passes its
+        accelerate-prepared wrapper of this model, so that autocast and data-parallel gradient syncing apply.
+        """
+        return self.method.training_loss(self if forward is None else forward, batch, labels, loss_fn)
 
     def token_budget(self, max_length: int) -> int:
         """Input tokens a feature may hold at ``max_length`` with this method's prompt."""

@@ -132,7 +132,7 @@ class Trainer:
             where = f"epoch {self.loop['epoch']} step {self.loop['step']}"
             self.accelerator.print(f"resumed from {output_dir / checkpoint.CHECKPOINT} at {where}")
         self.model, self.optimizer, self.scheduler = self.accelerator.prepare(model, optimizer, scheduler)
-        unwrapped = self.accelerator.unwrap_model(self.model)
+        self.unwrapped = unwrapped = self.accelerator.unwrap_model(self.model)  # the method's training_loss
         self.n_train, self.n_backbone = unwrapped.trainable_parameters(), unwrapped.backbone_parameters()
         share = f"{100 * self.n_train / self.n_backbone:.3f}% of the {self.n_backbone:,}-parameter backbone"
         self.accelerator.print(
@@ -214,7 +214,7 @@ class Trainer:
         self.consistent = False
         labels = batch.pop("labels")
         with self.accelerator.accumulate(self.model):
-            loss = self.loss_fn(self.model(**batch), labels)
+            loss = self.unwrapped.training_loss(batch, labels, self.loss_fn, forward=self.model)
             self.accelerator.backward(loss)
             if self.accelerator.sync_gradients:
                 self.accelerator.clip_grad_norm_([p for _, p in self.trainable], self.config.max_grad_norm)

@@ -11,6 +11,7 @@ its :class:`~ptuning.encoders.PromptInputs` to every forward call, artifacts sto
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from enum import Enum
 from typing import ClassVar
@@ -112,6 +113,22 @@ class Method(nn.Module):
     def parameter_groups(self, weight_decay: float) -> list[dict]:
         """The method's trainable parameters as AdamW groups (the head's are added by the model)."""
         return decay_groups(list(self.named_parameters()), weight_decay)
+
+    def training_loss(
+        self,
+        forward: Callable[..., torch.Tensor],
+        batch: dict,
+        labels: torch.Tensor,
+        loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    ) -> torch.Tensor:
+        """The loss the training loop minimises for one batch (it calls ``backward`` on it).
+
+        ``forward(**batch)`` gives the model's logits (the whole model: prompt, backbone, head; under the
+        training loop's autocast and data-parallel wrapper). A training device that needs more than one
+        forward pass (adversarial perturbations...) overrides this; it must not step or change parameters
+        itself, and must leave no gradients behind other than through the returned loss.
+        """
+        return loss_fn(forward(**batch), labels)
 
     # -- forward ---------------------------------------------------------------------------------
     def prompt_inputs(self) -> PromptInputs:

@@ -8,11 +8,14 @@ The whole method is this file:
 * :class:`DeepPrompt` hands that prefix to the encoder on every forward call; the encoder's family
   injector puts it into each layer's attention (``encoders/``), so real tokens keep positions ``0..L-1``.
 
-Only the prefix (and the head) train; the MLP is a training device, folded away before saving.
+Only the prefix (and the head) train; the MLP is a training device, folded away before saving. So is
+``--perturb noise|adversarial``, PTP's perturbation-based regulariser (``perturb.py``): it changes the
+training loss only, never the model.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import ClassVar
 
@@ -20,6 +23,8 @@ import torch
 from torch import nn
 
 from ..encoders import Encoder, PrefixBatch, PromptInputs
+from ..errors import PTuningError
+from . import perturb as ptp
 from .base import Method, MethodConfig, check_positive, check_prompt_length, check_rate, decay_groups, register
 
 # Through the MLP, one Adam step moves the prefix tens of times further than the same rate on the raw prefix, and
@@ -34,6 +39,10 @@ class Ptv2Config(MethodConfig):
     ``prefix_init_std``: the scale the prefix starts at without reparam. 0.02 (BERT's own init) starts far
     below the backbone's key/value scale (RMS ~1); 1.0 is nn.Embedding's default, kept by the official code
     and PEFT.
+
+    ``perturb``: PTP's regulariser while training (Chen et al., EMNLP 2023): ``noise`` (PTP-RN) or
+    ``adversarial`` (PTP-ADV) perturbations of the input's word embeddings, of per-token size
+    ``perturb_eps``; ``none`` trains plain ptv2. What is perturbed and how is in ``perturb.py``.
     """
 
     method: ClassVar[str] = "ptv2"
@@ -42,12 +51,19 @@ class Ptv2Config(MethodConfig):
     reparam_hidden: int = 512
     prefix_dropout: float = 0.0
     prefix_init_std: float = 0.02
+    perturb: str = "none"
+    perturb_eps: float = ptp.DEFAULT_EPS
 
     def validate(self) -> None:
         check_prompt_length(self.prompt_length)
         check_rate(self.prefix_dropout, "--prefix-dropout")
         check_positive(self.prefix_init_std, "--prefix-init-std")
         check_positive(self.reparam_hidden, "--reparam-hidden")
+        if self.perturb not in ptp.PERTURBATIONS:
+            raise PTuningError(f"--perturb {self.perturb!r}: choose one of {', '.join(ptp.PERTURBATIONS)}")
+        if isinstance(self.perturb_eps, bool):
+            raise PTuningError(f"--perturb-eps must be a finite number > 0, got {self.perturb_eps!r}")
+        check_positive(self.perturb_eps, "--perturb-eps")
 
 
 class PrefixEncoder(nn.Module):
@@ -115,7 +131,10 @@ class DeepPrompt(Method):
     """P-Tuning v2 (Liu et al., ACL 2022): a trainable prefix in every layer of a frozen backbone."""
 
     name: ClassVar[str] = "ptv2"
-    description: ClassVar[str] = "P-Tuning v2: a trainable key/value prefix in every layer of the frozen backbone"
+    description: ClassVar[str] = (
+        "P-Tuning v2: a trainable key/value prefix in every layer of the frozen backbone "
+        "(--reparam: MLP reparameterisation; --perturb noise|adversarial: PTP regulariser)"
+    )
     config_class: ClassVar[type[MethodConfig]] = Ptv2Config
     default_lr: ClassVar[float] = 5e-3
 
@@ -137,9 +156,19 @@ class DeepPrompt(Method):
     def attach(self, encoder: Encoder) -> None:
         super().attach(encoder)
         encoder.enable_prefix()
+        self._word_embeddings = encoder.word_embeddings  # a bound method, not a submodule: what --perturb perturbs
 
     def learning_rate(self) -> float:
         return REPARAM_LR if self.config.reparam else self.default_lr
+
+    def training_loss(self, forward: Callable[..., torch.Tensor], batch: dict, labels, loss_fn) -> torch.Tensor:
+        """Plain ptv2's loss, or with ``--perturb`` the clean loss plus the loss on perturbed inputs (PTP)."""
+        if self.config.perturb == "none":
+            return super().training_loss(forward, batch, labels, loss_fn)
+        embedding = self._word_embeddings()
+        return ptp.perturbed_loss(
+            self.config.perturb, self.config.perturb_eps, embedding, forward, batch, labels, loss_fn
+        )
 
     def parameter_groups(self, weight_decay: float) -> list[dict]:
         """The prefix table is the prompt itself: no decay. The reparam MLP decays like any weight matrix."""
@@ -155,7 +184,7 @@ class DeepPrompt(Method):
 
     @classmethod
     def inference_config(cls, config: Ptv2Config) -> Ptv2Config:
-        return replace(config, reparam=False, prefix_dropout=0.0)
+        return replace(config, reparam=False, prefix_dropout=0.0, perturb="none", perturb_eps=ptp.DEFAULT_EPS)
 
     def load_folded(self, tensors: dict[str, torch.Tensor]) -> None:
         self.prefix_encoder.load(tensors["prefix"])
