@@ -70,31 +70,17 @@ def train(
         None, is_eager=True, callback=_load_config_file, help="YAML file of these options (prompt_length: 20, ...)."
     ),
     model: opts.Model = None,
-    method: str = typer.Option(
-        "ptv2", help="ptv2 | prompt-tuning | ptv1 | finetune | linear-probe (`ptuning methods`)."
-    ),
-    prompt_length: Optional[int] = typer.Option(
-        None, help="Prompt length P (prefix slots per layer, or input prompt tokens); default 20."
-    ),
-    reparam: Optional[bool] = typer.Option(
-        None, "--reparam/--no-reparam", help="ptv2: train the prefix through an MLP."
-    ),
-    reparam_hidden: Optional[int] = typer.Option(None, help="ptv2: hidden width of the reparameterisation MLP (512)."),
-    prefix_dropout: Optional[float] = typer.Option(None, help="ptv2: dropout on the prefix during training (0)."),
-    prompt_encoder: Optional[str] = typer.Option(None, help="ptv1 prompt encoder: lstm (default) | mlp."),
-    prefix_init_std: Optional[float] = typer.Option(
-        None, help="ptv2 without --reparam: std of the prefix's initial values (0.02; 1.0 = the official code's)."
-    ),
-    perturb: Optional[str] = typer.Option(
-        None, help="ptv2: PTP regulariser while training: none (default) | noise | adversarial input perturbations."
-    ),
-    perturb_eps: Optional[float] = typer.Option(
-        None, help="ptv2 --perturb: size of the perturbation, RMS norm per input token embedding (0.02)."
-    ),
-    residual: Optional[bool] = typer.Option(
-        None, "--residual/--no-residual", help="prompt-tuning: train the prompt through a residual MLP (Residual PT)."
-    ),
-    residual_hidden: Optional[int] = typer.Option(None, help="prompt-tuning --residual: the MLP's bottleneck (800)."),
+    method: opts.Method = "ptv2",
+    prompt_length: opts.PromptLength = None,
+    reparam: opts.Reparam = None,
+    reparam_hidden: opts.ReparamHidden = None,
+    prefix_dropout: opts.PrefixDropout = None,
+    prompt_encoder: opts.PromptEncoder = None,
+    prefix_init_std: opts.PrefixInitStd = None,
+    perturb: opts.Perturb = None,
+    perturb_eps: opts.PerturbEps = None,
+    residual: opts.Residual = None,
+    residual_hidden: opts.ResidualHidden = None,
     epochs: opts.Epochs = TrainConfig.epochs,
     lr: opts.Lr = TrainConfig.lr,
     batch_size: opts.BatchSize = TrainConfig.batch_size,
@@ -137,7 +123,11 @@ def train(
 
     _quiet_weight_loading()
     options = {**ctx.params, "output": Path(ctx.params["output"])}
-    summary = run(_train_request(options))
+    _print_outcome(run(_train_request(options)), output)
+
+
+def _print_outcome(summary: dict, output: Path) -> None:
+    """One line: the best selection score, the reported one where the protocol has one, the artifact."""
     metric, best = summary["main_metric"], summary.get("best") or {}
     score = best.get(metric)
     shown = f"best {metric} {score:.4f} at epoch {summary['best_epoch']}" if _finite(score) else f"no {metric} score"

@@ -87,3 +87,36 @@ SplitByArticle = Annotated[
 ]
 Resume = Annotated[bool, typer.Option(help="Continue OUTPUT/checkpoint; refused if it was made with other settings.")]
 Overwrite = Annotated[bool, typer.Option(help="Replace a non-empty OUTPUT.")]
+
+# The methods' options (None: not given, the method's own default; a method refuses options it does not take).
+Method = Annotated[str, typer.Option(help="ptv2 | prompt-tuning | ptv1 | finetune | linear-probe (`ptuning methods`).")]
+PromptLength = Annotated[
+    Optional[int], typer.Option(help="Prompt length P (prefix slots per layer, or input prompt tokens); default 20.")
+]
+Reparam = Annotated[
+    Optional[bool], typer.Option("--reparam/--no-reparam", help="ptv2: train the prefix through an MLP.")
+]
+ReparamHidden = Annotated[Optional[int], typer.Option(help="ptv2: hidden width of the reparameterisation MLP (512).")]
+PrefixDropout = Annotated[Optional[float], typer.Option(help="ptv2: dropout on the prefix during training (0).")]
+PromptEncoder = Annotated[Optional[str], typer.Option(help="ptv1 prompt encoder: lstm (default) | mlp.")]
+PrefixInitStd = Annotated[
+    Optional[float],
+    typer.Option(help="ptv2 without --reparam: std of the prefix's initial values (0.02; 1.0 = the official code's)."),
+]
+Perturb = Annotated[
+    Optional[str],
+    typer.Option(
+        help="ptv2: PTP regulariser while training: none (default) | noise | adversarial input perturbations."
+    ),
+]
+PerturbEps = Annotated[
+    Optional[float],
+    typer.Option(help="ptv2 --perturb: size of the perturbation, RMS norm per input token embedding (0.02)."),
+]
+Residual = Annotated[
+    Optional[bool],
+    typer.Option(
+        "--residual/--no-residual", help="prompt-tuning: train the prompt through a residual MLP (Residual PT)."
+    ),
+]
+ResidualHidden = Annotated[Optional[int], typer.Option(help="prompt-tuning --residual: the MLP's bottleneck (800).")]
