@@ -59,7 +59,9 @@ def test_equal_time_compares_methods_at_the_shortest_runs_clock():
     assert "| r | cb | slow | 1 | 20 | 50.0 | 90.0 |" in table
 
 
-@pytest.mark.parametrize("name", ["ptv2", "ptv2-reparam", "prompt-tuning", "ptv1", "finetune", "peft-prefix"])
+@pytest.mark.parametrize(
+    "name", ["ptv2", "ptv2-reparam", "prompt-tuning", "ptv1", "finetune", "peft-prefix", "apt", "lpt"]
+)
 def test_every_method_has_settings(name):
     assert {"lr", "epochs", "patience"} <= set(methods.SETTINGS[name])
 

@@ -71,7 +71,7 @@ def train(
     ),
     model: opts.Model = None,
     method: str = typer.Option(
-        "ptv2", help="ptv2 | prompt-tuning | ptv1 | finetune | linear-probe (`ptuning methods`)."
+        "ptv2", help="ptv2 | apt | lpt | prompt-tuning | ptv1 | finetune | linear-probe (`ptuning methods`)."
     ),
     prompt_length: Optional[int] = typer.Option(
         None, help="Prompt length P (prefix slots per layer, or input prompt tokens); default 20."
@@ -85,6 +85,11 @@ def train(
     prefix_init_std: Optional[float] = typer.Option(
         None, help="ptv2 without --reparam: std of the prefix's initial values (0.02; 1.0 = the official code's)."
     ),
+    prompt_layer: Optional[int] = typer.Option(
+        None, help="lpt: the layer whose input receives the late prompt (default: the middle one, layers // 2)."
+    ),
+    generator_hidden: Optional[int] = typer.Option(None, help="lpt: bottleneck width of the prompt generator (128)."),
+    generator_dropout: Optional[float] = typer.Option(None, help="lpt: dropout on the generated prompt (0.1)."),
     epochs: opts.Epochs = TrainConfig.epochs,
     lr: opts.Lr = TrainConfig.lr,
     batch_size: opts.BatchSize = TrainConfig.batch_size,
