@@ -53,6 +53,10 @@ SETTINGS = {
     "ptv1": {"lr": 5e-3, "epochs": 60, "patience": 10, "prompt_length": 20},
     "linear-probe": {"lr": 5e-3, "epochs": 60, "patience": 10},
     "peft-prefix": {"lr": 1e-2, "epochs": 60, "patience": 10, "prompt_length": 20},
+    # APT keeps P-Tuning v2's settings (its gates add no hyper-parameter); LPT: the official scripts' P=5, lr 1e-3
+    # (its generator's bottleneck 128 and K = layers // 2 are the method's defaults)
+    "apt": {"lr": 1e-2, "epochs": 60, "patience": 10, "prompt_length": 20},
+    "lpt": {"lr": 1e-3, "epochs": 60, "patience": 10, "prompt_length": 5},
 }
 ALL_METHODS = "finetune,prompt-tuning,ptv1,ptv2,ptv2-reparam"
 # Rows that are a registered method with options set: name -> (registered method, its options).

@@ -71,6 +71,8 @@ def test_equal_time_compares_methods_at_the_shortest_runs_clock():
         "ptv1",
         "finetune",
         "peft-prefix",
+        "apt",
+        "lpt",
     ],
 )
 def test_every_method_has_settings(name):

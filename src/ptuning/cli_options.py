@@ -89,7 +89,9 @@ Resume = Annotated[bool, typer.Option(help="Continue OUTPUT/checkpoint; refused 
 Overwrite = Annotated[bool, typer.Option(help="Replace a non-empty OUTPUT.")]
 
 # The methods' options (None: not given, the method's own default; a method refuses options it does not take).
-Method = Annotated[str, typer.Option(help="ptv2 | prompt-tuning | ptv1 | finetune | linear-probe (`ptuning methods`).")]
+Method = Annotated[
+    str, typer.Option(help="ptv2 | apt | lpt | prompt-tuning | ptv1 | finetune | linear-probe (`ptuning methods`).")
+]
 PromptLength = Annotated[
     Optional[int], typer.Option(help="Prompt length P (prefix slots per layer, or input prompt tokens); default 20.")
 ]
@@ -120,3 +122,9 @@ Residual = Annotated[
     ),
 ]
 ResidualHidden = Annotated[Optional[int], typer.Option(help="prompt-tuning --residual: the MLP's bottleneck (800).")]
+PromptLayer = Annotated[
+    Optional[int],
+    typer.Option(help="lpt: the layer whose input receives the late prompt (default: the middle one, layers // 2)."),
+]
+GeneratorHidden = Annotated[Optional[int], typer.Option(help="lpt: bottleneck width of the prompt generator (128).")]
+GeneratorDropout = Annotated[Optional[float], typer.Option(help="lpt: dropout on the generated prompt (0.1).")]

@@ -2,14 +2,16 @@
 
 from .base import FamilySupport, Injector
 from .encoder import INJECTORS, Encoder, injector_for
-from .prompts import PrefixBatch, PrefixStack, PromptInputs
+from .prompts import LatePrompt, PrefixBatch, PrefixGate, PrefixStack, PromptInputs
 
 __all__ = [
     "INJECTORS",
     "Encoder",
     "FamilySupport",
     "Injector",
+    "LatePrompt",
     "PrefixBatch",
+    "PrefixGate",
     "PrefixStack",
     "PromptInputs",
     "injector_for",

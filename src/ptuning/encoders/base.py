@@ -14,7 +14,8 @@ from typing import ClassVar
 
 from torch import nn
 
-from .prompts import PrefixBatch
+from ..errors import PTuningError
+from .prompts import LatePrompt, PrefixBatch
 
 
 @dataclass(frozen=True)
@@ -44,10 +45,18 @@ class Injector:
         """Make ``backbone`` prefix-aware; without a prefix its outputs must stay unchanged. Idempotent."""
         raise NotImplementedError
 
-    def forward_kwargs(self, prefix: PrefixBatch | None) -> dict:
-        """Keyword arguments that carry ``prefix`` through the backbone's forward call."""
+    def attach_layer_hooks(self, backbone: nn.Module) -> None:
+        """Let prompts that depend on a layer's input work (idempotent): a prefix's ``gate`` must receive the
+        hidden states entering each layer's attention (``PrefixBatch.layer(i, B, hidden)``), and a
+        :class:`LatePrompt` must replace its placeholder slots at its layer's input and set their visibility
+        in every layer (:meth:`LatePrompt.insert`, :meth:`LatePrompt.visibility`). Only methods that use
+        them call this; plain deep prompts must stay untouched. A family that cannot refuses in one line."""
+        raise PTuningError(f"{type(backbone).__name__}: gated prefixes and late prompts are not supported")
+
+    def forward_kwargs(self, prefix: PrefixBatch | None, late: LatePrompt | None = None) -> dict:
+        """Keyword arguments that carry ``prefix`` (and a late prompt) through the backbone's forward call."""
         return {}
 
-    def context(self, prefix: PrefixBatch | None) -> AbstractContextManager:
+    def context(self, prefix: PrefixBatch | None, late: LatePrompt | None = None) -> AbstractContextManager:
         """A context the backbone's forward call runs in (for families that cannot take a keyword)."""
         return nullcontext()

@@ -9,6 +9,7 @@ vectors, or nothing), what the family supports, and how many input tokens a prom
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 import torch
 from torch import nn
@@ -42,6 +43,7 @@ class Encoder(nn.Module):
         self.injector = injector_for(backbone)
         self.geometry = backbones.geometry(backbone)
         self.prefix_enabled = False
+        self.layer_hooks_enabled = False
 
     @property
     def support(self) -> FamilySupport:
@@ -59,6 +61,16 @@ class Encoder(nn.Module):
         if not self.prefix_enabled:
             self.injector.attach(self.backbone)
             self.prefix_enabled = True
+
+    def enable_layer_hooks(self) -> None:
+        """Also let prompts that depend on a layer's input run: gated prefixes and late prompts (idempotent).
+
+        Only methods that use them call this, so a plain deep prompt never pays for the hooks.
+        """
+        self.enable_prefix()
+        if not self.layer_hooks_enabled:
+            self.injector.attach_layer_hooks(self.backbone)
+            self.layer_hooks_enabled = True
 
     def wrap(self, wrapper: Callable[[nn.Module], nn.Module]) -> None:
         """Replace the backbone by ``wrapper(backbone)``: for methods that bring their own injection (PEFT)."""
@@ -94,8 +106,11 @@ class Encoder(nn.Module):
         token_type_ids: torch.Tensor | None = None,
         prompt: PromptInputs | None = None,
     ) -> torch.Tensor:
-        """Hidden states ``(B, L, H)`` for ``input_ids`` ``(B, L)``, input-level prompt slots stripped."""
+        """Hidden states ``(B, L, H)`` for ``input_ids`` ``(B, L)``, input-level and late prompt slots stripped."""
         prompt = prompt or PromptInputs()
+        late = prompt.late if prompt.late is not None and prompt.late.length > 0 else None
+        if late is not None and prompt.embeds is not None:
+            raise PTuningError("a late prompt cannot be combined with an input-level prompt")
         inputs: dict = {"attention_mask": attention_mask}
         if token_type_ids is not None:
             inputs["token_type_ids"] = token_type_ids
@@ -106,11 +121,36 @@ class Encoder(nn.Module):
             inputs.update(inputs_embeds=embeds, attention_mask=mask)  # (B, P + L, H)
             if types is not None:
                 inputs["token_type_ids"] = types
+        elif late is not None:  # placeholder slots after the input; the late prompt's layer replaces them
+            inputs.update(append_placeholders(input_ids, attention_mask, token_type_ids, late.length))
+            late = replace(late, token_mask=attention_mask)
         else:
             inputs["input_ids"] = input_ids
-        if prompt.prefix is not None and not self.prefix_enabled:
+        prefix = prompt.prefix
+        if prefix is not None and not self.prefix_enabled:
             raise PTuningError("a deep prefix was given to an encoder without prefix support: call enable_prefix()")
-        inputs.update(self.injector.forward_kwargs(prompt.prefix))
-        with self.injector.context(prompt.prefix):
+        if (late is not None or (prefix is not None and prefix.gate is not None)) and not self.layer_hooks_enabled:
+            raise PTuningError("a gated prefix or late prompt needs the layer hooks: call enable_layer_hooks()")
+        if prefix is not None and prefix.gate is not None:
+            prefix = replace(prefix, token_mask=inputs["attention_mask"])
+        inputs.update(self.injector.forward_kwargs(prefix, late))
+        with self.injector.context(prefix, late):
             out = self.backbone(**inputs)
-        return out.last_hidden_state[:, strip:]  # (B, L, H)
+        return out.last_hidden_state[:, strip : strip + input_ids.shape[1]]  # (B, L, H)
+
+
+def append_placeholders(
+    input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None, length: int
+) -> dict:
+    """The inputs with ``length`` attended placeholder tokens (id 0, type 0) after every row, ``(B, L + P)``.
+
+    Their content never matters: no real token sees them below the late prompt's layer, which replaces them.
+    They do take input positions (``L .. L + P - 1``), so the token budget leaves room for them.
+    """
+    inputs = {
+        "input_ids": nn.functional.pad(input_ids, (0, length)),  # (B, L + P)
+        "attention_mask": nn.functional.pad(attention_mask, (0, length), value=1),  # (B, L + P)
+    }
+    if token_type_ids is not None:
+        inputs["token_type_ids"] = nn.functional.pad(token_type_ids, (0, length))  # (B, L + P)
+    return inputs

@@ -4,7 +4,7 @@ Importing this package registers the built-in methods; :func:`method_config` and
 :func:`build_method` are how the rest of the library names them.
 """
 
-from . import finetune, linear_probe, prefix, prompt_tuning, ptv1  # noqa: F401  (register the built-ins)
+from . import apt, finetune, linear_probe, lpt, prefix, prompt_tuning, ptv1  # noqa: F401  (register the built-ins)
 from .base import (
     REGISTRY,
     Method,

@@ -19,7 +19,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from ..encoders import Encoder, PromptInputs
+from ..encoders import Encoder, PrefixGate, PromptInputs
 from ..errors import PTuningError
 
 MAX_PROMPT_LENGTH = 2048  # slots; the paper's longest is 100-200, and memory grows with P x layers x batch
@@ -164,6 +164,13 @@ class Method(nn.Module):
         """For :attr:`PoolBatching.SHARED`: the prefix ``(layers, 2, kv_heads, P, head_dim)``, P may be 0."""
         g = self.geometry
         return torch.zeros(g.num_layers, 2, g.num_kv_heads, 0, g.head_dim)
+
+    def serving_gate(self) -> PrefixGate | None:
+        """For :attr:`PoolBatching.SHARED`: the prefix's gate (:data:`~ptuning.encoders.PrefixGate`), if it has one.
+
+        The pool then scales each of this prompt's rows by it inside the shared forward (APT).
+        """
+        return None
 
 
 REGISTRY: dict[str, type[Method]] = {}

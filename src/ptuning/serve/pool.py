@@ -6,7 +6,10 @@ batch whose rows belong to different tasks runs through the backbone **once**:
 each row indexes its own deep prefix in a :class:`PrefixStack` (shorter prompts
 are padded with masked slots), then each row gets its own head and
 post-processing. Head-only (linear-probe) artifacts join the same forward with
-a zero-length prefix. Input-level prompts (prompt-tuning, ptv1) change the
+a zero-length prefix. A gated prefix (APT) joins it too: its gate is stacked
+beside the prefix, and inside each layer every row is scaled by its own task's
+gate (computed from that row's hidden states alone), ungated rows by 1.
+Input-level prompts (prompt-tuning, ptv1) and late prompts (LPT) change the
 input sequence itself, so their rows are batched per task. Fine-tuned
 artifacts carry their own backbone weights and cannot share one: they are refused.
 """
@@ -22,7 +25,7 @@ import torch
 from torch import nn
 
 from .. import artifact, backbones
-from ..encoders import Encoder, PrefixBatch, PrefixStack, PromptInputs
+from ..encoders import Encoder, PrefixBatch, PrefixGate, PrefixStack, PromptInputs
 from ..errors import InputError, PTuningError
 from ..method import PoolBatching
 from ..tasks import Example, Task
@@ -45,12 +48,17 @@ class LoadedPrompt:
     token_budget: int
     meta: dict
     path: str
+    gate: PrefixGate | None = None  # the prefix's gate (APT), applied to this prompt's rows of a shared forward
 
     @property
     def nbytes(self) -> int:
         tensors = [self.prefix] if self.prefix is not None else []
         if self.prompt is not None and self.prompt.embeds is not None:
             tensors.append(self.prompt.embeds)
+        late = None if self.prompt is None else self.prompt.late
+        for module in (self.gate, None if late is None else late.generator):  # APT's gates, LPT's generator
+            if isinstance(module, nn.Module):
+                tensors += list(module.state_dict().values())
         tensors += list(self.head.state_dict().values())
         return sum(t.numel() * t.element_size() for t in tensors)
 
@@ -91,6 +99,7 @@ class PromptPool:
         shared = batching is PoolBatching.SHARED
         with torch.no_grad():
             prefix = parts.method.serving_prefix().to(self.device) if shared else None
+            gate = _on(parts.method.serving_gate(), self.device) if shared else None
             prompt = None if shared else _detached(parts.method.to(self.device).prompt_inputs())
         loaded = LoadedPrompt(
             name=name,
@@ -101,6 +110,7 @@ class PromptPool:
             token_budget=parts.token_budget(self.encoder),
             meta=parts.meta,
             path=str(path),
+            gate=gate,
         )
         with self._lock:
             self.prompts[name] = loaded
@@ -118,7 +128,7 @@ class PromptPool:
         if self._stack is None:
             deep = [p for p in self.prompts.values() if p.prefix is not None]
             if deep:
-                stack = PrefixStack.build([p.prefix for p in deep])
+                stack = PrefixStack.build([p.prefix for p in deep], [p.gate for p in deep])
                 for i, p in enumerate(deep):  # keep one copy: each prompt becomes a view into the stack
                     p.prefix = stack.kv[i, ..., : p.prefix.shape[-2], :]
                 self._stack = (stack, {p.name: i for i, p in enumerate(deep)})
@@ -228,7 +238,11 @@ class PromptPool:
 def _detached(inputs: PromptInputs) -> PromptInputs:
     """A method's inputs as constants: the pool never trains, and must not hold autograd graphs."""
     embeds = None if inputs.embeds is None else inputs.embeds.detach()
-    return PromptInputs(prefix=inputs.prefix, embeds=embeds)
+    return PromptInputs(prefix=inputs.prefix, embeds=embeds, late=inputs.late)  # a late prompt's generator: eval mode
+
+
+def _on(gate: PrefixGate | None, device: torch.device) -> PrefixGate | None:
+    return gate.to(device).eval() if isinstance(gate, nn.Module) else gate
 
 
 __all__ = ["InputError", "LoadedPrompt", "PromptPool", "UnknownTask"]
