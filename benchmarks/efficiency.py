@@ -206,6 +206,8 @@ def main() -> None:
     if args.worker:
         print(json.dumps(worker(args.worker, *shape)))
         return
+    if "finetune" not in args.methods.split(",") and not args.paired_only:
+        raise SystemExit("efficiency.py: every ratio is relative to fine-tuning; include finetune in --methods")
     rows = []
     if args.paired_only:  # add the paired ratios to an earlier run's file
         data = json.loads(args.out.read_text())
