@@ -90,17 +90,7 @@ class AdaptivePrefix(Method):
     def __init__(self, config: AptConfig, encoder: Encoder) -> None:
         super().__init__(config, encoder)
         g = encoder.geometry
-        self.prefix_encoder = PrefixEncoder(
-            g.num_layers,
-            g.num_kv_heads,
-            g.head_dim,
-            config.prompt_length,
-            reparam=config.reparam,
-            hidden_size=config.reparam_hidden,
-            embed_size=g.hidden_size,
-            dropout=config.prefix_dropout,
-            init_std=config.prefix_init_std,
-        )
+        self.prefix_encoder = PrefixEncoder.for_config(config, g)
         self.gate = AdaptiveGate(g.num_layers, g.hidden_size, config.prompt_length)
 
     def attach(self, encoder: Encoder) -> None:

@@ -99,6 +99,22 @@ class PrefixEncoder(nn.Module):
             nn.init.normal_(self.embedding.weight, std=init_std)
         self.dropout = nn.Dropout(dropout)
 
+    @classmethod
+    def for_config(cls, config, geometry) -> PrefixEncoder:
+        """The encoder a config with ptv2's prefix fields (ptv2, APT) asks for, on a backbone's geometry."""
+        g = geometry
+        return cls(
+            g.num_layers,
+            g.num_kv_heads,
+            g.head_dim,
+            config.prompt_length,
+            reparam=config.reparam,
+            hidden_size=config.reparam_hidden,
+            embed_size=g.hidden_size,
+            dropout=config.prefix_dropout,
+            init_std=config.prefix_init_std,
+        )
+
     def forward(self) -> torch.Tensor:
         """Return the prefix, shaped ``(layers, 2, kv_heads, P, head_dim)``."""
         x = self.embedding.weight  # (P, E)
@@ -140,18 +156,7 @@ class DeepPrompt(Method):
 
     def __init__(self, config: Ptv2Config, encoder: Encoder) -> None:
         super().__init__(config, encoder)
-        g = encoder.geometry
-        self.prefix_encoder = PrefixEncoder(
-            g.num_layers,
-            g.num_kv_heads,
-            g.head_dim,
-            config.prompt_length,
-            reparam=config.reparam,
-            hidden_size=config.reparam_hidden,
-            embed_size=g.hidden_size,
-            dropout=config.prefix_dropout,
-            init_std=config.prefix_init_std,
-        )
+        self.prefix_encoder = PrefixEncoder.for_config(config, encoder.geometry)
 
     def attach(self, encoder: Encoder) -> None:
         super().attach(encoder)
