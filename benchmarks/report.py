@@ -21,6 +21,7 @@ import json
 import sys
 
 from report_efficiency import dropout_cost, efficiency, efficiency_shapes, serve
+from report_fewshot import fewshot_table
 from report_plots import PLOTS, plots
 from report_quality import equal_time, gaps, headline, prompt_lengths, sweep_points, sweep_runs
 from report_rounds import detail, round_sections
@@ -123,6 +124,13 @@ def main() -> None:
         "min as its description says) PEFT's rows led ptv2's; these rows give ptv2 PEFT's two settings one at a time "
         "and together:\n",
         peft_settings(runs) + "\n",
+        "## Low-resource: FewGLUE 32-shot\n",
+        "FewGLUE's fixed files (`python benchmarks/methods.py --fewglue`, benchmarks/README.md): 32 training "
+        "examples, the 32-example `dev32` split selects the checkpoint, and the full SuperGLUE validation set is "
+        "scored once with the selected artifact (`reported`). Mean ± std over training seeds; the majority class "
+        "of the validation set is the floor. This table is being filled: rows are added as runs finish, and a "
+        "row with fewer than 5 seeds is not yet a result.\n",
+        fewshot_table(runs),
         "## Efficiency\n",
         efficiency(),
         dropout_section(runs),

@@ -358,3 +358,16 @@ def test_dropout_accuracy_pairs_each_row_with_its_no_dropout_twin():
     row = "| cb | cpu-init, ptv2, seeds 1,2 | 75.0 ± 7.1 | 80 | cpu-nodrop, ptv2-nodrop, seeds 1,2 | 81.0 ± 1.4 | 40 "
     row += "| +6.0 |"
     assert row in text
+
+
+def test_the_low_resource_table_reports_the_reported_split_and_only_low_resource_runs():
+    import report_fewshot
+
+    def run(seed, reported, fewglue=True):
+        row = {"best": {"accuracy": 0.7}, "reported": {"accuracy": reported} if reported else None, "epochs_run": 5}
+        row.update(epochs=60, stopped_by="patience", fewglue=fewglue, majority=0.5, backbone_dropout=0.0)
+        return report.Run("cpu-fewglue", "cb", "ptv2", seed, [{"epoch": 1, "accuracy": 0.7}], row)
+
+    table = report_fewshot.fewshot_table([run(1, 0.6), run(2, 0.7), run(3, None, fewglue=False)])
+    assert "| cb | FewGLUE 32 | ptv2 | cpu-fewglue | 2 | 65.0 ± 7.1 | 70.0 ± 0.0 | 50.0 | patience | 0.0 |" in table
+    assert report_fewshot.fewshot_table([run(3, None, fewglue=False)]) == "No low-resource runs yet.\n"
