@@ -44,3 +44,42 @@ def fewshot_table(runs: list[Run]) -> str:
             f"| {100 * majority:.1f} | {stops} | {'checkpoint' if dropout is None else dropout} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def curve_points(runs: list[Run]) -> dict:
+    """``{task: {method: [(K, mean, std, n)]}}`` of the K-shot rows' reported metric, in percent, K ascending."""
+    grouped: dict = defaultdict(list)
+    for run in fewshot_runs(runs):
+        if run.row.get("few_shot"):
+            grouped[(run.task, run.label, run.row["few_shot"])].append(100 * run.row["reported"][run.metric])
+    curves: dict = defaultdict(lambda: defaultdict(list))
+    for (task, label, k), values in sorted(grouped.items()):
+        spread = statistics.stdev(values) if len(values) > 1 else 0.0
+        curves[task][label].append((k, statistics.mean(values), spread, len(values)))
+    return curves
+
+
+def plot_learning_curves(runs: list[Run], plt, path) -> bool:
+    """One panel per task: the reported metric against K (log axis), a line per method, a band of ± one std."""
+    curves = curve_points(runs)
+    if not curves:
+        return False
+    fig, axes = plt.subplots(1, len(curves), figsize=(4.2 * len(curves), 3.6), squeeze=False)
+    for ax, (task, methods) in zip(axes[0], sorted(curves.items()), strict=True):
+        for label, points in sorted(methods.items()):
+            ks = [p[0] for p in points]
+            means = [p[1] for p in points]
+            low = [p[1] - p[2] for p in points]
+            high = [p[1] + p[2] for p in points]
+            ax.plot(ks, means, marker="o", label=f"{label} (n={min(p[3] for p in points)}-{max(p[3] for p in points)})")
+            ax.fill_between(ks, low, high, alpha=0.2)
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("K (training examples drawn; as many more select)")
+        ax.set_ylabel("reported metric on the full validation set (%)")
+        ax.set_title(f"{task}: K-shot learning curve", fontsize=9)
+        ax.legend(fontsize=7)
+    fig.suptitle("MiniLM, one draw per seed (band: ± one std over draws)", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True

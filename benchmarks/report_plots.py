@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import statistics
 
+from report_fewshot import plot_learning_curves
 from report_quality import QUICK_ROUND, sweep_points, sweep_rounds, sweep_runs
 from report_runs import HERE, MAIN_METRIC, Run
 
@@ -144,4 +145,6 @@ def plots(runs: list[Run]) -> list[str]:
         fig.savefig(PLOTS / "prompt_length.png", dpi=110)
         plt.close(fig)
         written.append("benchmarks/plots/prompt_length.png")
+    if plot_learning_curves(runs, plt, PLOTS / "learning_curves.png"):
+        written.append("benchmarks/plots/learning_curves.png")
     return written

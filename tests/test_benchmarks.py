@@ -371,3 +371,23 @@ def test_the_low_resource_table_reports_the_reported_split_and_only_low_resource
     table = report_fewshot.fewshot_table([run(1, 0.6), run(2, 0.7), run(3, None, fewglue=False)])
     assert "| cb | FewGLUE 32 | ptv2 | cpu-fewglue | 2 | 65.0 ± 7.1 | 70.0 ± 0.0 | 50.0 | patience | 0.0 |" in table
     assert report_fewshot.fewshot_table([run(3, None, fewglue=False)]) == "No low-resource runs yet.\n"
+
+
+def test_learning_curves_average_each_k_over_draws(tmp_path):
+    pytest.importorskip("matplotlib")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import report_fewshot
+
+    def run(k, seed, value):
+        row = {"best": {"accuracy": 0.6}, "reported": {"accuracy": value}, "few_shot": k, "epochs_run": 3}
+        row.update(epochs=60, stopped_by="patience", majority=0.5)
+        return report.Run("cpu-fewshot", "rte", "ptv2", seed, [{"epoch": 1, "accuracy": 0.6}], row)
+
+    runs = [run(16, 1, 0.5), run(16, 2, 0.6), run(32, 1, 0.7)]
+    points = report_fewshot.curve_points(runs)["rte"]["ptv2"]
+    assert [(k, round(m, 1), n) for k, m, _, n in points] == [(16, 55.0, 2), (32, 70.0, 1)]
+    assert report_fewshot.plot_learning_curves(runs, plt, tmp_path / "curves.png")
+    assert (tmp_path / "curves.png").stat().st_size > 1000
