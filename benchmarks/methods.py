@@ -281,10 +281,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="FewGLUE 32-shot: DATA_ROOT/fewglue/<Task> (dev32 selects, val reported).",
     )
     parser.add_argument(
-        "--few-shot", type=int, default=None, help="K-shot: K train + K selection drawn per seed; validation reported."
+        "--few-shot",
+        default=None,
+        help="K-shot: K train + K selection drawn per seed, validation reported; a list runs a learning curve "
+        "(16,32,64,128,256,full; full = the standard protocol, its dev metric as the curve's last point).",
     )
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/methods.json"))
     args = parser.parse_args(argv)
+    args.few_shots = args.few_shot.split(",") if args.few_shot else [None]
+    args.few_shot = None
     if args.quick:
         for key, value in QUICK.items():
             if parser.get_default(key) == getattr(args, key):  # what the user gave explicitly stays
@@ -316,15 +321,19 @@ def main() -> None:
         sweep = [int(p) for p in args.prompt_lengths.split(",")]
         plan += [(t, "ptv2", p) for t in args.sweep_tasks.split(",") if t in args.tasks.split(",") for p in sweep]
     rows = []
-    for task, method, prompt_length in plan:
+    plan = [(t, m, p, k) for t, m, p in plan for k in args.few_shots]
+    for task, method, prompt_length, k in plan:
         data = args.data_root / (f"fewglue/{FEWGLUE_DIRS[task]}" if args.fewglue else DATA_DIRS[task])
         if task == "boolq" and not args.fewglue:
             data = boolq_split(data, args.work_dir or Path(tempfile.gettempdir()))
         for seed in [int(x) for x in args.seeds.split(",")]:
             args.seed, args.sweep_prompt_length = seed, prompt_length
+            args.few_shot = None if k in (None, "full") else int(k)
             peft_elsewhere = method == "peft-prefix" and args.peft_python
             row = peft_row_elsewhere(task, seed, args) if peft_elsewhere else run_one(task, method, data, args)
             row["sweep"] = prompt_length is not None
+            if k == "full":  # the curve's last point: the standard protocol, whose dev set selects and is reported
+                row.update(few_shot="full", reported=row["best"], majority=majority_class(task, data))
             rows.append(row)
             metrics = ", ".join(f"{k} {v:.4f}" for k, v in row["best"].items())
             if row["test"]:

@@ -53,10 +53,15 @@ def curve_points(runs: list[Run]) -> dict:
         if run.row.get("few_shot"):
             grouped[(run.task, run.label, run.row["few_shot"])].append(100 * run.row["reported"][run.metric])
     curves: dict = defaultdict(lambda: defaultdict(list))
-    for (task, label, k), values in sorted(grouped.items()):
+    for (task, label, k), values in sorted(grouped.items(), key=lambda item: (*item[0][:2], _order(item[0][2]))):
         spread = statistics.stdev(values) if len(values) > 1 else 0.0
         curves[task][label].append((k, statistics.mean(values), spread, len(values)))
     return curves
+
+
+def _order(k) -> float:
+    """K in ascending order; ``full`` (the whole training file, standard protocol) last."""
+    return float("inf") if k == "full" else float(k)
 
 
 def plot_learning_curves(runs: list[Run], plt, path) -> bool:
@@ -66,14 +71,18 @@ def plot_learning_curves(runs: list[Run], plt, path) -> bool:
         return False
     fig, axes = plt.subplots(1, len(curves), figsize=(4.2 * len(curves), 3.6), squeeze=False)
     for ax, (task, methods) in zip(axes[0], sorted(curves.items()), strict=True):
+        numeric = [p[0] for points in methods.values() for p in points if p[0] != "full"]
+        full_at = 2 * max(numeric, default=256)  # where "full" sits on the log axis
         for label, points in sorted(methods.items()):
-            ks = [p[0] for p in points]
+            ks = [full_at if p[0] == "full" else p[0] for p in points]
             means = [p[1] for p in points]
             low = [p[1] - p[2] for p in points]
             high = [p[1] + p[2] for p in points]
             ax.plot(ks, means, marker="o", label=f"{label} (n={min(p[3] for p in points)}-{max(p[3] for p in points)})")
             ax.fill_between(ks, low, high, alpha=0.2)
         ax.set_xscale("log", base=2)
+        ticks = sorted({*numeric, full_at})
+        ax.set_xticks(ticks, [f"{t}" if t != full_at else "full" for t in ticks], fontsize=7)
         ax.set_xlabel("K (training examples drawn; as many more select)")
         ax.set_ylabel("reported metric on the full validation set (%)")
         ax.set_title(f"{task}: K-shot learning curve", fontsize=9)

@@ -386,8 +386,8 @@ def test_learning_curves_average_each_k_over_draws(tmp_path):
         row.update(epochs=60, stopped_by="patience", majority=0.5)
         return report.Run("cpu-fewshot", "rte", "ptv2", seed, [{"epoch": 1, "accuracy": 0.6}], row)
 
-    runs = [run(16, 1, 0.5), run(16, 2, 0.6), run(32, 1, 0.7)]
+    runs = [run("full", 1, 0.8), run(16, 1, 0.5), run(16, 2, 0.6), run(32, 1, 0.7)]
     points = report_fewshot.curve_points(runs)["rte"]["ptv2"]
-    assert [(k, round(m, 1), n) for k, m, _, n in points] == [(16, 55.0, 2), (32, 70.0, 1)]
+    assert [(k, round(m, 1), n) for k, m, _, n in points] == [(16, 55.0, 2), (32, 70.0, 1), ("full", 80.0, 1)]
     assert report_fewshot.plot_learning_curves(runs, plt, tmp_path / "curves.png")
     assert (tmp_path / "curves.png").stat().st_size > 1000
