@@ -129,7 +129,10 @@ def main() -> None:
         "examples, the 32-example `dev32` split selects the checkpoint, and the full SuperGLUE validation set is "
         "scored once with the selected artifact (`reported`). Mean ± std over training seeds; the majority class "
         "of the validation set is the floor. This table is being filled: rows are added as runs finish, and a "
-        "row with fewer than 5 seeds is not yet a result.\n",
+        "row with fewer than 5 seeds is not yet a result. The runs use the harness's full-data settings: fine-tuning "
+        "at most 20 epochs with patience 4, which at 32 examples and batch 16 is at most 40 optimizer steps (PET "
+        "fine-tunes for 250), prompts 60 epochs with patience 10; read the fine-tuning rows as a lower bound until "
+        "a few-shot schedule is run.\n",
         fewshot_table(runs),
         "## Efficiency\n",
         efficiency(),
