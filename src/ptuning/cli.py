@@ -335,8 +335,10 @@ def serve(
     device: str = typer.Option("auto", help=DEVICE_HELP),
 ) -> None:
     """Serve many prompts from one backbone over HTTP (FastAPI; docs at /docs, offline)."""
-    from .serve.launch import ServeRequest
+    from .serve.launch import ServeRequest, named_artifacts
     from .serve.launch import serve as run_server
+
+    named_artifacts(artifacts)  # a name given twice: one line, before anything heavy loads
     from .serve.pool import LoadLimits
     from .serve.server import Limits
 

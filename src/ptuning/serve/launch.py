@@ -1,7 +1,8 @@
 """``ptuning serve``: name the artifacts, load them, measure the batching cost model, bind, say where, serve.
 
 The command line part (options) is in ``cli.py``; this is what it runs. Every check a user can act on
-(a task name given twice, a port in use) fails before the server starts, in one line.
+(a task name given twice, a port in use) fails before the server starts, in one line; the names are
+checked before torch is even imported.
 """
 
 from __future__ import annotations
@@ -12,11 +13,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import PTuningError
-from .pool import LoadLimits
-from .server import Limits
 from .tokens import Tokens
+
+if TYPE_CHECKING:  # torch and FastAPI load only once the names are known to be distinct
+    from .pool import LoadLimits
+    from .server import Limits
 
 
 @dataclass(frozen=True)
