@@ -135,28 +135,52 @@ def predict_requests(names: list[str], pairs: list[list[str]], count: int, seed:
     ]
 
 
-def run(paths: list[Path], pairs: list[list[str]], clean: int, hostile: int, clients: int) -> dict:
-    """The clean run (latency at ``clients`` clients), then ``hostile`` requests, every third from :data:`HOSTILE`."""
+def server_side(url: str) -> dict:
+    """What /metrics says so far: requests counted, gathered batches, their rows and model seconds."""
     import httpx
 
+    metrics = httpx.get(f"{url}/metrics").text
+    found = {k: float(v) for k, v in re.findall(r"^ptuning_(batch_\w+_(?:sum|count)) (\S+)$", metrics, re.M)}
+    requests = sum(int(x) for x in re.findall(r"^ptuning_requests_total\{.*\} (\d+)$", metrics, re.M))
+    return {
+        "requests": requests,
+        "batches": found.get("batch_size_count", 0.0),
+        "rows": found.get("batch_size_sum", 0.0),
+        "seconds": found.get("batch_seconds_sum", 0.0),
+    }
+
+
+def batches_between(before: dict, after: dict) -> dict:
+    n = after["batches"] - before["batches"]
+    return {
+        "server_batches": int(n),
+        "mean_batch_rows": round((after["rows"] - before["rows"]) / n, 1) if n else None,
+        "mean_batch_ms": round(1000 * (after["seconds"] - before["seconds"]) / n, 1) if n else None,
+    }
+
+
+def run(paths: list[Path], pairs: list[list[str]], clean: int, hostile: int, clients: int) -> dict:
+    """The clean run (latency at ``clients`` clients), then ``hostile`` requests, every third from :data:`HOSTILE`.
+
+    Beside each run: the server's gathered batches over it (rows, model time), to say where latency goes.
+    """
     names = [f"t{i}" for i in range(len(paths))]
     with Server([f"{n}={p}" for n, p in zip(names, paths, strict=True)]) as server:
         asyncio.run(load(server.url, predict_requests(names, pairs, min(64, clean), seed=0), clients))  # warm-up
         result = {"calibration": server.calibration, "tasks": len(names)}
+        before = server_side(server.url)
         result["clean"] = asyncio.run(load(server.url, predict_requests(names, pairs, clean, seed=1), clients))
+        middle = server_side(server.url)
+        result["clean"].update(batches_between(before, middle))
         mixed = predict_requests(names, pairs, hostile, seed=2)
         rng = random.Random(3)
         for i in range(0, hostile, 3):
             method, path, body, headers = rng.choice(HOSTILE)
             mixed[i] = (method, path, body, {"content-type": "application/json", **headers})
         result["hostile"] = asyncio.run(load(server.url, mixed, clients))
+        after = server_side(server.url)
+        result["hostile"].update(batches_between(middle, after))
         result["hostile"]["malformed_or_hostile"] = len(range(0, hostile, 3))
         result["hostile"]["five_xx"] = sum(n for s, n in result["hostile"]["statuses"].items() if s.startswith("5"))
-        metrics = httpx.get(f"{server.url}/metrics").text
-        counted = sum(
-            int(line.rsplit(" ", 1)[1]) for line in metrics.splitlines() if line.startswith("ptuning_requests_total{")
-        )
-        batch = {m[0]: float(m[1]) for m in re.findall(r"^ptuning_batch_size_(sum|count) (\S+)$", metrics, re.M)}
-        result["server_counted_requests"] = counted
-        result["mean_batch_rows"] = round(batch["sum"] / batch["count"], 1) if batch.get("count") else None
+        result["server_counted_requests"] = after["requests"]
     return result

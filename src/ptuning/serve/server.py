@@ -99,9 +99,10 @@ class MicroBatcher:
     async def _run(self, jobs: list[Job]) -> None:
         loop = asyncio.get_running_loop()
         rows = [row for job in jobs for row in job.rows]
-        self.metrics.observe_batch(len(rows))
+        started = loop.time()
         try:
             results = await loop.run_in_executor(self.executor, self.pool.predict_prepared, rows)
+            self.metrics.observe_batch(len(rows), loop.time() - started)
         except Exception:
             if len(jobs) == 1:
                 log.exception("prediction failed for a request of %d inputs", len(rows))
