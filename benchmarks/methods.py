@@ -58,6 +58,9 @@ SETTINGS = {
     "apt": {"lr": 1e-2, "epochs": 60, "patience": 10, "prompt_length": 20},
     "lpt": {"lr": 1e-3, "epochs": 60, "patience": 10, "prompt_length": 5},
 }
+# Few-shot runs (--fewglue, --few-shot K) take 2 steps an epoch: fine-tuning's full-data schedule (20 epochs,
+# patience 4) would stop it after at most 40 steps, so it gets the prompt methods' patience and more epochs.
+FEW_SHOT_SETTINGS = {"finetune": {"epochs": 100, "patience": 10}}
 ALL_METHODS = "finetune,prompt-tuning,ptv1,ptv2,ptv2-reparam"
 # Rows that are a registered method with options set: name -> (registered method, its options).
 VARIANTS = {
@@ -156,6 +159,8 @@ def train_config_for(s: dict, batch_size: int, args) -> TrainConfig:
 def run_one(task: str, method: str, data: Path, args) -> dict:
     task_settings = TASK_SETTINGS.get(task, {})
     s = dict(SETTINGS[method])
+    if args.fewglue or args.few_shot:
+        s.update(FEW_SHOT_SETTINGS.get(method, {}))
     if "prompt_length" in s:
         s["prompt_length"] = prompt_length_for(task, method, args)
     s["lr"] = args.lr or task_settings.get("lr", {}).get(method, s["lr"])
