@@ -391,3 +391,25 @@ def test_learning_curves_average_each_k_over_draws(tmp_path):
     assert [(k, round(m, 1), n) for k, m, _, n in points] == [(16, 55.0, 2), (32, 70.0, 1), ("full", 80.0, 1)]
     assert report_fewshot.plot_learning_curves(runs, plt, tmp_path / "curves.png")
     assert (tmp_path / "curves.png").stat().st_size > 1000
+
+
+def test_summary_table_reports_test_metric_seeds_trainable_share_and_gap(monkeypatch):
+    """The opening table: test F1 where the task has one, one-seed and time-cap marks, trainable %, the gap."""
+    import report_summary
+
+    def run(label, seed, dev, test, stopped="patience", trainable=100):
+        row = {"test": {"f1": test}, "stopped_by": stopped, "trainable_params": trainable, "backbone_params": 1000}
+        row.update(epochs_run=3, epochs=30)
+        return report.Run("r", "conll03", label, seed, [{"epoch": 1, "f1": dev}], row)
+
+    config = [("conll03", "1k subset", {"finetune": ("r", "ft"), "ptv2": ("r", "p2"), "ptv1": ("r", "missing")})]
+    monkeypatch.setattr(report_summary, "SUMMARY", config)
+    runs = [run("ft", 1, 0.9, 0.80, trainable=1000), run("ft", 2, 0.9, 0.82, trainable=1000)]
+    runs.append(run("p2", 1, 0.99, 0.75, stopped="time"))
+    table = report.summary_table(runs)
+    row = next(line for line in table.splitlines() if line.startswith("| conll03"))
+    assert row == (
+        "| conll03 | 1k subset | f1 (test) | 81.0 ± 1.4 (100.00 %) | 75.0 (1 seed) † (10.00 %) | — | — | — | — "
+        "| -6.0 | — |"
+    )
+    assert "finetune r/ft, ptv2 r/p2" in table and "r/missing" not in table
