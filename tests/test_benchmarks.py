@@ -413,3 +413,20 @@ def test_summary_table_reports_test_metric_seeds_trainable_share_and_gap(monkeyp
         "| -6.0 | — |"
     )
     assert "finetune r/ft, ptv2 r/p2" in table and "r/missing" not in table
+
+
+def test_reproduce_plans_every_cell_and_estimates_from_earlier_runs_of_that_machine(tmp_path, monkeypatch):
+    import reproduce
+
+    cells = reproduce.plan("cpu", tmp_path, tmp_path / "out")
+    assert len(cells) == len(reproduce.PLANS["cpu"]) * len(reproduce.METHODS)
+    task, method, command, out = next(c for c in cells if c[:2] == ("sst2", "ptv2"))
+    assert command[command.index("--max-train-samples") + 1] == "4000" and out == tmp_path / "out" / "sst2-ptv2.json"
+
+    def run(round_name, wall, **row):
+        return report.Run(round_name, "cb", "x", 1, [], {"method": "ptv2", "wall_s": wall, **row})
+
+    runs = [run("cpu-a", 100), run("cpu-b", 200), run("h100-x", 5), run("cpu-c", 9, reported={"accuracy": 1})]
+    assert reproduce.estimate("cb", "ptv2", "cpu", runs) == 3 * 150
+    assert reproduce.estimate("cb", "ptv2", "gpu", runs) == 15
+    assert reproduce.estimate("cb", "finetune", "cpu", runs) is None
