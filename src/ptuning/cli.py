@@ -342,6 +342,17 @@ def inspect_artifacts(
 
 
 @app.command()
+def card(
+    artifacts: list[Path] = typer.Argument(..., help="Artifact directories."),
+) -> None:
+    """(Re)generate the model card (ARTIFACT/README.md) from the artifact's own files; older artifacts have none."""
+    from .artifact import write_card
+
+    for path in artifacts:
+        typer.echo(f"wrote {write_card(path)}")
+
+
+@app.command()
 def serve(
     artifacts: list[str] = typer.Argument(..., help="Artifact directories to load, each PATH or NAME=PATH."),
     host: str = typer.Option("127.0.0.1", help="Interface to bind (loopback by default)."),
