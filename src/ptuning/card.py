@@ -182,6 +182,8 @@ def _training(meta: dict, summary: dict | None, options: dict | None, name: str)
         keys = ("lr", "epochs", "batch_size", "seed", "weight_decay", "warmup_ratio", "scheduler", "backbone_dropout")
         lines.append("Settings: " + " · ".join(f"{k} `{_plain(options.get(k))}`" for k in keys if k in options) + ".")
         lines.append(f"Data: `{options.get('data')}`.")
+    else:
+        lines.append("No training record (`config.yaml`) in this directory: the training command is not known.")
     if summary:
         stopped = summary.get("stopped_by", "?")
         lines.append(
