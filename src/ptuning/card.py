@@ -191,9 +191,7 @@ def _training(meta: dict, summary: dict | None, options: dict | None, name: str)
             f"the best evaluation, kept here, came at epoch {_plain(summary.get('best_epoch'))}. "
             "The history is in `metrics.json` and `metrics.jsonl`."
         )
-    return (
-        "\n".join(f"- {line}" for line in lines) if lines else "No training record (`config.yaml`) in this directory."
-    )
+    return "\n".join(f"- {line}" for line in lines)
 
 
 def _usage(name: str, meta: dict, task, options: dict | None) -> str:

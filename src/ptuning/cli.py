@@ -1,4 +1,4 @@
-"""``ptuning`` command line: train, eval, predict, tasks, demo.
+"""``ptuning`` command line: train, eval, predict, tasks, methods, demo, inspect, card, serve.
 
 Flag names follow Hugging Face ``run_glue.py`` where one exists. Errors the
 user can fix print one line and exit with status 2; nothing else is written.
