@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Optional
 
 import typer
 
+from . import cli_inspect
 from . import cli_options as opts
 from .errors import PTuningError
 from .finite import dumps
@@ -313,45 +314,6 @@ def demo(
     typer.echo(f"artifact: {output} ({summary['artifact_bytes']:,} bytes)")
 
 
-@app.command("inspect")
-def inspect_artifacts(
-    artifacts: list[Path] = typer.Argument(
-        ..., help="Artifact directories; with several, also how alike their prompts are."
-    ),
-    data: Optional[str] = typer.Option(
-        None, help="Data for the attention statistics and the ablation (default: the data in ARTIFACT/config.yaml)."
-    ),
-    split: str = typer.Option("validation", help="The split to read."),
-    samples: int = typer.Option(200, help="Use the first N examples of the split."),
-    output: Optional[Path] = typer.Option(
-        None, help="Where to write inspect.json and the plots (default ARTIFACT/inspect; several: DIR/NAME)."
-    ),
-    top_k: int = typer.Option(5, help="Nearest vocabulary tokens listed per input-level prompt vector."),
-    plots: bool = typer.Option(True, "--plots/--no-plots", help="PNG plots (matplotlib: the `inspect` extra)."),
-    model: Optional[str] = typer.Option(None, help="Backbone path, when it moved since training."),
-    batch_size: int = typer.Option(32),
-    device: str = typer.Option("auto", help=DEVICE_HELP),
-) -> None:
-    """What did the prompt learn? Attention on the prompt per layer and head, key/value norms, a per-layer
-    ablation, nearest tokens of input-level prompts; for several artifacts, how alike their prompts are."""
-    from .inspection import InspectOptions, run
-
-    _quiet_weight_loading()
-    options = InspectOptions(data, split, samples, top_k, batch_size, model, device, plots)
-    run(artifacts, options, output)
-
-
-@app.command()
-def card(
-    artifacts: list[Path] = typer.Argument(..., help="Artifact directories."),
-) -> None:
-    """(Re)generate the model card (ARTIFACT/README.md) from the artifact's own files; older artifacts have none."""
-    from .artifact import write_card
-
-    for path in artifacts:
-        typer.echo(f"wrote {write_card(path)}")
-
-
 @app.command()
 def serve(
     artifacts: list[str] = typer.Argument(..., help="Artifact directories to load, each PATH or NAME=PATH."),
@@ -380,6 +342,11 @@ def serve(
         typer.echo(f"loaded {loaded.name} ({loaded.task.name}, {loaded.meta['method']['method']}) from {path}")
     limits = Limits(max_batch=max_batch, max_wait_ms=max_wait_ms, max_body_bytes=max_body_bytes, max_inputs=max_inputs)
     uvicorn.run(create_app(pool, limits), host=host, port=port, log_level="warning")
+
+
+# Commands kept in their own module (cli_inspect.py): `inspect` and `card`.
+app.command("inspect")(cli_inspect.inspect_artifacts)
+app.command()(cli_inspect.card)
 
 
 def main() -> None:
