@@ -249,3 +249,28 @@ def test_inspect_input_prompts_several_artifacts_and_refusals(tmp_path, tiny_ber
     comparison = json.loads((out / "similarity.json").read_text())
     assert comparison["pairs"][0]["cosine"] == pytest.approx([1.0, 1.0])  # an artifact is like itself
     assert (out / "deep" / "inspect.json").is_file() and (out / "deep-2" / "inspect.json").is_file()
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "card.py",
+        "api.py",
+        "cli_inspect.py",
+        "encoders/probe.py",
+        *[
+            f"inspection/{m}"
+            for m in ("__init__.py", "ablation.py", "attention.py", "plots.py", "prompts.py", "report.py", "table.py")
+        ],
+    ],
+)
+def test_the_new_modules_stay_readable(name):
+    """No function over 80 lines, no module over 400 (the rule test_settings.py checks for the older modules)."""
+    import ast
+    from pathlib import Path
+
+    source = (Path(__file__).resolve().parents[1] / "src" / "ptuning" / name).read_text()
+    assert len(source.splitlines()) <= 400
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            assert node.end_lineno - node.lineno + 1 <= 80, f"{name}:{node.name}"
