@@ -47,19 +47,28 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def _heat_map(plt, values: list[list[float]], *, title: str, xlabel: str, colorbar: str, cmap: str, vmax=None):
-    """A layers x columns heat map (percentages), each cell annotated when the grid is small enough to read."""
+def _heat_map(plt, values: list[list[float]], *, title: str, xlabel: str, colorbar: str, center=None):
+    """A layers x columns heat map of percentages, each cell annotated when the grid is small enough to read.
+
+    ``center``: a diverging scale around that value (above it red, below it blue); else 0 to the largest value.
+    """
     import numpy as np
 
     grid = np.array(values, dtype=float) * 100  # (layers, columns), percent
     rows, cols = grid.shape
     fig, ax = plt.subplots(figsize=(min(2.5 + 0.6 * cols, 16), 1.6 + 0.45 * rows))
-    top = vmax if vmax is not None else max(float(np.nanmax(grid)) if np.isfinite(grid).any() else 1.0, 1e-9)
-    image = ax.imshow(grid, cmap=cmap, vmin=0, vmax=top, aspect="auto")
+    finite = np.isfinite(grid).any()
+    if center is None:
+        low, high, cmap = 0.0, max(float(np.nanmax(grid)) if finite else 1.0, 1e-9), "viridis"
+    else:
+        spread = max(float(np.nanmax(np.abs(grid - center))) if finite else 0.0, 0.05 * center, 1e-9)
+        low, high, cmap = center - spread, center + spread, "RdBu_r"
+    image = ax.imshow(grid, cmap=cmap, vmin=low, vmax=high, aspect="auto")
     if rows * cols <= 400:
         for (r, c), value in np.ndenumerate(grid):
             if np.isfinite(value):
-                dark = value > 0.6 * top
+                position = (value - low) / (high - low)  # where the cell's colour sits on the scale, 0-1
+                dark = position > 0.6 if center is None else abs(position - 0.5) > 0.35
                 ax.text(c, r, f"{value:.1f}", ha="center", va="center", fontsize=8, color="white" if dark else "black")
     ax.set_xticks(range(cols))
     ax.set_yticks(range(rows))
@@ -76,17 +85,27 @@ def plot_attention_share(plt, report: dict, directory: Path) -> Path | None:
         return None
     title = f"Share of real tokens' attention on the prompt, per layer and head\n{subject(report)}"
     colorbar = "attention on prompt slots (% of a real token's attention)"
-    fig = _heat_map(plt, attention["share"], title=title, xlabel="attention head", colorbar=colorbar, cmap="viridis")
+    fig = _heat_map(plt, attention["share"], title=title, xlabel="attention head", colorbar=colorbar)
     return _save(fig, directory / "attention_share.png")
 
 
 def plot_slot_attention(plt, report: dict, directory: Path) -> Path | None:
+    """How each layer's attention on the prompt splits among its slots (each row sums to 100 %): the layers'
+    totals differ far more than their slots do, so absolute shares would hide which slots a layer prefers."""
     attention = report.get("attention")
-    if not attention or not attention["probabilities"] or not report["prompt"]["slots"]:
+    slots = report["prompt"]["slots"]
+    if not attention or not attention["probabilities"] or not slots:
         return None
-    title = f"Attention each prompt slot receives (mean over heads and real tokens)\n{subject(report)}"
-    colorbar = "attention on this slot (% of a real token's attention)"
-    fig = _heat_map(plt, attention["slot_share"], title=title, xlabel="prompt slot", colorbar=colorbar, cmap="magma_r")
+    rows = [
+        [value / total if total > 0 else float("nan") for value in row]
+        for row, total in ((row, sum(row)) for row in attention["slot_share"])
+    ]
+    title = (
+        "Which prompt slots the attention on the prompt goes to, per layer "
+        f"(every slot alike = {100 / slots:.1f} %: white)\n{subject(report)}"
+    )
+    colorbar = "share of the layer's attention on the prompt (%)"
+    fig = _heat_map(plt, rows, title=title, xlabel="prompt slot", colorbar=colorbar, center=100 / slots)
     return _save(fig, directory / "slot_attention.png")
 
 
