@@ -1,4 +1,4 @@
-"""``ptuning`` command line: train, eval, predict, tasks, demo.
+"""``ptuning`` command line: train, eval, predict, tasks, methods, demo, inspect, card, serve.
 
 Flag names follow Hugging Face ``run_glue.py`` where one exists. Errors the
 user can fix print one line and exit with status 2; nothing else is written.
@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Optional
 
 import typer
 
+from . import cli_inspect
 from . import cli_options as opts
 from .errors import PTuningError
 from .finite import dumps
@@ -341,6 +342,11 @@ def serve(
         typer.echo(f"loaded {loaded.name} ({loaded.task.name}, {loaded.meta['method']['method']}) from {path}")
     limits = Limits(max_batch=max_batch, max_wait_ms=max_wait_ms, max_body_bytes=max_body_bytes, max_inputs=max_inputs)
     uvicorn.run(create_app(pool, limits), host=host, port=port, log_level="warning")
+
+
+# Commands kept in their own module (cli_inspect.py): `inspect` and `card`.
+app.command("inspect")(cli_inspect.inspect_artifacts)
+app.command()(cli_inspect.card)
 
 
 def main() -> None:

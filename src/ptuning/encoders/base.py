@@ -15,6 +15,7 @@ from typing import ClassVar
 from torch import nn
 
 from ..errors import PTuningError
+from .probe import AttentionProbe
 from .prompts import LatePrompt, PrefixBatch
 
 
@@ -60,3 +61,10 @@ class Injector:
     def context(self, prefix: PrefixBatch | None, late: LatePrompt | None = None) -> AbstractContextManager:
         """A context the backbone's forward call runs in (for families that cannot take a keyword)."""
         return nullcontext()
+
+    def probe_context(self, backbone: nn.Module, probe: AttentionProbe) -> AbstractContextManager:
+        """A context in which every self-attention layer of ``backbone`` reports its keys, values and attention
+        probabilities to ``probe`` (``encoders/probe.py``: the injector calls :func:`~ptuning.encoders.probe.report`
+        where it puts the prefix in). Inference only; outputs must not change. A family that cannot refuses in one
+        line, and ``ptuning inspect`` then says so."""
+        raise PTuningError(f"{type(backbone).__name__}: this backbone family cannot report its attention")

@@ -9,6 +9,7 @@ vectors, or nothing), what the family supports, and how many input tokens a prom
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import replace
 
 import torch
@@ -19,6 +20,7 @@ from ..errors import PTuningError
 from .attention import AttentionInterfaceInjector
 from .base import FamilySupport, Injector
 from .deberta import DebertaInjector
+from .probe import AttentionProbe
 from .prompts import PromptInputs, prepend_prompt
 
 # First match wins: families with their own attention code first, the attention interface last.
@@ -71,6 +73,13 @@ class Encoder(nn.Module):
         if not self.layer_hooks_enabled:
             self.injector.attach_layer_hooks(self.backbone)
             self.layer_hooks_enabled = True
+
+    def probe(self, probe: AttentionProbe) -> AbstractContextManager:
+        """A context in which every forward call reports each self-attention layer's keys, values and attention
+        probabilities to ``probe`` (``ptuning inspect``); outputs do not change. Refused in one line by a family
+        that cannot (:meth:`Injector.probe_context`)."""
+        self.enable_prefix()  # the injector's attention is where the probe is called
+        return self.injector.probe_context(self.backbone, probe)
 
     def wrap(self, wrapper: Callable[[nn.Module], nn.Module]) -> None:
         """Replace the backbone by ``wrapper(backbone)``: for methods that bring their own injection (PEFT)."""

@@ -36,16 +36,24 @@ class PrefixBatch:
     ``gate`` (optional, see :data:`PrefixGate`) scales layer ``l``'s keys and values of every row and slot
     by ``gate(l, hidden, token_mask)``, computed from the hidden states entering that layer; the encoder
     sets ``token_mask`` (the call's attention mask) before the call. Without a gate nothing of this runs.
+
+    ``layers`` (optional): the only layers the prefix enters; every other layer runs as the plain backbone
+    (``ptuning inspect``'s per-layer ablation). None: every layer.
     """
 
     kv: torch.Tensor
     mask: torch.Tensor | None = None
     gate: PrefixGate | None = None
     token_mask: torch.Tensor | None = None
+    layers: frozenset[int] | None = None
 
     @property
     def length(self) -> int:
         return self.kv.shape[-2]
+
+    def enters(self, layer: int) -> bool:
+        """Whether layer ``layer`` gets this prefix (see ``layers``)."""
+        return self.layers is None or layer in self.layers
 
     def layer(
         self, index: int, batch_size: int, hidden: torch.Tensor | None = None
