@@ -79,6 +79,8 @@ def train(
     prefix_init_std: opts.PrefixInitStd = None,
     perturb: opts.Perturb = None,
     perturb_eps: opts.PerturbEps = None,
+    shift_positions: opts.ShiftPositions = None,
+    drop_token_types: opts.DropTokenTypes = None,
     residual: opts.Residual = None,
     residual_hidden: opts.ResidualHidden = None,
     prompt_layer: opts.PromptLayer = None,
