@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Optional
 import typer
 
 from . import cli_options as opts
+from . import cli_peft
 from .errors import PTuningError
 from .finite import dumps
 from .trainconfig import TrainConfig
@@ -343,6 +344,10 @@ def serve(
         typer.echo(f"loaded {loaded.name} ({loaded.task.name}, {loaded.meta['method']['method']}) from {path}")
     limits = Limits(max_batch=max_batch, max_wait_ms=max_wait_ms, max_body_bytes=max_body_bytes, max_inputs=max_inputs)
     uvicorn.run(create_app(pool, limits), host=host, port=port, log_level="warning")
+
+
+app.command("import-peft")(cli_peft.import_peft)
+app.command("export-peft")(cli_peft.export_peft)
 
 
 def main() -> None:
