@@ -244,7 +244,7 @@ def test_efficiency_backbone_dropout_reaches_the_loaded_backbone(monkeypatch):
 
 
 def test_shift_positions_numbers_real_tokens_from_the_prompt_length():
-    """The PEFT-comparison diagnostic (method ptv2-shifted): real tokens at P..P+L-1, as a cache-based prefix."""
+    """The PEFT-comparison diagnostic (method ptv2-shifted, now ptv2 --shift-positions): real tokens at P..P+L-1."""
     import torch
     from conftest import tiny_backbone
 
@@ -252,12 +252,23 @@ def test_shift_positions_numbers_real_tokens_from_the_prompt_length():
     from ptuning.method import method_config
     from ptuning.model import PTuningModel
 
-    head = SequenceClassificationHead(32, 2, "cls")
-    backbone = PTuningModel(tiny_backbone("bert"), method_config("ptv2-shifted", prompt_length=5), head).backbone
+    def run(method: str) -> tuple[torch.Tensor, torch.Tensor]:
+        head = SequenceClassificationHead(32, 2, "cls")
+        model = PTuningModel(tiny_backbone("bert"), method_config(method, prompt_length=5), head).eval()
+        seen = []
+        model.backbone.embeddings.register_forward_pre_hook(
+            lambda module, args, kwargs: seen.append(kwargs.get("position_ids")), with_kwargs=True
+        )
+        with torch.no_grad():
+            hidden = model.encode(ids, torch.ones_like(ids))
+        return hidden, seen[-1]
+
     ids = torch.randint(0, 128, (2, 7))
-    shifted = backbone.embeddings(input_ids=ids)
-    assert torch.allclose(shifted, backbone.embeddings(input_ids=ids, position_ids=torch.arange(5, 12)[None]))
-    assert not torch.allclose(shifted, backbone.embeddings(input_ids=ids, position_ids=torch.arange(7)[None]))
+    shifted, positions = run("ptv2-shifted")
+    assert torch.equal(positions, torch.arange(5, 12).expand(2, 7))
+    plain, positions = run("ptv2")
+    assert positions is None  # the model numbers them itself, from 0
+    assert not torch.allclose(shifted, plain, atol=1e-4)
 
 
 def test_efficiency_at_other_shapes_reports_each_files_ratios(tmp_path, monkeypatch):

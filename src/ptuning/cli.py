@@ -19,6 +19,7 @@ import typer
 
 from . import cli_inspect
 from . import cli_options as opts
+from . import cli_peft
 from .errors import PTuningError
 from .finite import dumps
 from .trainconfig import TrainConfig
@@ -80,6 +81,8 @@ def train(
     prefix_init_std: opts.PrefixInitStd = None,
     perturb: opts.Perturb = None,
     perturb_eps: opts.PerturbEps = None,
+    shift_positions: opts.ShiftPositions = None,
+    drop_token_types: opts.DropTokenTypes = None,
     residual: opts.Residual = None,
     residual_hidden: opts.ResidualHidden = None,
     prompt_layer: opts.PromptLayer = None,
@@ -347,6 +350,8 @@ def serve(
 # Commands kept in their own module (cli_inspect.py): `inspect` and `card`.
 app.command("inspect")(cli_inspect.inspect_artifacts)
 app.command()(cli_inspect.card)
+app.command("import-peft")(cli_peft.import_peft)
+app.command("export-peft")(cli_peft.export_peft)
 
 
 def main() -> None:

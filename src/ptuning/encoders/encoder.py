@@ -121,7 +121,7 @@ class Encoder(nn.Module):
         if late is not None and prompt.embeds is not None:
             raise PTuningError("a late prompt cannot be combined with an input-level prompt")
         inputs: dict = {"attention_mask": attention_mask}
-        if token_type_ids is not None:
+        if token_type_ids is not None and not prompt.drop_token_types:
             inputs["token_type_ids"] = token_type_ids
         strip = prompt.input_positions
         if strip:
@@ -135,6 +135,10 @@ class Encoder(nn.Module):
             late = replace(late, token_mask=attention_mask)
         else:
             inputs["input_ids"] = input_ids
+        if prompt.position_offset:
+            if strip or late is not None:
+                raise PTuningError("shifted positions apply to a deep prefix alone, not to input-level or late prompts")
+            inputs.update(self.injector.shifted_positions(self.backbone, input_ids, prompt.position_offset))
         prefix = prompt.prefix
         if prefix is not None and not self.prefix_enabled:
             raise PTuningError("a deep prefix was given to an encoder without prefix support: call enable_prefix()")

@@ -189,11 +189,18 @@ class PromptInputs:
     ``prefix``: per-layer key/value slots (deep prompts). ``embeds``: vectors put in front of the
     word embeddings, ``(P, H)`` shared by all rows or ``(B, P, H)`` per row (input-level prompts).
     ``late``: tokens inserted into the sequence at an intermediate layer (:class:`LatePrompt`).
+
+    ``position_offset``: number the real tokens from this position instead of 0, as a prefix held in a
+    key/value cache of that many slots is numbered (PEFT, the official code); the injector says how its
+    family takes it (:meth:`~ptuning.encoders.Injector.shifted_positions`). ``drop_token_types``: run
+    without ``token_type_ids`` (every token segment 0), as PEFT's prompt-learning models do.
     """
 
     prefix: PrefixBatch | None = None
     embeds: torch.Tensor | None = None
     late: LatePrompt | None = None
+    position_offset: int = 0
+    drop_token_types: bool = False
 
     @property
     def input_positions(self) -> int:

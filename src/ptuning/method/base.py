@@ -56,6 +56,11 @@ def check_rate(value: float, flag: str) -> None:
         raise PTuningError(f"{flag} {value!r} is not a rate: give a value in [0, 1)")
 
 
+def check_flag(value: bool, flag: str) -> None:
+    if not isinstance(value, bool):
+        raise PTuningError(f"{flag} is on or off: give true or false, got {value!r}")
+
+
 def check_positive(value: float, flag: str) -> None:
     if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
         raise PTuningError(f"{flag} must be a finite number > 0, got {value!r}")
@@ -92,7 +97,7 @@ class Method(nn.Module):
     config_class: ClassVar[type[MethodConfig]] = MethodConfig
     default_lr: ClassVar[float] = 5e-3
     trains_backbone: ClassVar[bool] = False
-    pool_batching: ClassVar[PoolBatching] = PoolBatching.SHARED
+    pool_batching: ClassVar[PoolBatching] = PoolBatching.SHARED  # an instance may narrow it (its config decides)
     pool_refusal: ClassVar[str] = ""
 
     def __init__(self, config: MethodConfig, encoder: Encoder) -> None:

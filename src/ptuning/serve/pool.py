@@ -10,7 +10,8 @@ a zero-length prefix. A gated prefix (APT) joins it too: its gate is stacked
 beside the prefix, and inside each layer every row is scaled by its own task's
 gate (computed from that row's hidden states alone), ungated rows by 1.
 Input-level prompts (prompt-tuning, ptv1) and late prompts (LPT) change the
-input sequence itself, so their rows are batched per task. Fine-tuned
+input sequence itself, so their rows are batched per task; so are ptv2 prefixes
+that shift positions or drop token types (adapters imported from PEFT). Fine-tuned
 artifacts carry their own backbone weights and cannot share one: they are refused.
 """
 
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 import threading
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -96,7 +97,7 @@ class PromptPool:
         if batching is PoolBatching.REFUSED:
             raise PTuningError(f"{path}: {method_class.pool_refusal or 'this method cannot share a backbone'}")
         parts = artifact.load_prompt(path, self.encoder, self.fingerprint)
-        shared = batching is PoolBatching.SHARED
+        shared = parts.method.pool_batching is PoolBatching.SHARED  # the instance's: its config may narrow it
         with torch.no_grad():
             prefix = parts.method.serving_prefix().to(self.device) if shared else None
             gate = _on(parts.method.serving_gate(), self.device) if shared else None
@@ -238,7 +239,7 @@ class PromptPool:
 def _detached(inputs: PromptInputs) -> PromptInputs:
     """A method's inputs as constants: the pool never trains, and must not hold autograd graphs."""
     embeds = None if inputs.embeds is None else inputs.embeds.detach()
-    return PromptInputs(prefix=inputs.prefix, embeds=embeds, late=inputs.late)  # a late prompt's generator: eval mode
+    return replace(inputs, embeds=embeds)  # a late prompt's generator: eval mode
 
 
 def _on(gate: PrefixGate | None, device: torch.device) -> PrefixGate | None:
