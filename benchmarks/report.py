@@ -9,7 +9,7 @@ make the headline table is configuration (``HEADLINE``); their numbers are read.
 
 This file is the entry point and the page's prose; the sections come from sibling modules:
 ``report_runs`` (result files read into runs), ``report_quality`` (headline, gaps, equal time, prompt length),
-``report_studies`` (reparameterisation, PEFT, dropout), ``report_efficiency`` (step cost, serving),
+``report_studies`` (reparameterisation, PEFT, dropout), ``report_efficiency`` (step cost), ``report_serve`` (serving),
 ``report_plots`` and ``report_rounds`` (the per-round appendix). The section functions are re-exported here; the
 configuration is not (``HEADLINE``, ``SAME_SETUP``, ``SWEEP_JOIN`` in report_quality, ``RESULTS`` in
 report_runs): patch it on the module that reads it, as a copy bound here would change nothing.
@@ -20,12 +20,13 @@ from __future__ import annotations
 import json
 import sys
 
-from report_efficiency import dropout_cost, efficiency, efficiency_details, efficiency_shapes, serve
+from report_efficiency import dropout_cost, efficiency, efficiency_details, efficiency_shapes
 from report_fewshot import fewshot_table
 from report_plots import PLOTS, plots
 from report_quality import equal_time, gaps, headline, prompt_lengths, sweep_points, sweep_runs
 from report_rounds import detail, round_sections
 from report_runs import HERE, Run, load_runs, results_dir
+from report_serve import serve
 from report_studies import dropout_accuracy, dropout_section, peft_parity, peft_settings, reparam_steps
 from report_summary import summary_table
 

@@ -138,6 +138,12 @@ def inference_method_class(meta: dict) -> type[Method]:
 def load_prompt(directory: str | Path, encoder: Encoder, fingerprint: str | None = None) -> LoadedArtifact:
     """The artifact's prompt and head on ``encoder`` (which must be the backbone it was trained on)."""
     meta, tensors = read_verified(directory, encoder.backbone, fingerprint)
+    return assemble_prompt(meta, tensors, encoder)
+
+
+def assemble_prompt(meta: dict, tensors: dict[str, torch.Tensor], encoder: Encoder) -> LoadedArtifact:
+    """The prompt and head from an artifact's verified ``(meta, tensors)``: the part of loading that touches
+    ``encoder`` (a server reads and verifies files first, then assembles under its model lock)."""
     config = config_from_dict(meta["method"])
     method = build_method(method_class(config.method).inference_config(config), encoder)
     method.load_folded(tensors)
