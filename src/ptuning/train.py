@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from . import checkpoint
+from . import activations, checkpoint
 from .batches import _loader, evaluate, feature_length, predict_logits, resumed  # noqa: F401 (re-exported)
 from .finite import dumps
 from .model import PTuningModel
@@ -139,6 +139,10 @@ class Trainer:
             f"method {unwrapped.config.method}: {self.n_train:,} trainable parameters ({share}); lr {self.lr:g}"
         )
         self.loss_fn = getattr(unwrapped.head, "loss", None) or task.loss  # a CRF head scores whole sequences
+        self.data, self.activations, self.cache_line = activations.attach(
+            unwrapped, data, config, output_dir, settings, self.accelerator
+        )
+        self.accelerator.print(self.cache_line)  # whether the frozen layers' output is kept, and why (not)
         self.log = JsonlLog(output_dir, self.main)
         self.metric = task.main_metric
         self.started = time.perf_counter() - self.loop["elapsed_s"]
@@ -305,6 +309,8 @@ class Trainer:
     def _checkpoint(self) -> None:
         self.loop["elapsed_s"] = time.perf_counter() - self.started
         self.saved_step = self.loop["step"]
+        if self.activations is not None:
+            self.activations.persist()  # the units a resumed run may reuse (after re-checking them)
         if self.main:
             checkpoint.save(
                 self.output_dir,
@@ -341,6 +347,9 @@ class Trainer:
             "stopped_by": stopped_by,
             "checkpoint_step": self.saved_step,
             "config": {**asdict(self.config), "lr": self.lr},
+            "activation_cache": {"used": False, "log": self.cache_line}
+            if self.activations is None
+            else self.activations.summary(),
         }
         if self.failure:
             summary["error"] = self.failure

@@ -6,7 +6,9 @@ batch whose rows belong to different tasks runs through the backbone **once**:
 each row indexes its own deep prefix in a :class:`PrefixStack` (shorter prompts
 are padded with masked slots), then each row gets its own head and
 post-processing. Head-only (linear-probe) artifacts join the same forward with
-a zero-length prefix. A gated prefix (APT) joins it too: its gate is stacked
+a zero-length prefix, and prompts in different layers (``--prefix-layers``) too: a
+row gets no prefix slots in a layer its prompt does not reach when no row of the batch has one there, and
+masked ones when another row does. A gated prefix (APT) joins it too: its gate is stacked
 beside the prefix, and inside each layer every row is scaled by its own task's
 gate (computed from that row's hidden states alone), ungated rows by 1.
 Input-level prompts (prompt-tuning, ptv1) and late prompts (LPT) change the
@@ -49,6 +51,7 @@ class LoadedPrompt:
     meta: dict
     path: str
     gate: PrefixGate | None = None  # the prefix's gate (APT), applied to this prompt's rows of a shared forward
+    layers: range | None = None  # the backbone layers ``prefix`` holds (``--prefix-layers``)
 
     @property
     def nbytes(self) -> int:
@@ -100,6 +103,7 @@ class PromptPool:
         with torch.no_grad():
             prefix = parts.method.serving_prefix().to(self.device) if shared else None
             gate = _on(parts.method.serving_gate(), self.device) if shared else None
+            layers = parts.method.serving_layers() if shared else None
             prompt = None if shared else _detached(parts.method.to(self.device).prompt_inputs())
         loaded = LoadedPrompt(
             name=name,
@@ -111,6 +115,7 @@ class PromptPool:
             meta=parts.meta,
             path=str(path),
             gate=gate,
+            layers=layers,
         )
         with self._lock:
             self.prompts[name] = loaded
@@ -128,9 +133,11 @@ class PromptPool:
         if self._stack is None:
             deep = [p for p in self.prompts.values() if p.prefix is not None]
             if deep:
-                stack = PrefixStack.build([p.prefix for p in deep], [p.gate for p in deep])
+                depth = self.encoder.geometry.num_layers
+                prefixes, gates, layers = [p.prefix for p in deep], [p.gate for p in deep], [p.layers for p in deep]
+                stack = PrefixStack.build(prefixes, gates, layers, depth)
                 for i, p in enumerate(deep):  # keep one copy: each prompt becomes a view into the stack
-                    p.prefix = stack.kv[i, ..., : p.prefix.shape[-2], :]
+                    p.prefix = stack.kv[i, p.layers.start : p.layers.stop, ..., : p.prefix.shape[-2], :]
                 self._stack = (stack, {p.name: i for i, p in enumerate(deep)})
             else:
                 self._stack = (None, {})
@@ -227,6 +234,7 @@ class PromptPool:
                 "family": p.task.family,
                 "method": p.meta["method"]["method"],
                 "prompt_length": p.meta["method"].get("prompt_length", 0),
+                "prefix_layers": p.meta["method"].get("prefix_layers", "all") if p.prefix is not None else None,
                 "labels": p.meta["task"].get("labels"),
                 "bytes": p.nbytes,
                 "path": p.path,
