@@ -117,8 +117,8 @@ class ActivationCache:
         return self.directory is not None and self.nbytes() > self.budget_bytes
 
     def _paths(self) -> tuple[Path, Path]:
-        stem = self.directory / f"{self.key}.p{self.process}"
-        return stem.with_suffix(".bin"), stem.with_suffix(".json")
+        stem = f"{self.key}.p{self.process}"  # the process index: data-parallel processes never share a file
+        return self.directory / f"{stem}.bin", self.directory / f"{stem}.json"
 
     # -- the forward pass ------------------------------------------------------------------------
     def encode(
