@@ -91,10 +91,10 @@ def _planned_forward(self, *args, **kwargs):
     if plan.skips(index):
         return (hidden, None) if self._ptuning_block_tuple else hidden
     if index == plan.start and plan.hidden is not None:
-        if args:
-            args = (plan.hidden.to(hidden.dtype), *args[1:])
+        if args:  # the kept states as they were captured (dtype included: autocast may have made them bf16)
+            args = (plan.hidden, *args[1:])
         else:
-            kwargs = {**kwargs, "hidden_states": plan.hidden.to(hidden.dtype)}
+            kwargs = {**kwargs, "hidden_states": plan.hidden}
     if index < plan.no_grad_below:
         with torch.no_grad():
             return self._ptuning_block_forward(*args, **kwargs)

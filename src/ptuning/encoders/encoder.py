@@ -90,7 +90,8 @@ class Encoder(nn.Module):
         if layers and not self.support.partial_depth:
             raise PTuningError(f"{type(self.backbone).__name__}: this family cannot keep its bottom layers frozen")
         self.frozen_layers = layers
-        self.train(self.training)
+        if layers and self.backbone.training:  # no other mode changes: a backbone in eval mode stays so
+            frozen_train_mode(self.backbone, self.injector.layer_blocks(self.backbone), layers, True)
 
     def train(self, mode: bool = True) -> Encoder:
         """``nn.Module.train``, keeping the bottom :attr:`frozen_layers` in eval mode (:meth:`freeze_below`)."""
