@@ -159,14 +159,18 @@ def main() -> None:
         "batch_size": args.batch_size,
         "text_tokens": args.budget,
         "backbone_dropout": 0.0,
-        "head": "linear on mean-pooled states",
+        "head": "linear head on mean-pooled states",
         "transformers": transformers.__version__,
         "peft": peft.__version__,
         "torch_threads": torch.get_num_threads(),
     }
     rows = []
     if args.out and args.out.exists():
-        rows = json.loads(args.out.read_text())["rows"]
+        earlier = json.loads(args.out.read_text())
+        same = ("prompt_length", "epochs", "lr", "batch_size", "text_tokens")
+        if any(earlier["setup"].get(k) != setup[k] for k in same):
+            raise SystemExit(f"{args.out} holds rows made with other settings ({', '.join(same)}); give another --out")
+        rows = earlier["rows"]
     for seed in (int(s) for s in args.seeds.split(",")):
         rows = [r for r in rows if r["seed"] != seed] + [measure(args, seed)]
         if args.out:

@@ -441,3 +441,25 @@ def test_reproduce_plans_every_cell_and_estimates_from_earlier_runs_of_that_mach
     assert reproduce.estimate("cb", "ptv2", "cpu", runs) == 3 * 150
     assert reproduce.estimate("cb", "ptv2", "gpu", runs) == 15
     assert reproduce.estimate("cb", "finetune", "cpu", runs) is None
+
+
+def test_the_imported_peft_prefix_section_reads_its_file(tmp_path, monkeypatch):
+    """peft_import_shift.py's rows: PEFT's own score, then each import variant with its flips and logit change."""
+    import report_studies
+
+    monkeypatch.setattr(report_runs, "RESULTS", tmp_path)
+    assert report_studies.peft_import() == ""  # nothing measured: no section
+    setup = {"task": "cb", "backbone": "MiniLM", "prompt_length": 20, "head": "linear head", "epochs": 4, "lr": 0.01}
+    setup.update(backbone_dropout=0.0, text_tokens=128, split="validation", transformers="5", peft="0.2", date="d")
+    setup["command"] = "python benchmarks/peft_import_shift.py --seeds S"
+    score = {"accuracy": 0.75, "macro_f1": 0.5}
+    row = {"seed": 3, "examples": 56, "peft": score}
+    for key, changed in (("peft_conventions", 0), ("no_shift", 4), ("token_types_kept", 1), ("neither", 5)):
+        row[key] = {**score, "predictions_changed": changed, "max_abs_logit_diff_vs_peft": 0.5 * changed}
+    (tmp_path / "cpu").mkdir()
+    (tmp_path / "cpu" / "peft_import_shift.json").write_text(json.dumps({"setup": setup, "rows": [row]}))
+    text = report_studies.peft_import()
+    assert "python benchmarks/peft_import_shift.py --seeds S" in text and "(56 examples)" in text
+    assert "| 3 | PEFT itself | P..P+L-1 | dropped | 75.0 | 50.0 | | |" in text
+    assert "| 3 | no shift | 0..L-1 | dropped (PEFT's) | 75.0 | 50.0 | 4 | 2 |" in text
+    assert "| 3 | neither | 0..L-1 | kept | 75.0 | 50.0 | 5 | 2.5 |" in text
