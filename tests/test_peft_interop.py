@@ -321,6 +321,9 @@ def test_export_then_import_gives_back_the_same_artifact(tmp_path, tiny_bert_dir
     assert all(torch.equal(original[k], imported[k]) for k in original)
     batch = inputs(tiny_bert_dir)
     assert torch.equal(artifact_logits(source, batch), artifact_logits(back, batch))
+    renamed = tmp_path / "renamed"  # --labels renames the exported task's outputs; the task stays
+    peft_interop.import_adapter(peft_interop.ImportRequest(adapter=exported, output=renamed, labels=["neg", "pos"]))
+    assert artifact.read_meta(renamed)["task"] == {**before["task"], "labels": ["neg", "pos"]}
 
 
 def test_an_exported_adapter_loads_in_peft_and_gives_the_same_outputs(tmp_path, monkeypatch, capsys, tiny_bert_dir):
