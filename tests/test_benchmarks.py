@@ -478,3 +478,23 @@ def test_efficiency_depth_ratios_are_taken_within_each_round():
     assert summary["ptv2@top:half"]["later_epoch_s_vs_finetune"] == pytest.approx(0.3)  # drift between rounds cancels
     assert summary["ptv2@top:half"]["later_epoch_s_vs_nocache"] == pytest.approx(0.6)
     assert summary["ptv2@top:half"]["same_metrics_as_nocache"] is False  # round 2's metrics differ
+def test_the_imported_peft_prefix_section_reads_its_file(tmp_path, monkeypatch):
+    """peft_import_shift.py's rows: PEFT's own score, then each import variant with its flips and logit change."""
+    import report_studies
+
+    monkeypatch.setattr(report_runs, "RESULTS", tmp_path)
+    assert report_studies.peft_import() == ""  # nothing measured: no section
+    setup = {"task": "cb", "backbone": "MiniLM", "prompt_length": 20, "head": "linear head", "epochs": 4, "lr": 0.01}
+    setup.update(backbone_dropout=0.0, text_tokens=128, split="validation", transformers="5", peft="0.2", date="d")
+    setup["command"] = "python benchmarks/peft_import_shift.py --seeds S"
+    score = {"accuracy": 0.75, "macro_f1": 0.5}
+    row = {"seed": 3, "examples": 56, "peft": score}
+    for key, changed in (("peft_conventions", 0), ("no_shift", 4), ("token_types_kept", 1), ("neither", 5)):
+        row[key] = {**score, "predictions_changed": changed, "max_abs_logit_diff_vs_peft": 0.5 * changed}
+    (tmp_path / "cpu").mkdir()
+    (tmp_path / "cpu" / "peft_import_shift.json").write_text(json.dumps({"setup": setup, "rows": [row]}))
+    text = report_studies.peft_import()
+    assert "python benchmarks/peft_import_shift.py --seeds S" in text and "(56 examples)" in text
+    assert "| 3 | PEFT itself | P..P+L-1 | dropped | 75.0 | 50.0 | | |" in text
+    assert "| 3 | no shift | 0..L-1 | dropped (PEFT's) | 75.0 | 50.0 | 4 | 2 |" in text
+    assert "| 3 | neither | 0..L-1 | kept | 75.0 | 50.0 | 5 | 2.5 |" in text
