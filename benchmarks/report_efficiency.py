@@ -58,10 +58,21 @@ def efficiency() -> str:
             f"({1000 * pair['step_s'][second]:.0f} vs {1000 * pair['step_s'][first]:.0f} ms{parts})"
         )
     lines.append("\nGoals set by the issue: step ptv2/finetune ≤ 0.65, peak RSS ptv2/finetune ≤ 0.75.")
+    return "\n".join(lines) + "\n"
+
+
+def efficiency_details() -> str:
+    """The lab notebook's cost studies: where a step's time goes, what dropout costs, other input shapes."""
+    path = results_dir("cpu", "efficiency.json")
+    if not path.exists():
+        return ""
+    data = json.loads(path.read_text())
+    base = next(r for r in data["rows"] if r["method"] == "finetune")
+    lines = ["## Where a training step's time goes\n"]
     phased = [r for r in data["rows"] + data.get("peft_rows", []) if "forward_s" in r]
     if phased:
         lines.append(
-            "\nWhere a step's time goes (medians of the same timed steps, so the parts need not add up to the step). "
+            "The Efficiency table's steps split into phases (medians of the same timed steps, so the parts need not add up to the step). "
             "A frozen backbone saves the weight gradients (about half of fine-tuning's backward) and the optimizer, "
             "not the forward pass:\n"
         )

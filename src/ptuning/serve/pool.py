@@ -5,11 +5,14 @@ a server keeps one backbone in memory and any number of prompts beside it. A
 batch whose rows belong to different tasks runs through the backbone **once**:
 each row indexes its own deep prefix (shorter prompts are padded with masked
 slots), then each row gets its own head and post-processing. Head-only
-(linear-probe) artifacts join the same forward with a zero-length prefix. A
+(linear-probe) artifacts join the same forward with a zero-length prefix, and prompts in
+different layers (``--prefix-layers``) too: a row gets no prefix slots in a layer its prompt does not reach
+when no row of the batch has one there, and masked ones when another row does. A
 gated prefix (APT) joins it too: inside each layer every row is scaled by its
 own task's gate (computed from that row's hidden states alone), ungated rows by 1.
 Input-level prompts (prompt-tuning, ptv1) and late prompts (LPT) change the
-input sequence itself, so their rows are batched per task. Fine-tuned
+input sequence itself, so their rows are batched per task; so are ptv2 prefixes
+that shift positions or drop token types (adapters imported from PEFT). Fine-tuned
 artifacts carry their own backbone weights and cannot share one: they are refused.
 
 Padding is planned, not fixed: rows are cut into sub-batches by prompt and input length when the
@@ -23,7 +26,7 @@ from __future__ import annotations
 
 import threading
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -75,6 +78,7 @@ class LoadedPrompt:
     meta: dict
     path: str
     gate: PrefixGate | None = None  # the prefix's gate (APT), applied to this prompt's rows of a shared forward
+    layers: range | None = None  # the backbone layers ``prefix`` holds (``--prefix-layers``)
 
     @property
     def prompt_length(self) -> int:
@@ -161,9 +165,9 @@ class PromptPool:
             raise PTuningError(f"{path}: {method_class.pool_refusal or 'this method cannot share a backbone'}")
         self._check_limits(path, meta.get("method", {}).get("prompt_length", 0))
         meta, tensors = artifact.read_verified(path, self.encoder.backbone, self.fingerprint)  # outside the lock
-        shared = batching is PoolBatching.SHARED
         with self._lock, torch.no_grad():  # building the method may attach hooks to the backbone: not mid-forward
             parts = artifact.assemble_prompt(meta, tensors, self.encoder)
+            shared = parts.method.pool_batching is PoolBatching.SHARED  # the instance's: its config may narrow it
             loaded = LoadedPrompt(
                 name=name,
                 task=parts.task,
@@ -174,6 +178,7 @@ class PromptPool:
                 meta=parts.meta,
                 path=str(path),
                 gate=_on(parts.method.serving_gate(), self.device) if shared else None,
+                layers=parts.method.serving_layers() if shared else None,
             )
             self._check_limits(path, loaded.prompt_length)  # the tensors, not only what the metadata says
             self._refuse_duplicate(name)
@@ -293,6 +298,7 @@ class PromptPool:
                 "family": p.task.family,
                 "method": p.meta["method"]["method"],
                 "prompt_length": p.meta["method"].get("prompt_length", 0),
+                "prefix_layers": p.meta["method"].get("prefix_layers", "all") if p.prefix is not None else None,
                 "labels": p.meta["task"].get("labels"),
                 "bytes": p.nbytes,
                 **({"path": p.path} if with_paths else {}),
@@ -304,7 +310,7 @@ class PromptPool:
 def _detached(inputs: PromptInputs) -> PromptInputs:
     """A method's inputs as constants: the pool never trains, and must not hold autograd graphs."""
     embeds = None if inputs.embeds is None else inputs.embeds.detach()
-    return PromptInputs(prefix=inputs.prefix, embeds=embeds, late=inputs.late)  # a late prompt's generator: eval mode
+    return replace(inputs, embeds=embeds)  # a late prompt's generator: eval mode
 
 
 def _on(gate: PrefixGate | None, device: torch.device) -> PrefixGate | None:
