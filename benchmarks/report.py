@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import sys
 
-from report_efficiency import dropout_cost, efficiency, efficiency_shapes, serve
+from report_efficiency import dropout_cost, efficiency, efficiency_shapes, partial_depth, serve
 from report_fewshot import fewshot_table
 from report_plots import PLOTS, plots
 from report_quality import equal_time, gaps, headline, prompt_lengths, sweep_points, sweep_runs
@@ -42,6 +42,7 @@ __all__ = [
     "headline",
     "load_runs",
     "main",
+    "partial_depth",
     "plots",
     "prompt_lengths",
     "quick",
@@ -136,6 +137,7 @@ def main() -> None:
         fewshot_table(runs),
         "## Efficiency\n",
         efficiency(),
+        partial_depth(),
         dropout_section(runs),
         reparam_steps(),
         "## Quick mode (CPU)\n",
