@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import sys
 
-from report_efficiency import dropout_cost, efficiency, efficiency_details, efficiency_shapes
+from report_efficiency import dropout_cost, efficiency, efficiency_details, efficiency_shapes, partial_depth
 from report_fewshot import fewshot_table
 from report_plots import PLOTS, plots
 from report_quality import equal_time, gaps, headline, prompt_lengths, sweep_points, sweep_runs
@@ -51,6 +51,7 @@ __all__ = [
     "headline",
     "load_runs",
     "main",
+    "partial_depth",
     "plots",
     "prompt_lengths",
     "quick",
@@ -154,6 +155,7 @@ def main() -> None:
         peft_settings(runs) + "\n",
         peft_import(),
         efficiency_details(),
+        partial_depth(),
         dropout_section(runs),
         reparam_steps(),
         "## Quick mode (CPU)\n",

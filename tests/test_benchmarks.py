@@ -478,6 +478,8 @@ def test_efficiency_depth_ratios_are_taken_within_each_round():
     assert summary["ptv2@top:half"]["later_epoch_s_vs_finetune"] == pytest.approx(0.3)  # drift between rounds cancels
     assert summary["ptv2@top:half"]["later_epoch_s_vs_nocache"] == pytest.approx(0.6)
     assert summary["ptv2@top:half"]["same_metrics_as_nocache"] is False  # round 2's metrics differ
+
+
 def test_the_imported_peft_prefix_section_reads_its_file(tmp_path, monkeypatch):
     """peft_import_shift.py's rows: PEFT's own score, then each import variant with its flips and logit change."""
     import report_studies

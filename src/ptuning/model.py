@@ -106,10 +106,11 @@ class PTuningModel(nn.Module):
         """Hidden states ``(B, L, H)`` aligned with ``input_ids``. ``prompt`` overrides the method's own.
 
         ``activation_units`` ``(B,)``: each row's entry in the attached activation cache, which then supplies (or
-        keeps) the hidden states entering the first prompted layer. Without a cache it is ignored.
+        keeps) the hidden states entering the first prompted layer. Without a cache it is ignored, and so is the
+        frozen bottom when ``prompt`` is not the method's own (it may reach any layer).
         """
+        frozen = self.frozen_layers() if prompt is None else 0
         prompt = self.method.prompt_inputs() if prompt is None else prompt
-        frozen = self.frozen_layers()
         cache = self.activations
         if cache is not None and activation_units is not None and 0 < cache.depth <= frozen:
             return cache.encode(self.encoder, activation_units, input_ids, attention_mask, token_type_ids, prompt)
