@@ -22,6 +22,37 @@ def feature_length(feature: dict) -> int:
     return len(ids)
 
 
+EXAMPLE_INDEX = "example_index"  # a training batch's positions in its feature list (what a teacher's cache is keyed by)
+
+
+class _Indexed(torch.utils.data.Dataset):
+    """``features[i]`` with its own position ``i`` added, read back by :func:`indexed`'s collate."""
+
+    def __init__(self, features: list[dict]) -> None:
+        self.features = features
+
+    def __len__(self) -> int:
+        return len(self.features)
+
+    def __getitem__(self, i: int) -> dict:
+        return {**self.features[i], EXAMPLE_INDEX: i}
+
+
+def indexed(features: list[dict], collate) -> tuple[torch.utils.data.Dataset, object]:
+    """``(dataset, collate)`` whose batches also carry ``example_index``, a ``(B,)`` tensor of positions.
+
+    Samplers see the same length and the same features (``input_ids`` for ``--group-by-length``), so the
+    batches, their order and the random state are exactly those of the plain feature list.
+    """
+
+    def collate_indexed(rows: list[dict]) -> dict:
+        batch = collate([{k: v for k, v in row.items() if k != EXAMPLE_INDEX} for row in rows])
+        batch[EXAMPLE_INDEX] = torch.tensor([row[EXAMPLE_INDEX] for row in rows], dtype=torch.long)
+        return batch
+
+    return _Indexed(features), collate_indexed
+
+
 def _loader(features, collate, batch_size: int, seed: int | None, group_by_length: bool = False) -> DataLoader:
     """Sequential without a seed (evaluation), else shuffled by ``seed``.
 

@@ -87,15 +87,18 @@ class PromptPool:
         return cls(backbone, tokenizer, **kwargs)
 
     # -- loading ------------------------------------------------------------------
-    def load(self, path: str | Path, name: str | None = None) -> LoadedPrompt:
-        """Load an artifact; memory grows by its prompt and head only."""
+    def load(self, path: str | Path, name: str | None = None, task: str | None = None) -> LoadedPrompt:
+        """Load an artifact (``task``: one task of a multi-task one); memory grows by its prompt and head only.
+
+        The name defaults to the task's for a multi-task artifact, else to the directory's name.
+        """
         path = Path(path)
-        name = name or path.resolve().name
+        name = name or task or path.resolve().name
         method_class = artifact.inference_method_class(artifact.read_meta(path))
         batching = method_class.pool_batching
         if batching is PoolBatching.REFUSED:
             raise PTuningError(f"{path}: {method_class.pool_refusal or 'this method cannot share a backbone'}")
-        parts = artifact.load_prompt(path, self.encoder, self.fingerprint)
+        parts = artifact.load_prompt(path, self.encoder, self.fingerprint, task)
         shared = batching is PoolBatching.SHARED
         with torch.no_grad():
             prefix = parts.method.serving_prefix().to(self.device) if shared else None
@@ -235,6 +238,24 @@ class PromptPool:
         ]
 
 
+def serving_specs(spec: str) -> list[tuple[str | None, str, str | None]]:
+    """``PATH``, ``NAME=PATH``, ``PATH:TASK`` or ``NAME=PATH:TASK`` as the ``(name, path, task)`` prompts to load.
+
+    A multi-task artifact given without a task loads every one of its tasks, each under its task's name
+    (``NAME-TASK`` when a name is given); each task's rows then use the shared prompt with their own head.
+    """
+    name, path = spec.split("=", 1) if "=" in spec else (None, spec)
+    task = None
+    head, _, tail = path.rpartition(":")
+    if head and tail and not Path(path).exists() and Path(head).exists():
+        path, task = head, tail
+    if task is None:
+        meta = artifact.read_meta(Path(path))
+        if "tasks" in meta:
+            return [(f"{name}-{t}" if name else t, path, t) for t in artifact.task_names(meta)]
+    return [(name, path, task)]
+
+
 def _detached(inputs: PromptInputs) -> PromptInputs:
     """A method's inputs as constants: the pool never trains, and must not hold autograd graphs."""
     embeds = None if inputs.embeds is None else inputs.embeds.detach()
@@ -245,4 +266,4 @@ def _on(gate: PrefixGate | None, device: torch.device) -> PrefixGate | None:
     return gate.to(device).eval() if isinstance(gate, nn.Module) else gate
 
 
-__all__ = ["InputError", "LoadedPrompt", "PromptPool", "UnknownTask"]
+__all__ = ["InputError", "LoadedPrompt", "PromptPool", "UnknownTask", "serving_specs"]

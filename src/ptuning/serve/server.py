@@ -246,16 +246,16 @@ def _add_task_management(app: FastAPI, pool: PromptPool, limits: Limits, executo
 
     @app.post("/v1/tasks", status_code=201)
     async def load(request: Request) -> dict:
-        """Load an artifact: ``{"path": "...", "name": "optional"}``."""
+        """Load an artifact: ``{"path": "...", "name": "optional", "task": "one task of a multi-task artifact"}``."""
         data = await read_json(request, limits)
-        path, name = data.get("path"), data.get("name")
-        if not isinstance(path, str) or (name is not None and not isinstance(name, str)):
-            raise ApiError(422, "'path' must be a string (and 'name', if given)")
-        name = name or Path(path).resolve().name
+        path, name, task = data.get("path"), data.get("name"), data.get("task")
+        if not isinstance(path, str) or any(v is not None and not isinstance(v, str) for v in (name, task)):
+            raise ApiError(422, "'path' must be a string (and 'name' and 'task', if given)")
+        name = name or task or Path(path).resolve().name
         if name in pool.prompts:
             raise ApiError(409, f"a task named {name!r} is already loaded; DELETE it first or pick another name")
         try:
-            loaded = await asyncio.get_running_loop().run_in_executor(executor, pool.load, path, name)
+            loaded = await asyncio.get_running_loop().run_in_executor(executor, pool.load, path, name, task)
         except PTuningError as exc:
             raise ApiError(400, str(exc)) from None
         return {"loaded": loaded.name, "task": loaded.task.name}
