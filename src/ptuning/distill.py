@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -164,7 +165,7 @@ def load_teacher(config: DistillConfig, task, tokenizer, backbone_name: str, fin
     Refused: a task without class distributions (regression), another label set or task family, a
     tokenizer with another vocabulary (the teacher reads the student's token ids).
     """
-    from . import artifact
+    from . import artifact, backbones
 
     refusal = task.distillation_refusal()
     if refusal:
@@ -172,10 +173,11 @@ def load_teacher(config: DistillConfig, task, tokenizer, backbone_name: str, fin
     meta = artifact.read_meta(config.teacher)
     names = artifact.task_names(meta)
     pick = task.name if len(names) > 1 and task.name in names else None
-    same_backbone = meta["backbone"]["fingerprint"] == fingerprint  # then the student's path is the teacher's
-    model, teacher_tokenizer, teacher_task, _ = artifact.load_artifact(
-        config.teacher, model_name=backbone_name if same_backbone else None, task=pick
-    )
+    recorded = meta["backbone"]["name"]
+    here = recorded == backbones.DEFAULT_MODEL or Path(recorded).exists()
+    same_weights = meta["backbone"]["fingerprint"] == fingerprint  # a moved path may then be the student's
+    model_name = None if here or not same_weights else backbone_name
+    model, teacher_tokenizer, teacher_task, _ = artifact.load_artifact(config.teacher, model_name=model_name, task=pick)
     ours, theirs = task.state().get("labels"), teacher_task.state().get("labels")
     if teacher_task.family != task.family or ours != theirs:
         shown = ", ".join(map(str, theirs or ())) or "none"
