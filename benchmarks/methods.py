@@ -33,6 +33,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import peft_prefix  # noqa: E402,F401  (registers the benchmark-only methods peft-prefix and ptv2-shifted)
 
+from ptuning.distill import DistillConfig  # noqa: E402
 from ptuning.io import atomic_write_text  # noqa: E402
 from ptuning.method import method_class, method_config  # noqa: E402
 from ptuning.pipeline import TrainRequest, evaluate, train  # noqa: E402
@@ -156,6 +157,12 @@ def train_config_for(s: dict, batch_size: int, args) -> TrainConfig:
     )
 
 
+def staged(args) -> dict:
+    """The run's starting prompt (``--init-from``) and teacher (``--teacher``), for the library's request."""
+    teacher = DistillConfig(args.teacher, args.distill_alpha, args.distill_temperature) if args.teacher else None
+    return {"init_from": args.init_from, "distill": teacher}
+
+
 def run_one(task: str, method: str, data: Path, args) -> dict:
     task_settings = TASK_SETTINGS.get(task, {})
     s = dict(SETTINGS[method])
@@ -191,6 +198,7 @@ def run_one(task: str, method: str, data: Path, args) -> dict:
                 method=method_config(registered, strict=False, **prompt, prefix_init_std=args.prefix_init_std),
                 train=train_config,
                 pooling=args.pooling,
+                **staged(args),
                 **options,
             )
         )
@@ -216,6 +224,10 @@ def run_one(task: str, method: str, data: Path, args) -> dict:
         "method_options": variant or None,
         "shift_positions": bool(args.shift_positions) if method == "ptv2" else None,
         "backbone_dropout": args.backbone_dropout,
+        "init_from": args.init_from,
+        "teacher": {"path": args.teacher, "alpha": args.distill_alpha, "temperature": args.distill_temperature}
+        if args.teacher
+        else None,
         "quick": bool(args.quick),
         "transformers": __import__("transformers").__version__,
         "data_note": "BoolQ: the val file split 80/20 by a hash of the passage" if task == "boolq" else None,
@@ -291,6 +303,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="K-shot: K train + K selection drawn per seed, validation reported; a list runs a learning curve "
         "(16,32,64,128,256,full; full = the standard protocol, its dev metric as the curve's last point).",
     )
+    parser.add_argument(
+        "--init-from", default=None, help="Start every run from this artifact's prompt (e.g. a multi-task one)."
+    )
+    parser.add_argument("--teacher", default=None, help="Distil every run from this artifact (e.g. a finetune one).")
+    parser.add_argument("--distill-alpha", type=float, default=0.5, help="--teacher: weight of the task loss.")
+    parser.add_argument("--distill-temperature", type=float, default=2.0, help="--teacher: softening temperature.")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/methods.json"))
     args = parser.parse_args(argv)
     args.few_shots = args.few_shot.split(",") if args.few_shot else [None]

@@ -212,3 +212,17 @@ def test_a_teacher_with_another_vocabulary_is_refused(sst2, tiny_bert_dir, tmp_p
         pipeline.train(
             request(tmp_path / "x", tiny_bert_dir, "sst2", sst2, distill=DistillConfig(str(tmp_path / "teacher")))
         )
+
+
+def test_the_benchmark_harness_passes_init_from_and_the_teacher_on():
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import methods
+
+    args = methods.parse_args(
+        ["--tasks", "rte", "--init-from", "runs/mtl", "--teacher", "runs/ft", "--distill-alpha", "0.3"]
+    )
+    assert methods.staged(args) == {"init_from": "runs/mtl", "distill": DistillConfig("runs/ft", 0.3, 2.0)}
+    assert methods.staged(methods.parse_args(["--tasks", "rte"])) == {"init_from": None, "distill": None}

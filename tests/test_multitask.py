@@ -98,6 +98,7 @@ def test_tasks_file_and_flags_errors_are_one_line(monkeypatch, capsys, tmp_path,
     assert "drop --task and --data" in refused(good, "--task", "sst2")
     assert "has no rte/ folder" in refused(None, "--task", "sst2,rte", "--data", str(parent))
     assert "give --task and --data" in refused(None, "--task", "sst2")
+    assert "--group-by-length does not apply" in refused(good, "--group-by-length")
     only = refused(None, "--task", "sst2", "--data", sst2, "--mix-temperature", "2")
     assert "--mix-temperature applies to a multi-task run" in only
 

@@ -75,7 +75,7 @@ class MultiTaskData:
         return sum(self.sizes)
 
     def loader(self, batch_size: int, seed: int, group_by_length: bool) -> DataLoader:
-        """One epoch of single-task batches (``--group-by-length`` does not apply: batches are drawn by task)."""
+        """One epoch of single-task batches (the pipeline refuses ``--group-by-length``: batches are drawn by task)."""
         from .mixture import MixtureBatchSampler
 
         sampler = MixtureBatchSampler(self.sizes, self.probabilities, batch_size, seed)

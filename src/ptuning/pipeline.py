@@ -117,6 +117,8 @@ def task_parts(request: TrainRequest, entries: list[MixtureEntry] | None) -> lis
         raise PTuningError("--teacher applies to a single-task run; distil each task after the multi-task stage")
     elif any(value for value in request.task_options.values()):
         raise PTuningError("task options (--text-column, --labels, --crf...) go into each --tasks-file entry")
+    elif request.train.group_by_length:
+        raise PTuningError("--group-by-length does not apply to a multi-task run (its batches are drawn by task)")
     parts = []
     for entry in entries:
         task = get_task(entry.task, **entry.options)
