@@ -260,3 +260,22 @@ def test_a_run_started_from_an_artifact_begins_at_its_prompt(mtl, parent, tiny_b
     assert torch.allclose(trained["prefix"], stored["prefix"], atol=1e-6)
     assert torch.allclose(trained["head.classifier.weight"], stored["heads.cb.classifier.weight"], atol=1e-6)
     assert yaml.safe_load((run / "config.yaml").read_text())["init_from"] == str(out.resolve())
+
+
+def test_a_killed_mixture_resumes_to_the_uninterrupted_result(parent, tiny_bert_dir, tmp_path):
+    """Killed mid-epoch (after step 6; checkpoint at step 4): the resumed run skips the batches drawn before."""
+    mix = {"task": "sst2,cb", "data": str(parent), "mix_temperature": 2.0}
+
+    def config(**changes) -> TrainConfig:
+        return TrainConfig(epochs=2, batch_size=4, eval_steps=4, **changes)
+
+    whole = pipeline.train(request(tmp_path / "whole", tiny_bert_dir, train=config(), **mix))
+    cut = pipeline.train(request(tmp_path / "cut", tiny_bert_dir, train=config(stop_after_steps=6), **mix))
+    assert cut["stopped_by"] == "stop_after_steps"
+    resumed = pipeline.train(request(tmp_path / "cut", tiny_bert_dir, train=config(resume=True), **mix))
+    assert resumed["steps"] == whole["steps"] == 2 * 12
+    # the second epoch's running losses (the first epoch's count only the resumed run's own batches)
+    second = [[row["train_loss"] for row in run["history"] if row["epoch"] > 1] for run in (resumed, whole)]
+    assert len(second[0]) == 3 and second[0] == pytest.approx(second[1])
+    a, b = (artifact.read_verified(tmp_path / run, tiny_backbone_of(tiny_bert_dir))[1] for run in ("whole", "cut"))
+    assert torch.allclose(a["prefix"], b["prefix"], atol=1e-6)
