@@ -13,6 +13,7 @@ from safetensors.torch import load_file
 from test_qa import squad_file
 from test_settings import run_main
 from test_tagging import write_conll
+from torch import nn
 
 from ptuning import artifact, distill, pipeline
 from ptuning.distill import DistillConfig, distillation_loss, kl_to_teacher
@@ -119,6 +120,35 @@ def test_span_rows_are_start_and_end_distributions_over_real_tokens_only():
     assert kl_to_teacher(rows, rows, 1.0, None, class_mask).item() == pytest.approx(0.0, abs=1e-7)
     kl.backward()
     assert student.grad[padded].abs().max() == 0 and student.grad[~padded].abs().max() > 0
+
+
+class ScoreByIds(torch.nn.Module):
+    """A stand-in teacher: each choice's score is the sum of its token ids (padded choices masked, as the model)."""
+
+    def forward(self, input_ids, attention_mask, choice_mask=None, **_):
+        if input_ids.dim() == 2:  # tokens: (B, L, 2)
+            return torch.stack([input_ids.float(), -input_ids.float()], dim=-1)
+        scores = (input_ids * attention_mask).sum(-1).float()  # (B, C)
+        return scores.masked_fill(~choice_mask.bool(), torch.finfo(scores.dtype).min)
+
+
+def test_cache_keeps_each_row_at_its_own_size_and_pads_it_to_each_batch():
+    cache = distill.TeacherCache(ScoreByIds())
+    two = {"input_ids": torch.tensor([[[1, 2], [3, 0]]]), "attention_mask": torch.tensor([[[1, 1], [1, 0]]])}
+    three = {"input_ids": torch.tensor([[[1, 1], [2, 2], [4, 4]]]), "attention_mask": torch.ones(1, 3, 2)}
+    # example 0 has two choices; in a batch with a three-choice example it is padded to three
+    batch = {k: torch.cat([nn.functional.pad(two[k], (0, 0, 0, 1)), three[k]]) for k in two}
+    batch["choice_mask"] = torch.tensor([[1, 1, 0], [1, 1, 1]])
+    first = cache.logits(torch.tensor([0, 1]), batch)
+    lowest = torch.finfo(torch.float32).min
+    assert first.tolist() == [[3.0, 3.0, lowest], [2.0, 4.0, 8.0]] and cache.forward_calls == 1
+    alone = cache.logits(torch.tensor([0]), {**two, "choice_mask": torch.tensor([[1, 1]])})
+    assert alone.tolist() == [[3.0, 3.0]] and cache.forward_calls == 1  # from the cache, at this batch's width
+    tokens = {"input_ids": torch.tensor([[5, 6, 0], [7, 0, 0]]), "attention_mask": torch.tensor([[1, 1, 0], [1, 0, 0]])}
+    got = cache.logits(torch.tensor([10, 11]), tokens)
+    assert [tuple(cache.cache[k].shape) for k in (10, 11)] == [(2, 2), (1, 2)] and got.shape == (2, 3, 2)
+    wider = {"input_ids": torch.tensor([[7, 0, 0, 0]]), "attention_mask": torch.tensor([[1, 0, 0, 0]])}
+    assert cache.logits(torch.tensor([11]), wider)[0, :, 0].tolist() == [7.0, 0.0, 0.0, 0.0]
 
 
 def test_alpha_one_trains_exactly_as_without_a_teacher(sst2, teacher, tiny_bert_dir, tmp_path, caches):

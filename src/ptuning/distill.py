@@ -101,7 +101,8 @@ class TeacherCache:
         """The teacher's logits for the batch's rows, computing only those not seen before.
 
         ``index`` ``(B,)``: each row's position in the training features; ``batch``: the model inputs.
-        Per-token logits are stored without their padding and padded again to this batch's length.
+        Each row is stored without its padding (tokens past its length, choices past its own count) and
+        padded again to this batch's size, as the student's logits are.
         """
         keys = index.tolist()
         missing = [row for row, key in enumerate(keys) if key not in self.cache]
@@ -112,15 +113,29 @@ class TeacherCache:
             inputs = {k: v.index_select(0, rows) if torch.is_tensor(v) else v for k, v in batch.items()}
             computed = self.teacher(**inputs).float()
             self.forward_calls += 1
-            lengths = inputs["attention_mask"].sum(dim=-1).tolist() if computed.dim() == 3 else None
-            for i, row in enumerate(missing):
-                value = computed[i, : int(lengths[i])] if lengths is not None else computed[i]
-                self.cache[keys[row]] = value.cpu()
-        stored = [self.cache[key] for key in keys]
-        if stored[0].dim() == 2:  # (length, k) per row: pad to this batch's length
-            width = batch["input_ids"].shape[-1]
-            stored = [nn.functional.pad(x, (0, 0, 0, width - x.shape[0])) for x in stored]
-        return torch.stack(stored)  # (B, ...) like the student's logits
+            for i, length in enumerate(_own_lengths(computed, inputs)):
+                self.cache[keys[missing[i]]] = computed[i, :length].cpu()
+        return _padded([self.cache[key] for key in keys], batch)
+
+
+def _own_lengths(logits: torch.Tensor, inputs: dict) -> list[int]:
+    """Each row's own size along its padded dimension: real tokens, or real choices (else all of it)."""
+    if logits.dim() == 3:  # (B, L, k): right-padded tokens
+        return inputs["attention_mask"].sum(dim=-1).tolist()
+    if "choice_mask" in inputs:  # (B, C): choices padded to the batch's most
+        return inputs["choice_mask"].sum(dim=-1).tolist()
+    return [logits.shape[1]] * logits.shape[0]
+
+
+def _padded(stored: list[torch.Tensor], batch: dict) -> torch.Tensor:
+    """Rows padded to the batch: tokens with 0 (masked out of the KL), choices with the lowest score (as the model)."""
+    if stored[0].dim() == 2:  # (length, k) per row
+        width = batch["input_ids"].shape[-1]
+        return torch.stack([nn.functional.pad(x, (0, 0, 0, width - x.shape[0])) for x in stored])  # (B, L, k)
+    if "choice_mask" in batch:
+        width, lowest = batch["choice_mask"].shape[1], torch.finfo(torch.float32).min
+        return torch.stack([nn.functional.pad(x, (0, width - x.shape[0]), value=lowest) for x in stored])  # (B, C)
+    return torch.stack(stored)  # (B, classes)
 
 
 class DistilledData:
