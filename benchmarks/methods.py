@@ -163,6 +163,12 @@ def staged(args) -> dict:
     return {"init_from": args.init_from, "distill": teacher}
 
 
+def staged_row(args) -> dict:
+    """What a row records of ``--init-from`` and ``--teacher`` (None: not used)."""
+    teacher = {"path": args.teacher, "alpha": args.distill_alpha, "temperature": args.distill_temperature}
+    return {"init_from": args.init_from, "teacher": teacher if args.teacher else None}
+
+
 def run_one(task: str, method: str, data: Path, args) -> dict:
     task_settings = TASK_SETTINGS.get(task, {})
     s = dict(SETTINGS[method])
@@ -184,7 +190,7 @@ def run_one(task: str, method: str, data: Path, args) -> dict:
         train_config = train_config_for(s, batch_size, args)
         options = {"max_length": max_length, "max_train_samples": args.max_train_samples}
         options.update(max_eval_samples=args.max_eval_samples, task_options=task_settings.get("task_options", {}))
-        options.update(few_shot=args.few_shot, few_shot_seed=args.seed)  # each seed draws its own K examples
+        options.update(few_shot=args.few_shot, few_shot_seed=args.seed, **staged(args))  # each seed: its own K
         registered = "ptv2-shifted" if args.shift_positions and method == "ptv2" else base
         prompt = {"prompt_length": s.get("prompt_length", 0), **variant}
         prompt["reparam"] = args.reparam or variant.get("reparam", False)
@@ -198,7 +204,6 @@ def run_one(task: str, method: str, data: Path, args) -> dict:
                 method=method_config(registered, strict=False, **prompt, prefix_init_std=args.prefix_init_std),
                 train=train_config,
                 pooling=args.pooling,
-                **staged(args),
                 **options,
             )
         )
@@ -224,10 +229,7 @@ def run_one(task: str, method: str, data: Path, args) -> dict:
         "method_options": variant or None,
         "shift_positions": bool(args.shift_positions) if method == "ptv2" else None,
         "backbone_dropout": args.backbone_dropout,
-        "init_from": args.init_from,
-        "teacher": {"path": args.teacher, "alpha": args.distill_alpha, "temperature": args.distill_temperature}
-        if args.teacher
-        else None,
+        **staged_row(args),
         "quick": bool(args.quick),
         "transformers": __import__("transformers").__version__,
         "data_note": "BoolQ: the val file split 80/20 by a hash of the passage" if task == "boolq" else None,
