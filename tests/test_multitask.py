@@ -16,7 +16,8 @@ from ptuning import artifact, backbones, mixture, pipeline, warmstart
 from ptuning.errors import PTuningError
 from ptuning.method import method_config
 from ptuning.model import PTuningModel
-from ptuning.serve.pool import PromptPool, serving_specs
+from ptuning.serve.launch import named_artifacts
+from ptuning.serve.pool import PromptPool
 from ptuning.tasks import get_task
 from ptuning.train import TrainConfig
 
@@ -165,11 +166,13 @@ def test_cli_eval_takes_task(monkeypatch, capsys, mtl, parent):
 
 def test_pool_serves_every_task_of_a_multitask_artifact(mtl, tiny_bert_dir):
     out, _ = mtl
-    assert serving_specs(str(out)) == [("sst2", str(out), "sst2"), ("cb", str(out), "cb")]
-    assert serving_specs(f"m={out}") == [("m-sst2", str(out), "sst2"), ("m-cb", str(out), "cb")]
-    assert serving_specs(f"x={out}:cb") == [("x", str(out), "cb")]
+    assert named_artifacts([str(out)]) == [("sst2", str(out), "sst2"), ("cb", str(out), "cb")]
+    assert named_artifacts([f"m={out}"]) == [("m-sst2", str(out), "sst2"), ("m-cb", str(out), "cb")]
+    assert named_artifacts([f"x={out}:cb", f"{out}:sst2"]) == [("x", str(out), "cb"), ("sst2", str(out), "sst2")]
+    with pytest.raises(PTuningError, match="task name 'cb' is given twice"):
+        named_artifacts([str(out), f"{out}:cb"])
     pool = PromptPool.from_artifact(out)
-    for name, path, task in serving_specs(str(out)):
+    for name, path, task in named_artifacts([str(out)]):
         pool.load(path, name, task=task)
     rows = [("cb", ["the movie was good", "the plot is good"]), ("sst2", "a good film"), ("cb", ["a b", "the"])]
     mixed = pool.predict([(name, pool.to_example(name, value)) for name, value in rows])

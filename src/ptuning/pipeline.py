@@ -6,6 +6,7 @@ checked before the output directory is touched.
 
 from __future__ import annotations
 
+import shlex
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,7 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import artifact, backbones, checkpoint, distill, mixture, runfile, warmstart
+from . import artifact, backbones, card, checkpoint, distill, mixture, runfile, warmstart
 from .distill import DistillConfig
 from .errors import DataError, PTuningError
 from .finite import json_safe
@@ -180,6 +181,7 @@ def train(request: TrainRequest) -> dict:
             backbone_fingerprint=fingerprint,
             max_length=max_length,
             pooling=pooling,
+            extra={"selection": {"split": _selection_split(parts, entries), "metrics": scores}},  # for the card
         )
 
     summary = run_loop(
@@ -200,6 +202,11 @@ def train(request: TrainRequest) -> dict:
         summary["mixture"] = _mixture_summary(entries, data)
     summary["reported"] = _score_reported(output, parts, request, summary, entries is not None)
     return _finish(summary, output)
+
+
+def _selection_split(parts: list[TaskPart], entries) -> str | dict:
+    """What selected the checkpoint: the split's description, or each task's for a mixture."""
+    return {p.name: p.plan.roles["selection"] for p in parts} if entries else parts[0].plan.roles["selection"]
 
 
 def _heads(parts: list[TaskPart], entries, hidden_size: int, pooling: str) -> nn.Module:
@@ -275,6 +282,8 @@ def _finish(summary: dict, output: Path) -> dict:
     """Write ``metrics.json`` (also for a run that stopped on Ctrl-C or a diverged loss), then say how it ended."""
     summary["artifact_bytes"] = artifact_size(output)
     atomic_write_json(output / "metrics.json", json_safe(summary))
+    if (output / artifact.META).is_file():
+        artifact.write_card(output)  # now with the run's summary (epochs, reported split, parameters)
     if summary["stopped_by"] == "interrupted":
         saved = summary["checkpoint_step"]
         if saved is None:
@@ -301,11 +310,19 @@ def evaluate(
     batch_size: int = 64,
     device: str = "auto",
     task: str | None = None,
+    record: bool = True,
 ) -> dict:
-    """Metrics on a labelled split; ``task`` picks one task of a multi-task artifact."""
+    """The artifact's metrics on ``split`` of ``data`` (``task``: one task of a multi-task artifact); ``record``
+    adds them (and the command) to its model card."""
     model, tokenizer, task, meta = artifact.load_artifact(artifact_dir, model_name=model_name, task=task)
     model.to(backbones.resolve_device(device))
-    return score_split(model, tokenizer, task, data, split, meta["max_length"], batch_size)
+    scores = score_split(model, tokenizer, task, data, split, meta["max_length"], batch_size)
+    if record:
+        name = shlex.quote(Path(artifact_dir).resolve().name)
+        command = f"ptuning eval {name} --data {shlex.quote(runfile.local_path(data))} --split {split}"
+        command += f" --task {task.name}" if "tasks" in meta else ""
+        card.record_evaluation(Path(artifact_dir), meta, scores, command)
+    return scores
 
 
 def _finite_logits(logits):

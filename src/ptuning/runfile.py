@@ -69,9 +69,9 @@ def options_of(request, *, lr: float, max_length: int, pooling: str, backbone: s
     ``max_length``, ``auto`` pooling, the bundled backbone's path) are written as resolved,
     so the file reproduces the run even where a default changes.
     """
-    data = None if request.data is None else _local(request.data)
+    data = None if request.data is None else local_path(request.data)
     options = {"task": request.task, "data": data, "output": str(Path(request.output).resolve())}
-    options["model"] = _local(backbone)
+    options["model"] = local_path(backbone)
     options.update(request.method.to_dict())
     train = asdict(request.train)
     for key in ("resume", "stop_after_steps"):  # how this invocation runs, not what the run is
@@ -91,16 +91,16 @@ def _staged_options(request) -> dict:
     """A mixture's file and temperature, the artifact it starts from, its teacher (None: not used)."""
     distill = request.distill
     return {
-        "tasks_file": None if request.tasks_file is None else _local(request.tasks_file),
+        "tasks_file": None if request.tasks_file is None else local_path(request.tasks_file),
         "mix_temperature": request.mix_temperature,
-        "init_from": None if request.init_from is None else _local(request.init_from),
-        "teacher": None if distill is None else _local(distill.teacher),
+        "init_from": None if request.init_from is None else local_path(request.init_from),
+        "teacher": None if distill is None else local_path(distill.teacher),
         "distill_alpha": None if distill is None else distill.alpha,
         "distill_temperature": None if distill is None else distill.temperature,
     }
 
 
-def _local(name: str) -> str:
+def local_path(name: str) -> str:
     """An existing local path made absolute (the file may be used from another directory); a hub id as is."""
     return str(Path(name).resolve()) if Path(name).exists() else str(name)
 
