@@ -16,21 +16,27 @@ import sys
 import time
 import types
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
-from typing import ClassVar
 
 import torch
-from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from . import checkpoint
-from .batches import EXAMPLE_INDEX, _loader, evaluate, feature_length, indexed, predict_logits, resumed  # noqa: F401
+from .batches import (  # noqa: F401 (re-exported)
+    EXAMPLE_INDEX,
+    TrainData,
+    _loader,
+    evaluate,
+    feature_length,
+    indexed,
+    predict_logits,
+    resumed,
+)
 from .finite import dumps
 from .model import PTuningModel
 from .optim import adamw, lr_lambda, lr_scheduler  # noqa: F401 (re-exported)
 from .stopping import InterruptGuard
-from .tasks import Featurized
 from .trainconfig import PRECISIONS, SCHEDULERS, TrainConfig, check_precision, use_precision  # noqa: F401 (re-exported)
 
 
@@ -63,53 +69,6 @@ class JsonlLog:
     def close(self) -> None:
         if self.board is not None:
             self.board.close()
-
-
-@dataclass
-class TrainData:
-    """One task's side of a run: its training batches, the loss of a batch, and its evaluation.
-
-    The loop asks this object, never the task itself, so that a mixture of tasks (``multitask.py``) or
-    a distillation objective (``distill.py``) can stand in for it with the same four members.
-    """
-
-    task: object
-    train_features: list[dict]
-    eval_set: Featurized
-    eval_examples: list
-    collate: Callable
-    unused_parameters: ClassVar[bool] = False  # True: some trainable parameters get no gradient from a batch
-
-    @property
-    def eval_features(self) -> list[dict]:
-        return self.eval_set.features
-
-    @property
-    def main_metric(self) -> str:
-        return self.task.main_metric
-
-    def __len__(self) -> int:
-        """Training features per epoch: what the learning-rate schedule counts its steps from."""
-        return len(self.train_features)
-
-    def loader(self, batch_size: int, seed: int, group_by_length: bool) -> DataLoader:
-        """One epoch's shuffled batches; each carries ``example_index`` (positions in ``train_features``)."""
-        features, collate = indexed(self.train_features, self.collate)
-        return _loader(features, collate, batch_size, seed, group_by_length)
-
-    def loss_for(self, batch: dict, head: torch.nn.Module) -> Callable:
-        """The loss function of ``batch`` (whose labels are already taken out); removes what is not a model input."""
-        batch.pop(EXAMPLE_INDEX, None)
-        return getattr(head, "loss", None) or self.task.loss  # a CRF head scores whole sequences
-
-    def evaluate(self, predict: Callable[[list[dict], Callable], torch.Tensor]) -> dict | None:
-        """Metrics on the evaluation set, or None when the model's outputs are not all finite.
-
-        ``predict(features, collate)`` runs the model being trained (the loop's prepared one)."""
-        logits = predict(self.eval_set.features, self.collate)
-        if not torch.isfinite(logits).all():
-            return None
-        return self.task.evaluate(logits, self.eval_examples, self.eval_set.alignment)
 
 
 def train(
