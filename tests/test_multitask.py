@@ -282,3 +282,18 @@ def test_a_killed_mixture_resumes_to_the_uninterrupted_result(parent, tiny_bert_
     assert len(second[0]) == 3 and second[0] == pytest.approx(second[1])
     a, b = (artifact.read_verified(tmp_path / run, tiny_backbone_of(tiny_bert_dir))[1] for run in ("whole", "cut"))
     assert torch.allclose(a["prefix"], b["prefix"], atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "name", ["mixture.py", "multitask.py", "distill.py", "warmstart.py", "pipeline.py", "artifact.py", "card.py"]
+)
+def test_these_modules_stay_readable(name):
+    """No function over 80 lines, no module over 400 (the rule test_settings.py checks for the loop's modules)."""
+    import ast
+    from pathlib import Path
+
+    source = (Path(__file__).resolve().parents[1] / "src" / "ptuning" / name).read_text()
+    assert len(source.splitlines()) <= 400
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            assert node.end_lineno - node.lineno + 1 <= 80, f"{name}:{node.name}"
