@@ -27,7 +27,14 @@ from report_quality import equal_time, gaps, headline, prompt_lengths, sweep_poi
 from report_rounds import detail, round_sections
 from report_runs import HERE, Run, load_runs, results_dir
 from report_serve import serve
-from report_studies import dropout_accuracy, dropout_section, peft_parity, peft_settings, reparam_steps
+from report_studies import (
+    dropout_accuracy,
+    dropout_section,
+    peft_import,
+    peft_parity,
+    peft_settings,
+    reparam_steps,
+)
 from report_summary import summary_table
 
 from ptuning.io import atomic_write_text
@@ -145,6 +152,7 @@ def main() -> None:
         "min as its description says) PEFT's rows led ptv2's; these rows give ptv2 PEFT's two settings one at a time "
         "and together:\n",
         peft_settings(runs) + "\n",
+        peft_import(),
         efficiency_details(),
         dropout_section(runs),
         reparam_steps(),

@@ -9,7 +9,7 @@ similar lengths (``--group-by-length``) for the same reason.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, ClassVar
 
 import torch
@@ -174,6 +174,16 @@ class TrainData:
         """The loss function of ``batch`` (whose labels are already taken out); removes what is not a model input."""
         batch.pop(EXAMPLE_INDEX, None)
         return getattr(head, "loss", None) or self.task.loss  # a CRF head scores whole sequences
+
+    def feature_sets(self) -> list[tuple[list[dict], list[dict]]]:
+        """Each task's ``(training features, evaluation features)``: what an activation cache numbers."""
+        return [(self.train_features, self.eval_set.features)]
+
+    def renumbered(self, sets: list[tuple[list[dict], list[dict]]], wrap_collate: Callable) -> TrainData:
+        """This data with each task's features replaced by ``sets`` (same order) and its collate wrapped."""
+        ((train, evaluated),) = sets
+        eval_set = replace(self.eval_set, features=evaluated)
+        return replace(self, train_features=train, eval_set=eval_set, collate=wrap_collate(self.collate))
 
     def evaluate(self, predict: Callable[[list[dict], Callable], torch.Tensor]) -> dict | None:
         """Metrics on the evaluation set, or None when the model's outputs are not all finite.

@@ -17,11 +17,10 @@ from typing import Optional
 
 import typer
 
-from . import cli_inspect, cli_peft
+from . import cli_inspect, cli_peft, cli_serve
 from . import cli_options as opts
 from .errors import PTuningError
 from .finite import dumps
-from .serve.tokens import ADMIN_ENV, PREDICT_ENV, Tokens
 from .trainconfig import TrainConfig
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="P-Tuning v2: deep prompt tuning for NLU.")
@@ -81,6 +80,7 @@ def train(
     prefix_dropout: opts.PrefixDropout = None,
     prompt_encoder: opts.PromptEncoder = None,
     prefix_init_std: opts.PrefixInitStd = None,
+    prefix_layers: opts.PrefixLayers = None,
     perturb: opts.Perturb = None,
     perturb_eps: opts.PerturbEps = None,
     shift_positions: opts.ShiftPositions = None,
@@ -113,6 +113,8 @@ def train(
     group_by_length: opts.GroupByLength = TrainConfig.group_by_length,
     mixed_precision: opts.MixedPrecision = TrainConfig.mixed_precision,
     backbone_dropout: opts.BackboneDropout = TrainConfig.backbone_dropout,
+    activation_cache: opts.ActivationCache = TrainConfig.activation_cache,
+    activation_cache_mb: opts.ActivationCacheMb = TrainConfig.activation_cache_mb,
     pooling: opts.Pooling = "auto",
     text_column: opts.TextColumn = None,
     text_pair_column: opts.TextPairColumn = None,
@@ -276,57 +278,8 @@ def demo(
     typer.echo(f"artifact: {output} ({summary['artifact_bytes']:,} bytes)")
 
 
-@app.command()
-def serve(
-    artifacts: list[str] = typer.Argument(
-        ...,
-        help="Artifact directories to load, each PATH or NAME=PATH; PATH:TASK picks one task of a multi-task "
-        "artifact, whose tasks are otherwise all loaded (named TASK, or NAME-TASK).",
-    ),
-    host: str = typer.Option("127.0.0.1", help="Interface to bind (loopback by default)."),
-    port: int = typer.Option(8000, help="Port to listen on (0: any free port; the address is printed)."),
-    max_batch: int = typer.Option(64, help="Most inputs in one backbone forward."),
-    max_wait_ms: float = typer.Option(5.0, help="Longest wait to gather a batch."),
-    max_body_bytes: int = typer.Option(1_000_000, help="Largest accepted request body."),
-    max_inputs: int = typer.Option(256, help="Most inputs in one request."),
-    max_prompt_length: int = typer.Option(512, help="Longest prompt (slots) that may be loaded."),
-    max_artifact_mb: float = typer.Option(64.0, help="Largest prompt weights file that may be loaded (MiB)."),
-    admin_token: Optional[str] = typer.Option(
-        None, envvar=ADMIN_ENV, show_default=False, help="Token for POST/DELETE /v1/tasks (none: they are off)."
-    ),
-    predict_token: Optional[str] = typer.Option(
-        None, envvar=PREDICT_ENV, show_default=False, help="Token for /v1/predict (none: prediction is open)."
-    ),
-    model: Optional[str] = typer.Option(None, help="Backbone path (default: the one the first artifact names)."),
-    device: str = typer.Option("auto", help=DEVICE_HELP),
-) -> None:
-    """Serve many prompts from one backbone over HTTP (FastAPI; docs at /docs, offline)."""
-    from .serve.launch import ServeRequest, named_artifacts
-    from .serve.launch import serve as run_server
-
-    named_artifacts(artifacts)  # a name given twice: one line, before anything heavy loads
-    from .serve.pool import LoadLimits
-    from .serve.server import Limits
-
-    _quiet_weight_loading()
-    if not (math.isfinite(max_artifact_mb) and max_artifact_mb > 0) or max_prompt_length < 1:
-        raise PTuningError("--max-artifact-mb must be a finite number > 0 and --max-prompt-length >= 1")
-    request = ServeRequest(
-        specs=artifacts,
-        host=host,
-        port=port,
-        limits=Limits(
-            max_batch=max_batch, max_wait_ms=max_wait_ms, max_body_bytes=max_body_bytes, max_inputs=max_inputs
-        ),
-        load_limits=LoadLimits(max_prompt_length, int(max_artifact_mb * 2**20)),
-        tokens=Tokens(admin=admin_token or None, predict=predict_token or None),
-        model=model,
-        device=device,
-    )
-    run_server(request, typer.echo)
-
-
-# Commands kept in their own module (cli_inspect.py): `inspect` and `card`.
+# Commands kept in their own modules: `serve` (cli_serve.py), `inspect` and `card` (cli_inspect.py), PEFT (cli_peft.py).
+app.command()(cli_serve.serve)
 app.command("inspect")(cli_inspect.inspect_artifacts)
 app.command()(cli_inspect.card)
 app.command("import-peft")(cli_peft.import_peft)

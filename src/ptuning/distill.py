@@ -155,6 +155,13 @@ class DistilledData:
     def evaluate(self, predict: Callable) -> dict | None:
         return self.base.evaluate(predict)
 
+    def feature_sets(self) -> list[tuple[list[dict], list[dict]]]:
+        return self.base.feature_sets()
+
+    def renumbered(self, sets: list, wrap_collate: Callable) -> DistilledData:
+        """The same teacher over renumbered features (its cache is keyed by position, which does not change)."""
+        return DistilledData(self.base.renumbered(sets, wrap_collate), self.teacher, self.config)
+
     def loss_for(self, batch: dict, head: nn.Module) -> Callable:
         """The task's loss of ``batch`` mixed with the KL to the teacher's logits for the same rows."""
         index = batch.get(EXAMPLE_INDEX)

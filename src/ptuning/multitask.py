@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -80,6 +80,18 @@ class MultiTaskData:
 
         sampler = MixtureBatchSampler(self.sizes, self.probabilities, batch_size, seed)
         return DataLoader(_Concatenated(self.sizes), batch_sampler=sampler, collate_fn=self._collate)
+
+    def feature_sets(self) -> list[tuple[list[dict], list[dict]]]:
+        """Each task's ``(training features, evaluation features)``: what an activation cache numbers."""
+        return [(part.train_features, part.eval_set.features) for part in self.parts]
+
+    def renumbered(self, sets: list[tuple[list[dict], list[dict]]], wrap_collate: Callable) -> MultiTaskData:
+        """This mixture with each task's features replaced by ``sets`` (same order) and its collates wrapped."""
+        parts = [
+            replace(part, train_features=train, eval_set=replace(part.eval_set, features=evaluated))
+            for part, (train, evaluated) in zip(self.parts, sets, strict=True)
+        ]
+        return MultiTaskData(parts, [wrap_collate(c) for c in self.collates], self.probabilities)
 
     def _collate(self, items: list[tuple[int, int]]) -> dict:
         index = items[0][0]

@@ -288,8 +288,9 @@ def _load_backbone(adapter: PeftAdapter, model: str | None):
 def _task_for(adapter: PeftAdapter, request: ImportRequest) -> Task:
     """``--task`` (with ``--labels`` and columns); else the exported one; else the generic task of its kind."""
     exported = (adapter.exported or {}).get("task")
-    if request.task is None and exported is not None and not request.labels:
-        return get_task(exported["name"]).from_state(exported)
+    if request.task is None and exported is not None:
+        options = {k: v for k, v in {"labels": request.labels, **request.task_options}.items() if v}
+        return get_task(exported["name"]).from_state(exported).with_options(**options)
     default = "token-classification" if adapter.config.get("task_type") == "TOKEN_CLS" else "text-classification"
     return get_task(request.task or default, labels=request.labels, **request.task_options)
 

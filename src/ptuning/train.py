@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from . import checkpoint
+from . import activations, checkpoint
 from .batches import (  # noqa: F401 (re-exported)
     EXAMPLE_INDEX,
     TrainData,
@@ -133,9 +133,14 @@ class Trainer:
         self.accelerator.print(
             f"method {unwrapped.config.method}: {self.n_train:,} trainable parameters ({share}); lr {self.lr:g}"
         )
+        self.data, self.activations, self.cache_line = activations.attach(
+            unwrapped, data, config, output_dir, settings, self.accelerator
+        )
+        self.accelerator.print(self.cache_line)  # whether the frozen layers' output is kept, and why (not)
         self.log = JsonlLog(output_dir, self.main)
         self.metric = data.main_metric
         self.started = time.perf_counter() - self.loop["elapsed_s"]
+        self.mark = time.perf_counter()  # the end of the last evaluation: what each row's train_s counts from
         self.steps_this_run = 0
         self.running = [0.0, 0]  # the current epoch's summed loss and batch count (this run's part of it)
         self.consistent = True  # False while a step is half done: no checkpoint may be taken then
@@ -250,6 +255,7 @@ class Trainer:
         """Evaluate, keep the best artifact, checkpoint; a stop reason (patience, time, non-finite) or None."""
         loop, metric, config = self.loop, self.metric, self.config
         loop["pending_eval"] = epoch_float  # a Ctrl-C in the forward passes leaves it to the resumed run
+        evaluating = time.perf_counter()
         with self.guard.immediate():  # stopping at once loses nothing: the last step's state is intact
             scores = self.data.evaluate(self._predict)
         del loop["pending_eval"]
@@ -263,6 +269,8 @@ class Trainer:
         train_loss = self.running[0] / self.running[1] if self.running[1] else None  # None: no batch this run
         row = {"epoch": round(epoch_float, 3), "step": loop["step"], "train_loss": train_loss, **scores}
         row["elapsed_s"] = round(time.perf_counter() - self.started, 2)
+        row["train_s"] = round(evaluating - self.mark, 2)  # training since the last evaluation (an epoch's batches)
+        row["eval_s"] = round(time.perf_counter() - evaluating, 2)
         loop["history"].append(row)
         score = scores[metric]
         improved = loop["best"] is None or (math.isfinite(score) and score > loop["best"])
@@ -277,6 +285,7 @@ class Trainer:
         shown = ", ".join(f"{k} {_number(v)}" for k, v in scores.items())
         self.accelerator.print(f"epoch {row['epoch']}: {shown}" + (" (best)" if improved else ""))
         self._checkpoint()
+        self.mark = time.perf_counter()
         if config.patience is not None and loop["bad_evals"] >= config.patience:
             return "patience"
         if config.max_minutes is not None and _time_is_up(loop["elapsed_s"], config.max_minutes, self.accelerator):
@@ -291,6 +300,8 @@ class Trainer:
     def _checkpoint(self) -> None:
         self.loop["elapsed_s"] = time.perf_counter() - self.started
         self.saved_step = self.loop["step"]
+        if self.activations is not None:
+            self.activations.persist()  # the units a resumed run may reuse (after re-checking them)
         if self.main:
             checkpoint.save(
                 self.output_dir,
@@ -327,6 +338,9 @@ class Trainer:
             "stopped_by": stopped_by,
             "checkpoint_step": self.saved_step,
             "config": {**asdict(self.config), "lr": self.lr},
+            "activation_cache": {"used": False, "log": self.cache_line}
+            if self.activations is None
+            else self.activations.summary(),
         }
         if self.failure:
             summary["error"] = self.failure

@@ -5,7 +5,9 @@ a server keeps one backbone in memory and any number of prompts beside it. A
 batch whose rows belong to different tasks runs through the backbone **once**:
 each row indexes its own deep prefix (shorter prompts are padded with masked
 slots), then each row gets its own head and post-processing. Head-only
-(linear-probe) artifacts join the same forward with a zero-length prefix. A
+(linear-probe) artifacts join the same forward with a zero-length prefix, and prompts in
+different layers (``--prefix-layers``) too: a row gets no prefix slots in a layer its prompt does not reach
+when no row of the batch has one there, and masked ones when another row does. A
 gated prefix (APT) joins it too: inside each layer every row is scaled by its
 own task's gate (computed from that row's hidden states alone), ungated rows by 1.
 Input-level prompts (prompt-tuning, ptv1) and late prompts (LPT) change the
@@ -76,6 +78,7 @@ class LoadedPrompt:
     meta: dict
     path: str
     gate: PrefixGate | None = None  # the prefix's gate (APT), applied to this prompt's rows of a shared forward
+    layers: range | None = None  # the backbone layers ``prefix`` holds (``--prefix-layers``)
 
     @property
     def prompt_length(self) -> int:
@@ -180,6 +183,7 @@ class PromptPool:
                 meta=parts.meta,
                 path=str(path),
                 gate=_on(parts.method.serving_gate(), self.device) if shared else None,
+                layers=parts.method.serving_layers() if shared else None,
             )
             self._check_limits(path, loaded.prompt_length)  # the tensors, not only what the metadata says
             self._refuse_duplicate(name)
@@ -299,6 +303,7 @@ class PromptPool:
                 "family": p.task.family,
                 "method": p.meta["method"]["method"],
                 "prompt_length": p.meta["method"].get("prompt_length", 0),
+                "prefix_layers": p.meta["method"].get("prefix_layers", "all") if p.prefix is not None else None,
                 "labels": p.meta["task"].get("labels"),
                 "bytes": p.nbytes,
                 **({"path": p.path} if with_paths else {}),
