@@ -256,3 +256,30 @@ def test_the_benchmark_harness_passes_init_from_and_the_teacher_on():
     )
     assert methods.staged(args) == {"init_from": "runs/mtl", "distill": DistillConfig("runs/ft", 0.3, 2.0)}
     assert methods.staged(methods.parse_args(["--tasks", "rte"])) == {"init_from": None, "distill": None}
+
+
+def test_distillation_keeps_the_frozen_layers_output(sst2, teacher, tiny_bert_dir, tmp_path, caches):
+    """--prefix-layers top:1 with a teacher: the student's cache and the teacher's logits both computed once."""
+    from test_activation_cache import same_history
+
+    def run(out, cache: bool) -> dict:
+        train = TrainConfig(epochs=2, lr=1e-2, batch_size=4, activation_cache=cache)
+        method = method_config("ptv2", prompt_length=3, prefix_layers="top:1")
+        config = DistillConfig(str(teacher), alpha=0.5)
+        return pipeline.train(
+            pipeline.TrainRequest(
+                task="sst2",
+                data=str(sst2),
+                output=out,
+                model=str(tiny_bert_dir),
+                method=method,
+                train=train,
+                max_length=32,
+                distill=config,
+            )
+        )
+
+    kept, plain = run(tmp_path / "kept", True), run(tmp_path / "plain", False)
+    same_history(kept, plain)
+    assert kept["activation_cache"]["computed"] == 16 + 8 and kept["activation_cache"]["reused"] > 0
+    assert [cache.forward_calls for cache in caches] == [4, 4]  # the first epoch's batches, in each run

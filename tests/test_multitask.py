@@ -297,3 +297,21 @@ def test_these_modules_stay_readable(name):
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
             assert node.end_lineno - node.lineno + 1 <= 80, f"{name}:{node.name}"
+
+
+def test_a_mixture_keeps_the_frozen_layers_output_like_a_single_task_run(parent, tiny_bert_dir, tmp_path):
+    """--prefix-layers top:1: every task's inputs are numbered in one activation cache; the run is unchanged."""
+    from test_activation_cache import same_history
+
+    from ptuning.method import method_config as config_of
+
+    def run(out, cache: bool) -> dict:
+        method = config_of("ptv2", prompt_length=3, prefix_layers="top:1")
+        train = TrainConfig(epochs=2, lr=1e-2, batch_size=4, activation_cache=cache)
+        return pipeline.train(request(out, tiny_bert_dir, task="sst2,cb", data=str(parent), method=method, train=train))
+
+    kept, plain = run(tmp_path / "kept", True), run(tmp_path / "plain", False)
+    same_history(kept, plain)
+    units = (24 + 12) + (24 + 12)  # sst2 and cb, training and evaluation features
+    assert kept["activation_cache"]["units"] == kept["activation_cache"]["computed"] == units
+    assert kept["activation_cache"]["reused"] > 0 and plain["activation_cache"]["used"] is False
