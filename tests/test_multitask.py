@@ -109,7 +109,10 @@ def test_one_task_mixture_trains_exactly_like_the_single_task_run(parent, tiny_b
     single = pipeline.train(request(tmp_path / "single", tiny_bert_dir, task="sst2", data=str(parent / "sst2")))
     tasks_file = tmp_path / "one.yaml"
     tasks_file.write_text(yaml.safe_dump({"tasks": [{"task": "sst2", "data": str(parent / "sst2")}]}))
-    mixed = pipeline.train(request(tmp_path / "mixed", tiny_bert_dir, task=None, data=None, tasks_file=str(tasks_file)))
+    import ptuning  # the Python API, with the command line's options: the same request
+
+    settings = {"model": str(tiny_bert_dir), "prompt_length": 3, "epochs": 1, "lr": 1e-2, "batch_size": 4}
+    mixed = ptuning.train(tasks_file=str(tasks_file), output=tmp_path / "mixed", max_length=32, **settings)
     assert mixed["best"]["sst2/accuracy"] == single["best"]["accuracy"] == mixed["best"]["mean"]
     assert [row["train_loss"] for row in mixed["history"]] == pytest.approx(
         [r["train_loss"] for r in single["history"]]

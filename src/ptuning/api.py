@@ -108,7 +108,7 @@ def train(
     unknown = sorted(set(options) - set(params) - {"task", "data", "output"})
     if unknown:
         raise PTuningError(f"ptuning.train() has no option {', '.join(unknown)}; see `ptuning train --help`")
-    values = dict(params)
+    values = {"task": None, "data": None, **params}  # a mixture's tasks file names both
     if config is not None:
         values.update(runfile.read(Path(config), [*params, "task", "data", "output"]))
     given = {"task": task, "data": data, "output": output}
