@@ -128,7 +128,7 @@ class PTuningModel(nn.Module):
         activation_units: torch.Tensor | None = None,
         **head_inputs: torch.Tensor,
     ) -> torch.Tensor:
-        """Task logits. Extra tensors of the batch (span masks…) go to the head.
+        """Task logits. Extra inputs of the batch (span masks…, a mixture's ``task`` name) go to the head.
 
         ``(B, C, L)`` inputs are multiple choice: every choice is scored as its own
         row and the scores come back as ``(B, C)``, padded choices masked out.
@@ -138,7 +138,9 @@ class PTuningModel(nn.Module):
             B, C, L = input_ids.shape
 
             def flat(t):
-                return None if t is None else t.reshape(B * C, *t.shape[2:])  # (B*C, ...)
+                if not torch.is_tensor(t):  # None, or a mixture's task name
+                    return t
+                return t.reshape(B * C, *t.shape[2:])  # (B*C, ...)
 
             scores = self.forward(
                 flat(input_ids),
