@@ -1,4 +1,4 @@
-"""``ptuning`` command line: train, eval, predict, tasks, demo.
+"""``ptuning`` command line: train, sweep, eval, predict, tasks, demo.
 
 Flag names follow Hugging Face ``run_glue.py`` where one exists. Errors the
 user can fix print one line and exit with status 2; nothing else is written.
@@ -341,6 +341,11 @@ def serve(
         typer.echo(f"loaded {loaded.name} ({loaded.task.name}, {loaded.meta['method']['method']}) from {path}")
     limits = Limits(max_batch=max_batch, max_wait_ms=max_wait_ms, max_body_bytes=max_body_bytes, max_inputs=max_inputs)
     uvicorn.run(create_app(pool, limits), host=host, port=port, log_level="warning")
+
+
+from .sweep.command import sweep_command  # noqa: E402  (built from train's options, so defined after train)
+
+app.command("sweep")(sweep_command(train))
 
 
 def main() -> None:

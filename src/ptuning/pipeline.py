@@ -7,6 +7,7 @@ checked before the output directory is touched.
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -85,11 +86,12 @@ def training_examples(task: Task, request: TrainRequest):
     return task, train_examples, eval_examples, plan
 
 
-def train(request: TrainRequest) -> dict:
+def train(request: TrainRequest, on_evaluation: Callable[[dict], str | None] | None = None) -> dict:
     """Train as ``request`` says; write the artifact, ``metrics.json`` and ``config.yaml`` to its output.
 
     Everything that can be refused (data, settings, a checkpoint made by another run) is
-    refused before the output directory is created or changed.
+    refused before the output directory is created or changed. ``on_evaluation`` is the training
+    loop's hook after each evaluation (:func:`ptuning.train.train`): a sweep's pruner stops a trial there.
     """
     check_precision(request.train.mixed_precision)
     task = get_task(request.task, **request.task_options)
@@ -145,6 +147,7 @@ def train(request: TrainRequest) -> dict:
         save_best,
         run,
         on_start=lambda: _write_run_files(output, options, plan),  # not before: see train.train
+        on_evaluation=on_evaluation,
     )
     if summary["stopped_by"] == "stop_after_steps":  # the test hook simulates a kill: nothing more is written
         return summary

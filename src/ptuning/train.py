@@ -87,6 +87,7 @@ def train(
     save_best: Callable[[PTuningModel, dict], None],
     run_settings: dict | None = None,
     on_start: Callable[[], None] | None = None,
+    on_evaluation: Callable[[dict], str | None] | None = None,
 ) -> dict:
     """Train ``model`` and keep the best-dev artifact; return the summary for ``metrics.json``.
 
@@ -96,9 +97,13 @@ def train(
     in every checkpoint so that ``--resume`` can refuse a different run. ``on_start`` runs on the main process
     once every process is set up: under ``accelerate launch`` a file written to ``output_dir`` earlier could
     fail another process's "output is not empty" check.
+
+    ``on_evaluation(row)`` is called after every evaluation (once the best artifact and the checkpoint are
+    saved) with that evaluation's row of ``metrics.jsonl``; a string it returns stops the run with that
+    ``stopped_by`` (``ptuning sweep`` returns ``"pruned"`` when Optuna's pruner gives up on a trial).
     """
     data = TrainData(train_features, eval_set, eval_examples, collate)
-    trainer = Trainer(model, task, data, config, Path(output_dir), save_best, run_settings or {})
+    trainer = Trainer(model, task, data, config, Path(output_dir), save_best, run_settings or {}, on_evaluation)
     trainer.accelerator.wait_for_everyone()
     if on_start is not None and trainer.main:
         on_start()
@@ -108,7 +113,17 @@ def train(
 class Trainer:
     """One run: the prepared model, optimizer and schedule, the loop counters, and the rules that stop it."""
 
-    def __init__(self, model, task, data: TrainData, config: TrainConfig, output_dir: Path, save_best, settings: dict):
+    def __init__(
+        self,
+        model,
+        task,
+        data: TrainData,
+        config: TrainConfig,
+        output_dir: Path,
+        save_best,
+        settings: dict,
+        on_evaluation: Callable[[dict], str | None] | None = None,
+    ):
         from accelerate import Accelerator
         from accelerate.utils import set_seed
 
@@ -146,6 +161,7 @@ class Trainer:
         self.running = [0.0, 0]  # the current epoch's summed loss and batch count (this run's part of it)
         self.consistent = True  # False while a step is half done: no checkpoint may be taken then
         self.failure: str | None = None
+        self.on_evaluation = on_evaluation  # see train(): a caller's stop rule
         notice = "\nCtrl-C: stopping after this step to save a checkpoint (press it again to stop at once)\n"
         self.guard = InterruptGuard(notice if self.main else None)
 
@@ -296,6 +312,10 @@ class Trainer:
         shown = ", ".join(f"{k} {_number(v)}" for k, v in scores.items())
         self.accelerator.print(f"epoch {row['epoch']}: {shown}" + (" (best)" if improved else ""))
         self._checkpoint()
+        if self.on_evaluation is not None:
+            reason = self.on_evaluation(row)
+            if self._agreed_flags(bool(reason))[0]:  # every process stops at the same evaluation
+                return reason or "on_evaluation"
         if config.patience is not None and loop["bad_evals"] >= config.patience:
             return "patience"
         if config.max_minutes is not None and _time_is_up(loop["elapsed_s"], config.max_minutes, self.accelerator):
