@@ -12,14 +12,13 @@ import math
 import os
 import shutil
 import statistics
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .. import checkpoint
 from ..finite import json_safe
 from ..io import atomic_write_json
+from . import storage
 from .space import as_options
 from .trial import train_trial, trial_request
 
@@ -38,20 +37,6 @@ def counted(trials) -> int:
 
 def finished(trials) -> int:
     return sum(1 for t in trials if t.state.name in ("COMPLETE", "PRUNED") or t.user_attrs.get("counted"))
-
-
-@contextmanager
-def file_lock(path: Path) -> Iterator[None]:
-    """An exclusive lock between processes on one machine (``flock``: released if the process dies)."""
-    import fcntl
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def remove(directory: Path) -> None:
@@ -78,7 +63,7 @@ class BestKeeper:
 
     def offer(self, number: int, value: float, directory: Path) -> bool:
         """Keep ``directory`` as ``OUT/best`` when ``value`` beats the kept one; False when it does not."""
-        with file_lock(self.out / ".best.lock"):
+        with storage.file_lock(self.out / ".best.lock"):
             current = self.current()
             if current is not None and not value > current["value"]:
                 return False
@@ -150,10 +135,11 @@ def _best(sweep: Sweep, study) -> dict | None:
     }
 
 
-def print_trial(sweep: Sweep, study, number: int, outcome, kept: bool) -> None:
+def print_trial(sweep: Sweep, number: int, options: dict, outcome, kept: bool) -> None:
+    """One line per trial: its settings and how it ended (printed above the progress bar)."""
     from tqdm.auto import tqdm
 
-    options = ", ".join(f"{k} {short(v)}" for k, v in (study.trials[number].user_attrs.get("options") or {}).items())
+    settings = ", ".join(f"{k} {short(v)}" for k, v in options.items())
     if outcome.state == "complete":
         shown = f"{sweep.metric} {outcome.value:.4f}" + (
             f", the best so far: kept in {sweep.keeper.best}" if kept else ""
@@ -162,7 +148,7 @@ def print_trial(sweep: Sweep, study, number: int, outcome, kept: bool) -> None:
         shown = f"pruned after {outcome.attrs.get('epochs_run')} epoch(s)"
     else:
         shown = f"failed: {outcome.attrs.get('error', 'no score')}"
-    tqdm.write(f"trial {number} ({options}): {shown}")
+    tqdm.write(f"trial {number} ({settings}): {shown}")
 
 
 def short(value) -> str:
@@ -216,7 +202,7 @@ def run_seeds(sweep: Sweep, study) -> dict | None:
         print("--seeds: no trial completed, there is no best configuration to re-train", flush=True)
         return None
     options = as_options(sweep.space, best["params"])
-    with file_lock(sweep.out / ".seeds.lock"):
+    with storage.file_lock(sweep.out / ".seeds.lock"):
         for seed in sweep.request.seeds:
             _train_seed(sweep, best, options, seed)
     summary = seed_summary(sweep, best["trial"])

@@ -19,8 +19,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import signal
-import socket
 import time
 import warnings
 from collections.abc import Iterator
@@ -35,11 +33,10 @@ from ..pipeline import TrainRequest
 from ..stopping import Interrupted
 from ..tasks import get_task
 from ..trainconfig import check_count
-from . import results
+from . import results, storage
 from .space import as_options, build_space, check_values, defaults_inside, suggest, without_fixed
 from .trial import Reporter, adopt_checkpoint, fixed_value, train_trial, trial_request
 
-HOST = socket.gethostname()
 # Settings a re-run may change without starting another study (how long it runs, how it evaluates).
 MAY_DIFFER = ("output", "max_minutes", "eval_batch_size", "gradient_checkpointing", "data", "model")
 
@@ -101,7 +98,7 @@ class Sweep:
         self.trials_dir = self.out / "trials"
         self.keeper = results.BestKeeper(self.out, self.name)
         self.deadline = None if request.max_minutes is None else time.monotonic() + 60 * request.max_minutes
-        self._lock_path = _sqlite_lock(self.url)
+        self._lock_path = storage.sqlite_lock(self.url)
 
     def fixed(self, option: str):
         return fixed_value(self.request.base, option)
@@ -114,16 +111,16 @@ class Sweep:
         if self.fixed_names:
             print(f"fixed by flags, not searched: {', '.join(self.fixed_names)}", flush=True)
         print("searching: " + "; ".join(p.describe() for p in self.space), flush=True)
-        with _terminate_as_interrupt(), results.ProgressBar(self, study) as bar:
+        with storage.terminate_as_interrupt(), results.ProgressBar(self, study) as bar:
             try:
                 self.recover(study)
                 while self.step(study):
                     bar.update(study)
-            finally:
-                results.write_summary(self, study)
-                _remove_if_empty(self.trials_dir)
-        seeds = results.run_seeds(self, study) if self.request.seeds else None
-        summary = results.write_summary(self, study, seeds=seeds, plots=True)
+            finally:  # also when stopped: what has run so far is summarised and drawn
+                summary = results.write_summary(self, study, plots=True)
+                storage.remove_if_empty(self.trials_dir)
+        if self.request.seeds:
+            summary = results.write_summary(self, study, seeds=results.run_seeds(self, study), plots=True)
         return summary
 
     def open(self):
@@ -132,10 +129,10 @@ class Sweep:
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         with self.db_lock():
-            storage = _storage(self.url, self.request.storage)
+            database = storage.open_storage(self.url, self.request.storage)
             try:
                 study = optuna.create_study(
-                    storage=storage,
+                    storage=database,
                     study_name=self.name,
                     direction="maximize",
                     sampler=self.sampler(),
@@ -143,7 +140,7 @@ class Sweep:
                 )
             except optuna.exceptions.DuplicatedStudyError:
                 study = optuna.load_study(
-                    storage=storage, study_name=self.name, sampler=self.sampler(), pruner=self.pruner()
+                    storage=database, study_name=self.name, sampler=self.sampler(), pruner=self.pruner()
                 )
                 self._check_same(study)
                 return study
@@ -199,11 +196,11 @@ class Sweep:
         )
 
     def url_shown(self) -> str:
-        return _hide_password(self.url)
+        return storage.hide_password(self.url)
 
     @contextmanager
     def db_lock(self) -> Iterator[None]:
-        with results.file_lock(self._lock_path) if self._lock_path else nullcontext():
+        with storage.file_lock(self._lock_path) if self._lock_path else nullcontext():
             yield
 
     # -- trials ----------------------------------------------------------------------------------
@@ -213,7 +210,7 @@ class Sweep:
 
         with self.db_lock():
             for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-                if trial.user_attrs.get("host") != HOST or _alive(trial.user_attrs.get("pid")):
+                if trial.user_attrs.get("host") != storage.HOST or storage.alive(trial.user_attrs.get("pid")):
                     continue
                 try:
                     study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
@@ -232,7 +229,7 @@ class Sweep:
             if (not waiting and results.counted(trials) >= self.request.trials) or self.minutes_left() == 0:
                 return False
             trial = study.ask()
-            trial.set_user_attr("host", HOST)
+            trial.set_user_attr("host", storage.HOST)
             trial.set_user_attr("pid", os.getpid())
             if "enqueued" not in trial.user_attrs:
                 lower = [t for t in study.get_trials(deepcopy=False) if t.number < trial.number]
@@ -257,6 +254,8 @@ class Sweep:
             resume = adopt_checkpoint(directory, previous)
             if resume:
                 reporter.replay(study.trials[retry_of].intermediate_values)
+            elif previous is not None:  # stopped before its first checkpoint: nothing to resume
+                results.remove(previous)
             minutes = self.trial_minutes()
             request = trial_request(self.request.base, options, directory, resume=resume, max_minutes=minutes)
             outcome = train_trial(request, reporter, self.metric)
@@ -276,9 +275,9 @@ class Sweep:
                 study.tell(trial, state=TrialState.FAIL)
             results.remove(directory)
             raise
-        self.finish(study, trial, outcome, directory)
+        self.finish(study, trial, outcome, directory, options)
 
-    def finish(self, study, trial, outcome, directory: Path) -> None:
+    def finish(self, study, trial, outcome, directory: Path, options: dict) -> None:
         from optuna.trial import TrialState
 
         with self.db_lock():
@@ -291,7 +290,7 @@ class Sweep:
         kept = outcome.state == "complete" and self.keeper.offer(trial.number, outcome.value, directory)
         if not kept:
             results.remove(directory)
-        results.print_trial(self, study, trial.number, outcome, kept)
+        results.print_trial(self, trial.number, options, outcome, kept)
         results.write_summary(self, study)
 
     def minutes_left(self) -> float | None:
@@ -303,91 +302,3 @@ class Sweep:
         """A trial's own cap (``--trial-max-minutes``), shortened to what is left of ``--max-minutes``."""
         caps = [m for m in (self.request.base.train.max_minutes, self.minutes_left()) if m is not None]
         return max(min(caps), 1e-3) if caps else None
-
-
-def _storage(url: str, given: str | None):
-    """Optuna's RDB storage for a SQLAlchemy URL; SQLite waits for a lock instead of failing at once."""
-    import optuna
-    import sqlalchemy
-
-    shown = f"--storage {_hide_password(url)}" if given else _hide_password(url)
-    try:
-        parsed = sqlalchemy.engine.make_url(url)
-    except sqlalchemy.exc.ArgumentError:
-        raise PTuningError(f"{shown} is not a database URL (e.g. sqlite:///sweep.db, postgresql://host/db)") from None
-    kwargs = {}
-    if parsed.get_backend_name() == "sqlite":
-        kwargs = {"connect_args": {"timeout": 300}}
-        if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-    try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
-    except ImportError as exc:
-        raise PTuningError(f"{shown}: its database driver is not installed ({exc})") from None
-    except (sqlalchemy.exc.SQLAlchemyError, ValueError) as exc:
-        raise PTuningError(f"{shown}: cannot open it ({str(exc).splitlines()[0]})") from None
-
-
-def _sqlite_lock(url: str) -> Path | None:
-    """The lock file beside a SQLite database file; None for other databases (they lock rows)."""
-    import sqlalchemy
-
-    try:
-        parsed = sqlalchemy.engine.make_url(url)
-    except sqlalchemy.exc.ArgumentError:
-        return None  # refused with its own message when the storage opens
-    if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
-        return None
-    return Path(parsed.database + ".lock")
-
-
-def _hide_password(url: str) -> str:
-    import sqlalchemy
-
-    try:
-        return sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
-    except sqlalchemy.exc.ArgumentError:
-        return url
-
-
-def _remove_if_empty(directory: Path) -> None:
-    try:
-        directory.rmdir()
-    except OSError:  # not empty (another process's trial runs there) or already gone
-        pass
-
-
-def _alive(pid) -> bool:
-    """Whether process ``pid`` runs on this host (ours never does: this process has not asked yet)."""
-    if not isinstance(pid, int) or pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-@contextmanager
-def _terminate_as_interrupt() -> Iterator[None]:
-    """SIGTERM (a scheduler's kill, ``timeout``) stops the sweep the way Ctrl-C does: the running trial saves
-    a checkpoint and is queued again."""
-
-    def forward(signum, frame) -> None:
-        handler = signal.getsignal(signal.SIGINT)
-        if callable(handler):
-            handler(signum, frame)
-        else:
-            raise KeyboardInterrupt
-
-    try:
-        previous = signal.signal(signal.SIGTERM, forward)
-    except ValueError:  # not the main thread: no signal handlers there
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
