@@ -100,25 +100,24 @@ def sweep_command(train: Callable) -> Callable:
 
 def _run(values: dict) -> None:
     from ..cli import _quiet_weight_loading, _train_request
+    from .space import read_space_file
     from .study import SweepRequest, run_sweep
 
     ctx = values.pop("ctx")
     train_names = {sweep_name: name for name, sweep_name in RENAMED.items()}
     given = {train_names.get(n, n) for n in values if n not in SWEEP_OPTIONS and _given(ctx, n)}
     own = {name: values.pop(name) for name in SWEEP_OPTIONS}
-    options = {**values, "max_minutes": values.pop("trial_max_minutes"), "resume": False, "overwrite": False}
+    trial_minutes = values.pop("trial_max_minutes")
+    options = {**values, "max_minutes": trial_minutes, "resume": False, "overwrite": False}
     output = Path(options["output"])
     base = _train_request({**options, "output": output / "trials"})
     space = own["space"]
-    if space is not None:
-        from .space import read_space_file
-
-        overrides = read_space_file(space)
+    overrides = read_space_file(space) if space is not None else None
     request = SweepRequest(
         base=base,
         output=output,
         trials=own["trials"],
-        space=overrides if space is not None else None,
+        space=overrides,
         space_source=f"--space {space}",
         fixed=frozenset(given),
         max_minutes=own["max_minutes"],

@@ -67,11 +67,13 @@ def _figure():
     from matplotlib.figure import Figure
 
     figure = Figure(figsize=SIZE, dpi=120, layout="constrained")
-    return figure, figure.add_subplot()
+    axes = figure.add_subplot()
+    axes.margins(x=0.08, y=0.1)  # points (and the best trial's star) stay clear of the frame
+    return figure, axes
 
 
 def _title(summary: dict, what: str) -> str:
-    return f"{summary['task']} · {summary['method']}: {what} ({len(summary['trials'])} trials)"
+    return f"{summary['task']} · {summary['method']}: {what} ({summary['trials_finished']} trials)"
 
 
 def _against(summary: dict, points: list[dict], option: str, label: str):
@@ -105,7 +107,6 @@ def _against(summary: dict, points: list[dict], option: str, label: str):
     axes.xaxis.set_major_locator(LogLocator(base=2) if prompt else LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
     axes.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
     axes.xaxis.set_minor_formatter(NullFormatter())
-    axes.margins(x=0.08)  # the best trial's star stays clear of the frame
     axes.set_xlabel(label)
     axes.set_ylabel(f"dev {metric} (best evaluation)")
     axes.set_title(_title(summary, f"dev {metric} vs {label.split(' (')[0]}"), fontsize=10)
