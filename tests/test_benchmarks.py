@@ -244,7 +244,7 @@ def test_efficiency_backbone_dropout_reaches_the_loaded_backbone(monkeypatch):
 
 
 def test_shift_positions_numbers_real_tokens_from_the_prompt_length():
-    """The PEFT-comparison diagnostic (method ptv2-shifted): real tokens at P..P+L-1, as a cache-based prefix."""
+    """The PEFT-comparison diagnostic (method ptv2-shifted, now ptv2 --shift-positions): real tokens at P..P+L-1."""
     import torch
     from conftest import tiny_backbone
 
@@ -252,12 +252,23 @@ def test_shift_positions_numbers_real_tokens_from_the_prompt_length():
     from ptuning.method import method_config
     from ptuning.model import PTuningModel
 
-    head = SequenceClassificationHead(32, 2, "cls")
-    backbone = PTuningModel(tiny_backbone("bert"), method_config("ptv2-shifted", prompt_length=5), head).backbone
+    def run(method: str) -> tuple[torch.Tensor, torch.Tensor]:
+        head = SequenceClassificationHead(32, 2, "cls")
+        model = PTuningModel(tiny_backbone("bert"), method_config(method, prompt_length=5), head).eval()
+        seen = []
+        model.backbone.embeddings.register_forward_pre_hook(
+            lambda module, args, kwargs: seen.append(kwargs.get("position_ids")), with_kwargs=True
+        )
+        with torch.no_grad():
+            hidden = model.encode(ids, torch.ones_like(ids))
+        return hidden, seen[-1]
+
     ids = torch.randint(0, 128, (2, 7))
-    shifted = backbone.embeddings(input_ids=ids)
-    assert torch.allclose(shifted, backbone.embeddings(input_ids=ids, position_ids=torch.arange(5, 12)[None]))
-    assert not torch.allclose(shifted, backbone.embeddings(input_ids=ids, position_ids=torch.arange(7)[None]))
+    shifted, positions = run("ptv2-shifted")
+    assert torch.equal(positions, torch.arange(5, 12).expand(2, 7))
+    plain, positions = run("ptv2")
+    assert positions is None  # the model numbers them itself, from 0
+    assert not torch.allclose(shifted, plain, atol=1e-4)
 
 
 def test_efficiency_at_other_shapes_reports_each_files_ratios(tmp_path, monkeypatch):
@@ -391,3 +402,101 @@ def test_learning_curves_average_each_k_over_draws(tmp_path):
     assert [(k, round(m, 1), n) for k, m, _, n in points] == [(16, 55.0, 2), (32, 70.0, 1), ("full", 80.0, 1)]
     assert report_fewshot.plot_learning_curves(runs, plt, tmp_path / "curves.png")
     assert (tmp_path / "curves.png").stat().st_size > 1000
+
+
+def test_summary_table_reports_test_metric_seeds_trainable_share_and_gap(monkeypatch):
+    """The opening table: test F1 where the task has one, one-seed and time-cap marks, trainable %, the gap."""
+    import report_summary
+
+    def run(label, seed, dev, test, stopped="patience", trainable=100):
+        row = {"test": {"f1": test}, "stopped_by": stopped, "trainable_params": trainable, "backbone_params": 1000}
+        row.update(epochs_run=3, epochs=30)
+        return report.Run("r", "conll03", label, seed, [{"epoch": 1, "f1": dev}], row)
+
+    config = [("conll03", "1k subset", {"finetune": ("r", "ft"), "ptv2": ("r", "p2"), "ptv1": ("r", "missing")})]
+    monkeypatch.setattr(report_summary, "SUMMARY", config)
+    runs = [run("ft", 1, 0.9, 0.80, trainable=1000), run("ft", 2, 0.9, 0.82, trainable=1000)]
+    runs.append(run("p2", 1, 0.99, 0.75, stopped="time"))
+    table = report.summary_table(runs)
+    row = next(line for line in table.splitlines() if line.startswith("| conll03"))
+    assert row == (
+        "| conll03 | 1k subset | f1 (test) | 81.0 ± 1.4 (100.00 %) | 75.0 (1 seed) † (10.00 %) | — | — | — | — "
+        "| -6.0 | — |"
+    )
+    assert "finetune r/ft, ptv2 r/p2" in table and "r/missing" not in table
+
+
+def test_reproduce_plans_every_cell_and_estimates_from_earlier_runs_of_that_machine(tmp_path, monkeypatch):
+    import reproduce
+
+    cells = reproduce.plan("cpu", tmp_path, tmp_path / "out")
+    assert len(cells) == len(reproduce.PLANS["cpu"]) * len(reproduce.METHODS)
+    task, method, command, out = next(c for c in cells if c[:2] == ("sst2", "ptv2"))
+    assert command[command.index("--max-train-samples") + 1] == "4000" and out == tmp_path / "out" / "sst2-ptv2.json"
+
+    def run(round_name, wall, **row):
+        return report.Run(round_name, "cb", "x", 1, [], {"method": "ptv2", "wall_s": wall, **row})
+
+    runs = [run("cpu-a", 100), run("cpu-b", 200), run("h100-x", 5), run("cpu-c", 9, reported={"accuracy": 1})]
+    assert reproduce.estimate("cb", "ptv2", "cpu", runs) == 3 * 150
+    assert reproduce.estimate("cb", "ptv2", "gpu", runs) == 15
+    assert reproduce.estimate("cb", "finetune", "cpu", runs) is None
+
+
+def test_efficiency_depth_settings_resolve_and_a_worker_reports_epochs(tmp_path, tiny_bert_dir):
+    """`efficiency.py --depth`: one setting trains for real and reports per-epoch times, step time and RSS."""
+    import argparse
+
+    import efficiency_depth
+    from conftest import write_cb
+
+    assert efficiency_depth.parse("ptv2@top:half@nocache", 6) == ("ptv2", "top:3", False)
+    assert efficiency_depth.parse("ptv2@top:third", 6) == ("ptv2", "top:2", True)
+    assert efficiency_depth.parse("finetune", 6) == ("finetune", None, True)
+    args = argparse.Namespace(
+        task="cb", data=str(write_cb(tmp_path / "cb")), model=str(tiny_bert_dir), epochs=2, batch_size=8, seed=1,
+        backbone_dropout=None, prompt_length=3, max_length=32, max_train_samples=None, max_eval_samples=None,
+    )  # fmt: skip
+    row = efficiency_depth.worker("ptv2@top:half", args)
+    assert row["prefix_layers"] == "top:1" and row["activation_cache"]["used"]
+    assert [e["steps"] for e in row["epochs"]] == [3, 3] and row["step_s"] > 0 and row["peak_rss_mb"] > 0
+
+
+def test_efficiency_depth_ratios_are_taken_within_each_round():
+    import efficiency_depth
+
+    def row(epoch: float, step: float, metrics=None):
+        return {"first_epoch_s": 2 * epoch, "later_epoch_s": epoch, "step_s": step, "peak_rss_mb": 100.0,
+                "metrics": metrics or [{"accuracy": 0.5}]}  # fmt: skip
+
+    other = [{"accuracy": 0.6}]
+    rounds = [
+        {"finetune": row(10, 1.0), "ptv2@top:half": row(3, 0.3), "ptv2@top:half@nocache": row(5, 0.5)},
+        {"finetune": row(20, 2.0), "ptv2@top:half": row(6, 0.6), "ptv2@top:half@nocache": row(10, 1.0, other)},
+    ]
+    summary = efficiency_depth.summarise(rounds)
+    assert summary["ptv2@top:half"]["later_epoch_s_vs_finetune"] == pytest.approx(0.3)  # drift between rounds cancels
+    assert summary["ptv2@top:half"]["later_epoch_s_vs_nocache"] == pytest.approx(0.6)
+    assert summary["ptv2@top:half"]["same_metrics_as_nocache"] is False  # round 2's metrics differ
+
+
+def test_the_imported_peft_prefix_section_reads_its_file(tmp_path, monkeypatch):
+    """peft_import_shift.py's rows: PEFT's own score, then each import variant with its flips and logit change."""
+    import report_studies
+
+    monkeypatch.setattr(report_runs, "RESULTS", tmp_path)
+    assert report_studies.peft_import() == ""  # nothing measured: no section
+    setup = {"task": "cb", "backbone": "MiniLM", "prompt_length": 20, "head": "linear head", "epochs": 4, "lr": 0.01}
+    setup.update(backbone_dropout=0.0, text_tokens=128, split="validation", transformers="5", peft="0.2", date="d")
+    setup["command"] = "python benchmarks/peft_import_shift.py --seeds S"
+    score = {"accuracy": 0.75, "macro_f1": 0.5}
+    row = {"seed": 3, "examples": 56, "peft": score}
+    for key, changed in (("peft_conventions", 0), ("no_shift", 4), ("token_types_kept", 1), ("neither", 5)):
+        row[key] = {**score, "predictions_changed": changed, "max_abs_logit_diff_vs_peft": 0.5 * changed}
+    (tmp_path / "cpu").mkdir()
+    (tmp_path / "cpu" / "peft_import_shift.json").write_text(json.dumps({"setup": setup, "rows": [row]}))
+    text = report_studies.peft_import()
+    assert "python benchmarks/peft_import_shift.py --seeds S" in text and "(56 examples)" in text
+    assert "| 3 | PEFT itself | P..P+L-1 | dropped | 75.0 | 50.0 | | |" in text
+    assert "| 3 | no shift | 0..L-1 | dropped (PEFT's) | 75.0 | 50.0 | 4 | 2 |" in text
+    assert "| 3 | neither | 0..L-1 | kept | 75.0 | 50.0 | 5 | 2.5 |" in text

@@ -1,4 +1,4 @@
-"""``ptuning`` command line: train, sweep, eval, predict, tasks, demo.
+"""``ptuning`` command line: train, sweep, eval, predict, tasks, methods, demo, inspect, card, serve.
 
 Flag names follow Hugging Face ``run_glue.py`` where one exists. Errors the
 user can fix print one line and exit with status 2; nothing else is written.
@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Optional
 
 import typer
 
+from . import cli_inspect, cli_peft, cli_serve
 from . import cli_options as opts
 from .errors import PTuningError
 from .finite import dumps
@@ -77,8 +78,11 @@ def train(
     prefix_dropout: opts.PrefixDropout = None,
     prompt_encoder: opts.PromptEncoder = None,
     prefix_init_std: opts.PrefixInitStd = None,
+    prefix_layers: opts.PrefixLayers = None,
     perturb: opts.Perturb = None,
     perturb_eps: opts.PerturbEps = None,
+    shift_positions: opts.ShiftPositions = None,
+    drop_token_types: opts.DropTokenTypes = None,
     residual: opts.Residual = None,
     residual_hidden: opts.ResidualHidden = None,
     prompt_layer: opts.PromptLayer = None,
@@ -107,6 +111,8 @@ def train(
     group_by_length: opts.GroupByLength = TrainConfig.group_by_length,
     mixed_precision: opts.MixedPrecision = TrainConfig.mixed_precision,
     backbone_dropout: opts.BackboneDropout = TrainConfig.backbone_dropout,
+    activation_cache: opts.ActivationCache = TrainConfig.activation_cache,
+    activation_cache_mb: opts.ActivationCacheMb = TrainConfig.activation_cache_mb,
     pooling: opts.Pooling = "auto",
     text_column: opts.TextColumn = None,
     text_pair_column: opts.TextPairColumn = None,
@@ -313,34 +319,12 @@ def demo(
     typer.echo(f"artifact: {output} ({summary['artifact_bytes']:,} bytes)")
 
 
-@app.command()
-def serve(
-    artifacts: list[str] = typer.Argument(..., help="Artifact directories to load, each PATH or NAME=PATH."),
-    host: str = typer.Option("127.0.0.1", help="Interface to bind (loopback by default)."),
-    port: int = typer.Option(8000),
-    max_batch: int = typer.Option(64, help="Most inputs in one backbone forward."),
-    max_wait_ms: float = typer.Option(5.0, help="Longest wait to gather a batch."),
-    max_body_bytes: int = typer.Option(1_000_000, help="Largest accepted request body."),
-    max_inputs: int = typer.Option(256, help="Most inputs in one request."),
-    model: Optional[str] = typer.Option(None, help="Backbone path (default: the one the first artifact names)."),
-    device: str = typer.Option("auto", help=DEVICE_HELP),
-) -> None:
-    """Serve many prompts from one backbone over HTTP (FastAPI; docs at /docs)."""
-    import uvicorn
-
-    from .backbones import resolve_device
-    from .serve.pool import PromptPool
-    from .serve.server import Limits, create_app
-
-    _quiet_weight_loading()
-    specs = [spec.split("=", 1) if "=" in spec else (None, spec) for spec in artifacts]
-
-    pool = PromptPool.from_artifact(specs[0][1], model_name=model, max_batch=max_batch, device=resolve_device(device))
-    for name, path in specs:
-        loaded = pool.load(path, name)
-        typer.echo(f"loaded {loaded.name} ({loaded.task.name}, {loaded.meta['method']['method']}) from {path}")
-    limits = Limits(max_batch=max_batch, max_wait_ms=max_wait_ms, max_body_bytes=max_body_bytes, max_inputs=max_inputs)
-    uvicorn.run(create_app(pool, limits), host=host, port=port, log_level="warning")
+# Commands kept in their own modules: `serve` (cli_serve.py), `inspect` and `card` (cli_inspect.py), PEFT (cli_peft.py).
+app.command()(cli_serve.serve)
+app.command("inspect")(cli_inspect.inspect_artifacts)
+app.command()(cli_inspect.card)
+app.command("import-peft")(cli_peft.import_peft)
+app.command("export-peft")(cli_peft.export_peft)
 
 
 from .sweep.command import sweep_command  # noqa: E402  (built from train's options, so defined after train)

@@ -66,6 +66,18 @@ BackboneDropout = Annotated[
         "0 makes CPU training much faster (see BENCHMARKS.md); its effect on accuracy depends on the task."
     ),
 ]
+ActivationCache = Annotated[
+    bool,
+    typer.Option(
+        "--activation-cache/--no-activation-cache",
+        help="With --prefix-layers top:K or A-B: compute the unprompted bottom layers once per input (first epoch) "
+        "and run only the prompted ones after; same results, less time. The run log says whether it was used.",
+    ),
+]
+ActivationCacheMb = Annotated[
+    float,
+    typer.Option(help="The activation cache stays in memory up to this many MB, else it is memory-mapped in OUT."),
+]
 Pooling = Annotated[
     str,
     typer.Option(
@@ -100,10 +112,31 @@ Reparam = Annotated[
 ]
 ReparamHidden = Annotated[Optional[int], typer.Option(help="ptv2: hidden width of the reparameterisation MLP (512).")]
 PrefixDropout = Annotated[Optional[float], typer.Option(help="ptv2: dropout on the prefix during training (0).")]
+PrefixLayers = Annotated[
+    Optional[str],
+    typer.Option(
+        help="ptv2, apt: the layers that get a prefix: all (default) | top:K (the K highest) | A-B (from 0). Layers "
+        "below the lowest prompted one run frozen: no dropout, no backward, and their output can be kept."
+    ),
+]
 PromptEncoder = Annotated[Optional[str], typer.Option(help="ptv1 prompt encoder: lstm (default) | mlp.")]
 PrefixInitStd = Annotated[
     Optional[float],
     typer.Option(help="ptv2 without --reparam: std of the prefix's initial values (0.02; 1.0 = the official code's)."),
+]
+ShiftPositions = Annotated[
+    Optional[bool],
+    typer.Option(
+        "--shift-positions/--no-shift-positions",
+        help="ptv2: number real tokens from P, as PEFT's cache-based prefix does (the prefix takes P positions).",
+    ),
+]
+DropTokenTypes = Annotated[
+    Optional[bool],
+    typer.Option(
+        "--drop-token-types/--keep-token-types",
+        help="ptv2: run without token_type_ids (segment ids), as PEFT's prompt-learning models do.",
+    ),
 ]
 Perturb = Annotated[
     Optional[str],

@@ -12,7 +12,9 @@ artifact so far kept).
 from __future__ import annotations
 
 import math
+import sys
 import time
+import types
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -20,45 +22,14 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from . import checkpoint
+from . import activations, checkpoint
 from .batches import _loader, evaluate, feature_length, predict_logits, resumed  # noqa: F401 (re-exported)
-from .finite import dumps
 from .model import PTuningModel
 from .optim import adamw, lr_lambda, lr_scheduler  # noqa: F401 (re-exported)
+from .runlog import JsonlLog
 from .stopping import InterruptGuard
 from .tasks import Featurized
 from .trainconfig import PRECISIONS, SCHEDULERS, TrainConfig, check_precision, use_precision  # noqa: F401 (re-exported)
-
-
-class JsonlLog:
-    """``metrics.jsonl`` and, when tensorboard is installed, a TensorBoard run."""
-
-    def __init__(self, directory: Path, enabled: bool) -> None:
-        self.path = directory / "metrics.jsonl"
-        self.enabled = enabled
-        self.board = None
-        if enabled:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-
-                self.board = SummaryWriter(str(directory / "tensorboard"))
-            except ImportError:
-                self.board = None
-
-    def write(self, row: dict) -> None:
-        if not self.enabled:
-            return
-        with self.path.open("a") as handle:
-            handle.write(dumps(row) + "\n")
-        if self.board is not None:
-            for key, value in row.items():
-                if isinstance(value, (int, float)) and math.isfinite(value) and key not in ("step", "epoch"):
-                    self.board.add_scalar(key, value, row["step"])
-            self.board.flush()
-
-    def close(self) -> None:
-        if self.board is not None:
-            self.board.close()
 
 
 @dataclass
@@ -154,9 +125,14 @@ class Trainer:
             f"method {unwrapped.config.method}: {self.n_train:,} trainable parameters ({share}); lr {self.lr:g}"
         )
         self.loss_fn = getattr(unwrapped.head, "loss", None) or task.loss  # a CRF head scores whole sequences
+        self.data, self.activations, self.cache_line = activations.attach(
+            unwrapped, data, config, output_dir, settings, self.accelerator
+        )
+        self.accelerator.print(self.cache_line)  # whether the frozen layers' output is kept, and why (not)
         self.log = JsonlLog(output_dir, self.main)
         self.metric = task.main_metric
         self.started = time.perf_counter() - self.loop["elapsed_s"]
+        self.mark = time.perf_counter()  # the end of the last evaluation: what each row's train_s counts from
         self.steps_this_run = 0
         self.running = [0.0, 0]  # the current epoch's summed loss and batch count (this run's part of it)
         self.consistent = True  # False while a step is half done: no checkpoint may be taken then
@@ -277,6 +253,7 @@ class Trainer:
         """Evaluate, keep the best artifact, checkpoint; a stop reason (patience, time, non-finite) or None."""
         loop, metric, config = self.loop, self.metric, self.config
         loop["pending_eval"] = epoch_float  # a Ctrl-C in the forward passes leaves it to the resumed run
+        evaluating = time.perf_counter()
         with self.guard.immediate():  # stopping at once loses nothing: the last step's state is intact
             logits = predict_logits(
                 self.model,
@@ -298,6 +275,8 @@ class Trainer:
         train_loss = self.running[0] / self.running[1] if self.running[1] else None  # None: no batch this run
         row = {"epoch": round(epoch_float, 3), "step": loop["step"], "train_loss": train_loss, **scores}
         row["elapsed_s"] = round(time.perf_counter() - self.started, 2)
+        row["train_s"] = round(evaluating - self.mark, 2)  # training since the last evaluation (an epoch's batches)
+        row["eval_s"] = round(time.perf_counter() - evaluating, 2)
         loop["history"].append(row)
         score = scores[metric]
         improved = loop["best"] is None or (math.isfinite(score) and score > loop["best"])
@@ -312,6 +291,7 @@ class Trainer:
         shown = ", ".join(f"{k} {_number(v)}" for k, v in scores.items())
         self.accelerator.print(f"epoch {row['epoch']}: {shown}" + (" (best)" if improved else ""))
         self._checkpoint()
+        self.mark = time.perf_counter()
         if self.on_evaluation is not None:
             reason = self.on_evaluation(row)
             if self._agreed_flags(bool(reason))[0]:  # every process stops at the same evaluation
@@ -325,6 +305,8 @@ class Trainer:
     def _checkpoint(self) -> None:
         self.loop["elapsed_s"] = time.perf_counter() - self.started
         self.saved_step = self.loop["step"]
+        if self.activations is not None:
+            self.activations.persist()  # the units a resumed run may reuse (after re-checking them)
         if self.main:
             checkpoint.save(
                 self.output_dir,
@@ -361,6 +343,9 @@ class Trainer:
             "stopped_by": stopped_by,
             "checkpoint_step": self.saved_step,
             "config": {**asdict(self.config), "lr": self.lr},
+            "activation_cache": {"used": False, "log": self.cache_line}
+            if self.activations is None
+            else self.activations.summary(),
         }
         if self.failure:
             summary["error"] = self.failure
@@ -382,3 +367,17 @@ def _time_is_up(elapsed_s: float, max_minutes: float, accelerator) -> bool:
     if accelerator.num_processes > 1:
         broadcast_object_list(decision, from_process=0)
     return decision[0]
+
+
+class _CallableModule(types.ModuleType):
+    """``ptuning.train(...)`` is the Python API (:func:`ptuning.api.train`), but importing this module makes it the
+    package's attribute ``train`` (Python sets a submodule on its package), so the module forwards calls there.
+    ``from ptuning.train import TrainConfig`` and the rest of this module are unchanged."""
+
+    def __call__(self, *args, **kwargs):
+        from .api import train
+
+        return train(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -12,9 +12,12 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import ClassVar
 
+import torch
 from torch import nn
 
 from ..errors import PTuningError
+from .depth import wrap_blocks
+from .probe import AttentionProbe
 from .prompts import LatePrompt, PrefixBatch
 
 
@@ -24,17 +27,21 @@ class FamilySupport:
 
     ``checkpointing_with_prefix``: gradient checkpointing replays layers with the same prefix.
     ``grouped_query_heads``: prefixes are shaped by key/value heads, not query heads.
+    ``partial_depth``: the injector can run layers ``[0, L)`` to a hidden state and ``[L, N)`` from one
+    (:meth:`Injector.layer_blocks`; ``depth.py``), which the activation cache needs.
     """
 
     checkpointing_with_prefix: bool = True
     grouped_query_heads: bool = True
+    partial_depth: bool = True
 
 
 class Injector:
     """Puts a :class:`PrefixBatch` into one backbone family's attention, without shifting positions."""
 
     name: ClassVar[str] = "base"
-    support: ClassVar[FamilySupport] = FamilySupport()
+    support: ClassVar[FamilySupport] = FamilySupport(partial_depth=False)
+    block_returns_tuple: ClassVar[bool] = False  # the family's layer blocks return (hidden, ...), not hidden alone
 
     @classmethod
     def matches(cls, backbone: nn.Module) -> bool:
@@ -53,6 +60,20 @@ class Injector:
         them call this; plain deep prompts must stay untouched. A family that cannot refuses in one line."""
         raise PTuningError(f"{type(backbone).__name__}: gated prefixes and late prompts are not supported")
 
+    def layer_blocks(self, backbone: nn.Module) -> list[nn.Module]:
+        """The backbone's layer blocks in order (block ``i`` is layer ``i``): what :meth:`attach_depth` wraps, and what
+        stays in training mode above a frozen bottom (``Encoder.freeze_below``). A family that cannot name them
+        refuses in one line."""
+        raise PTuningError(f"{type(backbone).__name__}: this family cannot run part of its layers")
+
+    def attach_depth(self, backbone: nn.Module) -> None:
+        """Let a forward call run part of the depth by a :class:`~ptuning.encoders.depth.DepthPlan` (idempotent):
+        layers ``[0, L)`` to the hidden states entering ``L``, or ``[L, N)`` from them. The family's own forward
+        still builds positions and masks; each block only skips, substitutes or records (``depth.py``)."""
+        if not self.support.partial_depth:
+            raise PTuningError(f"{type(backbone).__name__}: this family cannot run part of its layers")
+        wrap_blocks(self.layer_blocks(backbone), self.block_returns_tuple)
+
     def forward_kwargs(self, prefix: PrefixBatch | None, late: LatePrompt | None = None) -> dict:
         """Keyword arguments that carry ``prefix`` (and a late prompt) through the backbone's forward call."""
         return {}
@@ -60,3 +81,25 @@ class Injector:
     def context(self, prefix: PrefixBatch | None, late: LatePrompt | None = None) -> AbstractContextManager:
         """A context the backbone's forward call runs in (for families that cannot take a keyword)."""
         return nullcontext()
+
+    def probe_context(self, backbone: nn.Module, probe: AttentionProbe) -> AbstractContextManager:
+        """A context in which every self-attention layer of ``backbone`` reports its keys, values and attention
+        probabilities to ``probe`` (``encoders/probe.py``: the injector calls :func:`~ptuning.encoders.probe.report`
+        where it puts the prefix in). Inference only; outputs must not change. A family that cannot refuses in one
+        line, and ``ptuning inspect`` then says so."""
+        raise PTuningError(f"{type(backbone).__name__}: this backbone family cannot report its attention")
+
+    def shifted_positions(self, backbone: nn.Module, input_ids: torch.Tensor, offset: int) -> dict:
+        """Forward keywords that number the real tokens of ``input_ids`` ``(B, L)`` as a key/value cache of
+        ``offset`` slots would: what a model computes itself when given ``past_key_values`` of that length.
+
+        Absolute and rotary positions alike: ``offset .. offset + L - 1``. Families whose embeddings count real
+        tokens from the padding index (RoBERTa, XLM-R: ``create_position_ids_from_input_ids``) use their own rule
+        with the cache length, so padding keeps its padding position.
+        """
+        embeddings = getattr(backbone, "embeddings", None)
+        padded = getattr(type(embeddings), "create_position_ids_from_input_ids", None)
+        if padded is not None and getattr(embeddings, "padding_idx", None) is not None:
+            return {"position_ids": padded(input_ids, embeddings.padding_idx, offset)}  # (B, L)
+        B, L = input_ids.shape
+        return {"position_ids": torch.arange(offset, offset + L, device=input_ids.device).expand(B, L)}  # (B, L)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from enum import Enum
 from typing import ClassVar
 
@@ -57,6 +57,11 @@ def check_rate(value: float, flag: str) -> None:
         raise PTuningError(f"{flag} {value!r} is not a rate: give a value in [0, 1)")
 
 
+def check_flag(value: bool, flag: str) -> None:
+    if not isinstance(value, bool):
+        raise PTuningError(f"{flag} is on or off: give true or false, got {value!r}")
+
+
 def check_positive(value: float, flag: str) -> None:
     if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
         raise PTuningError(f"{flag} must be a finite number > 0, got {value!r}")
@@ -93,7 +98,7 @@ class Method(nn.Module):
     config_class: ClassVar[type[MethodConfig]] = MethodConfig
     default_lr: ClassVar[float] = 5e-3
     trains_backbone: ClassVar[bool] = False
-    pool_batching: ClassVar[PoolBatching] = PoolBatching.SHARED
+    pool_batching: ClassVar[PoolBatching] = PoolBatching.SHARED  # an instance may narrow it (its config decides)
     pool_refusal: ClassVar[str] = ""
 
     def __init__(self, config: MethodConfig, encoder: Encoder) -> None:
@@ -163,6 +168,21 @@ class Method(nn.Module):
     def input_positions(self) -> int:
         return self.prompt_positions(self.config)
 
+    def frozen_layers(self) -> int:
+        """How many bottom layers (with the embeddings below them) this method never reaches: ``L`` means layers
+        ``[0, L)`` run exactly as the frozen backbone does, whatever the method's parameters.
+
+        The model turns their dropout off while training (when ``L > 0``), runs them without autograd, and may
+        compute their output once per input (the activation cache). 0 (the default) for any method that changes
+        the input or the backbone; ``--prefix-layers top:K`` gives ``layers - K``.
+        """
+        return 0
+
+    def training_frozen_layers(self) -> int:
+        """:meth:`frozen_layers` while training: fewer when a training device changes what enters the bottom
+        layers (PTP's perturbed input embeddings need gradients through them and differ at every step)."""
+        return self.frozen_layers()
+
     # -- artifacts -------------------------------------------------------------------------------
     def fold(self) -> dict[str, torch.Tensor]:
         """The trained prompt as plain tensors, training devices (MLPs, encoders, dropout) applied once."""
@@ -184,12 +204,45 @@ class Method(nn.Module):
         g = self.geometry
         return torch.zeros(g.num_layers, 2, g.num_kv_heads, 0, g.head_dim)
 
+    def serving_layers(self) -> range:
+        """For :attr:`PoolBatching.SHARED`: the backbone layers of :meth:`serving_prefix`'s entries (default: all)."""
+        return range(self.geometry.num_layers)
+
     def serving_gate(self) -> PrefixGate | None:
         """For :attr:`PoolBatching.SHARED`: the prefix's gate (:data:`~ptuning.encoders.PrefixGate`), if it has one.
 
         The pool then scales each of this prompt's rows by it inside the shared forward (APT).
         """
         return None
+
+    # -- inspection (`ptuning inspect`) ----------------------------------------------------------
+    # What the prompt *is*, for tools that look inside it. The defaults read :meth:`prompt_inputs`, so a method
+    # whose prompt is a shared deep prefix or input-level vectors needs to override nothing.
+    def deep_prefix(self) -> torch.Tensor | None:
+        """The per-layer key/value prefix ``(layers, 2, kv_heads, P, head_dim)`` this prompt puts into attention
+        (before a gate scales it), or None when it has none or it differs per input."""
+        prefix = self.prompt_inputs().prefix
+        if prefix is None or prefix.kv.shape[2] != 1:
+            return None
+        return prefix.kv[:, :, 0]  # (layers, 2, 1, kv, P, hd) -> (layers, 2, kv, P, hd)
+
+    def input_prompt(self) -> torch.Tensor | None:
+        """The input-level prompt vectors ``(P, H)``, in the word-embedding space, or None when there are none."""
+        embeds = self.prompt_inputs().embeds
+        return embeds if embeds is not None and embeds.dim() == 2 else None
+
+    def prompt_in_layers(self, layers: frozenset[int]) -> PromptInputs | None:
+        """This prompt entering only ``layers``, every other layer running as the plain backbone (the per-layer
+        ablation of ``ptuning inspect``); None when the prompt is not made of per-layer parts (input-level and
+        late prompts). Default: :meth:`prompt_inputs`' prefix restricted to ``layers``."""
+        inputs = self.prompt_inputs()
+        if inputs.prefix is None or inputs.embeds is not None or inputs.late is not None:
+            return None
+        prefix = inputs.prefix
+        kept = [layer for layer in sorted(layers) if prefix.entry(layer) is not None]  # prompted and kept
+        entries = [prefix.entry(layer) for layer in kept]
+        mask = prefix.mask[entries] if prefix.mask is not None and prefix.mask.dim() == 3 else prefix.mask
+        return replace(inputs, prefix=replace(prefix, kv=prefix.kv[entries], mask=mask, layers=tuple(kept)))
 
 
 REGISTRY: dict[str, type[Method]] = {}
