@@ -216,6 +216,15 @@ def test_an_interrupted_trial_is_retried_from_its_checkpoint(toy, tiny_bert_dir,
     assert summary["trials_finished"] == 2 and not (out / "trials").exists()
 
 
+def test_an_interrupt_before_any_score_leaves_a_summary_and_no_plots(toy, tiny_bert_dir, tmp_path):
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt, match="during trial 0 of the sweep"):
+        run_sweep(request(toy, tiny_bert_dir, out, trials=1, epochs=2, pruner=InterruptAt(0)))
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["best"] is None and summary["plots"] == [] and not list(out.glob("*.png"))
+    assert [row["state"] for row in summary["trials"]] == ["fail", "waiting"]  # interrupted, and queued again
+
+
 def test_a_trial_whose_process_died_is_retried(toy, tiny_bert_dir, tmp_path):
     out = tmp_path / "out"
     sweep_request = request(toy, tiny_bert_dir, out, trials=1)

@@ -29,7 +29,7 @@ def write_plots(summary: dict, out: Path) -> list[str]:
         ("prompt_length", "plot_prompt_length.png", "prompt length (log scale)"),
         ("lr", "plot_learning_rate.png", "peak learning rate (log scale)"),
     ):
-        if option in summary["space"] or any(p.get("option") == option for p in summary["space"].values()):
+        if any(isinstance(p["options"].get(option), (int, float)) for p in points):  # searched, and scored once
             _save(_against(summary, points, option, label), Path(out) / name)
             written.append(name)
     if points:

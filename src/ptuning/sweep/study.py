@@ -116,6 +116,10 @@ class Sweep:
                 self.recover(study)
                 while self.step(study):
                     bar.update(study)
+            except KeyboardInterrupt as exc:  # Ctrl-C between trials: nothing to retry but the trial just asked for
+                if isinstance(exc, Interrupted):
+                    raise
+                raise Interrupted("between two trials of the sweep; the same command continues the study") from None
             finally:  # also when stopped: what has run so far is summarised and drawn
                 summary = results.write_summary(self, study, plots=True)
                 storage.remove_if_empty(self.trials_dir)
