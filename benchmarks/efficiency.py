@@ -16,7 +16,7 @@ top half and the top third of the layers, with and without the activation cache,
 fresh process, in rotated rounds:
 
     python benchmarks/efficiency.py --depth --data ../shared/data/superglue/cb --task cb --epochs 3 --rounds 3 \
-        --out benchmarks/results/cpu/efficiency-depth.json
+        --out benchmarks/results/cpu/partial-depth.json
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import sys
 
-from report_efficiency import dropout_cost, efficiency, efficiency_details, efficiency_shapes
+from report_efficiency import dropout_cost, efficiency, efficiency_details, efficiency_shapes, partial_depth
 from report_fewshot import fewshot_table
 from report_plots import PLOTS, plots
 from report_quality import equal_time, gaps, headline, prompt_lengths, sweep_points, sweep_runs
@@ -51,6 +51,7 @@ __all__ = [
     "headline",
     "load_runs",
     "main",
+    "partial_depth",
     "plots",
     "prompt_lengths",
     "quick",
@@ -116,10 +117,11 @@ def main() -> None:
         "examples, the 32-example `dev32` split selects the checkpoint, and the full SuperGLUE validation set is "
         "scored once with the selected artifact (`reported`). Mean ± std over training seeds; the majority class "
         "of the validation set is the floor. This table is being filled: rows are added as runs finish, and a "
-        "row with fewer than 5 seeds is not yet a result. The runs use the harness's full-data settings: fine-tuning "
-        "at most 20 epochs with patience 4, which at 32 examples and batch 16 is at most 40 optimizer steps (PET "
-        "fine-tunes for 250), prompts 60 epochs with patience 10; read the fine-tuning rows as a lower bound until "
-        "a few-shot schedule is run.\n",
+        "row with fewer than 5 seeds is not yet a result. Prompts train for at most 60 epochs with patience 10. "
+        "Fine-tuning in round `cpu-fewglue` ran the harness's full-data schedule (at most 20 epochs, patience 4: at 32 "
+        "examples and batch 16, at most 40 optimizer steps; PET fine-tunes for 250), so read those rows as a lower "
+        "bound; round `cpu-fewglue-ft` reruns it on the few-shot schedule (`FEW_SHOT_SETTINGS` in methods.py: at most "
+        "100 epochs, the prompts' patience 10).\n",
         fewshot_table(runs),
         "# Lab notebook\n",
         "Everything below is the evidence the tables above are drawn from, and the studies that shaped the harness: "
@@ -154,6 +156,7 @@ def main() -> None:
         peft_settings(runs) + "\n",
         peft_import(),
         efficiency_details(),
+        partial_depth(),
         dropout_section(runs),
         reparam_steps(),
         "## Quick mode (CPU)\n",

@@ -145,6 +145,8 @@ def test_the_cli_takes_every_train_option_and_refuses_bad_numbers_in_one_line(
         (["--trials", "2", "--max-minutes", "nan"], "--max-minutes must be a finite number > 0"),
         (["--trials", "2", "--storage", "not a url"], "--storage not a url is not a database URL"),
         (["--trials", "2", "--epochs", "0"], "--epochs must be at least 1"),
+        (["--trials", "2", "--task", "sst2,cb"], "ptuning sweep searches one task"),
+        (["--trials", "2", "--init-from", str(toy)], "--init-from: the stored prompt fixes reparam, prompt_length"),
     ):
         monkeypatch.setattr(sys, "argv", [*base, "--output", str(tmp_path / "o"), *extra])
         with pytest.raises(SystemExit) as exited:

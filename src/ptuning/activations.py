@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -272,17 +272,23 @@ def cache_depth(model, enabled: bool) -> tuple[int, str]:
 def attach(model, data, config, output_dir: Path, settings: dict, accelerator):
     """Give a training run of ``model`` its activation cache when one applies: ``(data, cache, log line)``.
 
-    ``data`` (the loop's ``TrainData``) comes back with numbered features and a collate that batches the numbers;
-    without a cache it comes back unchanged and ``cache`` is None. The line says which, and why.
+    ``data`` (the loop's ``TrainData``, or a mixture's or a distillation's stand-in) comes back with numbered
+    features and collates that batch the numbers: every task's training features first, then every task's
+    evaluation features. Without a cache it comes back unchanged and ``cache`` is None. The line says which, and why.
     """
     depth, reason = cache_depth(model, config.activation_cache)
     if not depth:
         return data, None, f"activation cache: off ({reason})"
     from . import backbones
 
-    train, train_units = units_of(data.train_features)
-    evaluated, eval_units = units_of(data.eval_set.features, first=len(train_units))
-    units = train_units + eval_units
+    sets = data.feature_sets()  # [(training features, evaluation features)] per task
+    units: list[dict] = []
+    numbered = [[], []]
+    for side in (0, 1):
+        for features in sets:
+            done, tokens = units_of(features[side], first=len(units))
+            numbered[side].append(done)
+            units += tokens
     identity = {
         "backbone": settings.get("backbone_fingerprint") or backbones.fingerprint(model.backbone),
         "model_type": getattr(model.backbone.config, "model_type", ""),
@@ -304,7 +310,6 @@ def attach(model, data, config, output_dir: Path, settings: dict, accelerator):
     )
     cache.reopen(model.encoder)
     model.activations = cache
-    numbered = replace(data, train_features=train, eval_set=replace(data.eval_set, features=evaluated))
-    numbered = replace(numbered, collate=with_units(data.collate))
+    renumbered = data.renumbered(list(zip(*numbered, strict=True)), with_units)
     kept = f"layers 0-{depth - 1} of {model.encoder.geometry.num_layers} run once per input"
-    return numbered, cache, f"activation cache: on, {kept} ({cache.describe()})"
+    return renumbered, cache, f"activation cache: on, {kept} ({cache.describe()})"

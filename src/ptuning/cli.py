@@ -13,7 +13,7 @@ import sys
 import tempfile
 import typing
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import Optional
 
 import typer
 
@@ -22,10 +22,6 @@ from . import cli_options as opts
 from .errors import PTuningError
 from .finite import dumps
 from .trainconfig import TrainConfig
-
-if TYPE_CHECKING:
-    from .method import MethodConfig
-    from .pipeline import TrainRequest
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="P-Tuning v2: deep prompt tuning for NLU.")
 
@@ -64,9 +60,15 @@ def _load_config_file(ctx: typer.Context, param: typer.CallbackParam, value: Opt
 @app.command()
 def train(
     ctx: typer.Context,
-    task: opts.Task,
-    data: opts.Data,
     output: opts.Output,
+    task: opts.Task = None,
+    data: opts.Data = None,
+    tasks_file: opts.TasksFile = None,
+    mix_temperature: opts.MixTemperature = None,
+    init_from: opts.InitFrom = None,
+    teacher: opts.Teacher = None,
+    distill_alpha: opts.DistillAlpha = None,
+    distill_temperature: opts.DistillTemperature = None,
     config: Optional[Path] = typer.Option(
         None, is_eager=True, callback=_load_config_file, help="YAML file of these options (prompt_length: 20, ...)."
     ),
@@ -129,10 +131,11 @@ def train(
     Options may also come from --config FILE (YAML, names with underscores); flags override the file.
     """
     from .pipeline import train as run
+    from .runfile import request_from_options
 
     _quiet_weight_loading()
     options = {**ctx.params, "output": Path(ctx.params["output"])}
-    _print_outcome(run(_train_request(options)), output)
+    _print_outcome(run(request_from_options(options)), output)
 
 
 def _print_outcome(summary: dict, output: Path) -> None:
@@ -144,53 +147,6 @@ def _print_outcome(summary: dict, output: Path) -> None:
     if _finite(reported.get(metric)):
         shown += f" on the selection split; {metric} {reported[metric]:.4f} on the reported split"
     typer.echo(f"{shown}; artifact in {output} ({summary['artifact_bytes']:,} bytes)")
-
-
-def _method_config(options: dict) -> MethodConfig:
-    """The chosen method's config from the flags given (None = not given: the method's own default).
-
-    Every registered method's options are flags; one the chosen method does not take is refused in one
-    line naming the method's own options (``ptuning methods`` lists them).
-    """
-    from .method import REGISTRY, method_config
-
-    names = {name for method in REGISTRY.values() for name in method.config_class.option_names()}
-    given = {name: options[name] for name in names if options.get(name) is not None}
-    return method_config(options["method"], **given)
-
-
-def _train_request(options: dict) -> TrainRequest:
-    """``ptuning train``'s options (flags and --config merged) as a request; building it checks every number."""
-    from dataclasses import fields
-
-    from .pipeline import TrainRequest
-
-    train_keys = [f.name for f in fields(TrainConfig) if f.name != "stop_after_steps"]
-    labels = options["labels"]
-    return TrainRequest(
-        task=options["task"],
-        data=options["data"],
-        output=options["output"],
-        model=options["model"],
-        method=_method_config(options),
-        train=TrainConfig(**{key: options[key] for key in train_keys}),
-        max_length=options["max_length"],
-        max_train_samples=options["max_train_samples"],
-        max_eval_samples=options["max_eval_samples"],
-        few_shot=options["few_shot"],
-        few_shot_seed=options["few_shot_seed"],
-        pooling=options["pooling"],
-        task_options={
-            "text_column": options["text_column"],
-            "text_pair_column": options["text_pair_column"],
-            "label_column": options["label_column"],
-            "labels": labels.split(",") if labels else None,
-            "crf": options["crf"] or None,
-            "doc_stride": options["doc_stride"],
-            "split_by_article": options["split_by_article"],
-        },
-        overwrite=options["overwrite"],
-    )
 
 
 def _finite(value) -> bool:
@@ -210,6 +166,7 @@ def _quiet_weight_loading() -> None:
 
 
 DEVICE_HELP = "auto (the GPU when there is one) | cpu | cuda | cuda:N | mps."
+TASK_HELP = "Which task of a multi-task artifact (its tasks are listed in its ptuning.json)."
 
 
 @app.command("eval")
@@ -220,12 +177,13 @@ def evaluate(
     model: Optional[str] = typer.Option(None, help="Backbone path, when it moved since training."),
     batch_size: int = typer.Option(64),
     device: str = typer.Option("auto", help=DEVICE_HELP),
+    task: Optional[str] = typer.Option(None, help=TASK_HELP),
 ) -> None:
     """Print the task's metrics on a split as one JSON object (a metric with no value is null)."""
     from .pipeline import evaluate as run
 
     _quiet_weight_loading()
-    typer.echo(dumps(run(artifact, data, split, model, batch_size, device)))
+    typer.echo(dumps(run(artifact, data, split, model, batch_size, device, task)))
 
 
 @app.command()
@@ -238,6 +196,7 @@ def predict(
     model: Optional[str] = typer.Option(None, help="Backbone path, when it moved since training."),
     batch_size: int = typer.Option(64),
     device: str = typer.Option("auto", help=DEVICE_HELP),
+    task: Optional[str] = typer.Option(None, help=TASK_HELP),
 ) -> None:
     """Predict for a file in the task's format, written in the task's own shape.
 
@@ -248,7 +207,7 @@ def predict(
     from .pipeline import predict as run
 
     _quiet_weight_loading()
-    count = run(artifact, input, output, model, batch_size, device)
+    count = run(artifact, input, output, model, batch_size, device, task)
     typer.echo(f"wrote {count} predictions to {output}")
 
 

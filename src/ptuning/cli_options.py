@@ -12,8 +12,50 @@ from typing import Annotated, Optional
 
 import typer
 
-Task = Annotated[str, typer.Option(help="Task name (see `ptuning tasks`).")]
-Data = Annotated[str, typer.Option(help="Directory with the official split files, or a Hugging Face dataset id.")]
+Task = Annotated[
+    Optional[str],
+    typer.Option(
+        help="Task name (see `ptuning tasks`); several, comma-separated (rte,cb), train one multi-task prompt."
+    ),
+]
+Data = Annotated[
+    Optional[str],
+    typer.Option(
+        help="Directory with the official split files, or a Hugging Face dataset id; with --task a,b a folder "
+        "holding one sub-folder per task."
+    ),
+]
+TasksFile = Annotated[
+    Optional[Path],
+    typer.Option(
+        help="Multi-task run: YAML `tasks: [{task: rte, data: DIR}, {task: cb, data: DIR, weight: 2.0}]` "
+        "(one shared prompt, a head per task); replaces --task/--data."
+    ),
+]
+MixTemperature = Annotated[
+    Optional[float],
+    typer.Option(
+        help="Multi-task: draw each task's batches with p ∝ weight · size^(1/T); 1 (default) proportional to "
+        "size, large T uniform."
+    ),
+]
+InitFrom = Annotated[
+    Optional[str],
+    typer.Option(
+        help="Start from this artifact's prompt (e.g. a multi-task one) and from its head where the task's label "
+        "set matches."
+    ),
+]
+Teacher = Annotated[
+    Optional[str],
+    typer.Option(help="Distil from this artifact (e.g. a --method finetune one on the same task and labels)."),
+]
+DistillAlpha = Annotated[
+    Optional[float], typer.Option(help="--teacher: weight A of the task loss in A·CE + (1−A)·T²·KL (0.5).")
+]
+DistillTemperature = Annotated[
+    Optional[float], typer.Option(help="--teacher: temperature T softening both distributions (2.0).")
+]
 Output = Annotated[Path, typer.Option(help="Output directory: artifact, metrics.json(l), config.yaml, checkpoint.")]
 Model = Annotated[Optional[str], typer.Option(help="Backbone path or hub id (default: bundled all-MiniLM-L6-v2).")]
 

@@ -16,7 +16,11 @@ from .serve.tokens import ADMIN_ENV, PREDICT_ENV, Tokens
 
 
 def serve(
-    artifacts: list[str] = typer.Argument(..., help="Artifact directories to load, each PATH or NAME=PATH."),
+    artifacts: list[str] = typer.Argument(
+        ...,
+        help="Artifact directories to load, each PATH or NAME=PATH; PATH:TASK picks one task of a multi-task "
+        "artifact, whose tasks are otherwise all loaded (named TASK, or NAME-TASK).",
+    ),
     host: str = typer.Option("127.0.0.1", help="Interface to bind (loopback by default)."),
     port: int = typer.Option(8000, help="Port to listen on (0: any free port; the address is printed)."),
     max_batch: int = typer.Option(64, help="Most inputs in one backbone forward."),

@@ -106,10 +106,11 @@ class PTuningModel(nn.Module):
         """Hidden states ``(B, L, H)`` aligned with ``input_ids``. ``prompt`` overrides the method's own.
 
         ``activation_units`` ``(B,)``: each row's entry in the attached activation cache, which then supplies (or
-        keeps) the hidden states entering the first prompted layer. Without a cache it is ignored.
+        keeps) the hidden states entering the first prompted layer. Without a cache it is ignored, and so is the
+        frozen bottom when ``prompt`` is not the method's own (it may reach any layer).
         """
+        frozen = self.frozen_layers() if prompt is None else 0
         prompt = self.method.prompt_inputs() if prompt is None else prompt
-        frozen = self.frozen_layers()
         cache = self.activations
         if cache is not None and activation_units is not None and 0 < cache.depth <= frozen:
             return cache.encode(self.encoder, activation_units, input_ids, attention_mask, token_type_ids, prompt)
@@ -127,7 +128,7 @@ class PTuningModel(nn.Module):
         activation_units: torch.Tensor | None = None,
         **head_inputs: torch.Tensor,
     ) -> torch.Tensor:
-        """Task logits. Extra tensors of the batch (span masks…) go to the head.
+        """Task logits. Extra inputs of the batch (span masks…, a mixture's ``task`` name) go to the head.
 
         ``(B, C, L)`` inputs are multiple choice: every choice is scored as its own
         row and the scores come back as ``(B, C)``, padded choices masked out.
@@ -137,7 +138,9 @@ class PTuningModel(nn.Module):
             B, C, L = input_ids.shape
 
             def flat(t):
-                return None if t is None else t.reshape(B * C, *t.shape[2:])  # (B*C, ...)
+                if not torch.is_tensor(t):  # None, or a mixture's task name
+                    return t
+                return t.reshape(B * C, *t.shape[2:])  # (B*C, ...)
 
             scores = self.forward(
                 flat(input_ids),

@@ -315,6 +315,11 @@ def export_artifact(artifact_dir: str | Path, out_dir: str | Path, overwrite: bo
     """
     artifact_dir, out_dir = Path(artifact_dir), Path(out_dir)
     meta = artifact.read_meta(artifact_dir)
+    if "tasks" in meta:
+        raise PTuningError(
+            f"{artifact_dir} is a multi-task artifact ({', '.join(artifact.task_names(meta))}); export-peft exports "
+            "single-task ones (train the task you want with --init-from it, then export that)"
+        )
     if not issubclass(artifact.inference_method_class(meta), DeepPrompt):
         raise PTuningError(
             f"{artifact_dir}: export-peft exports ptv2 artifacts (a plain per-layer prefix, which is what PEFT's "

@@ -16,43 +16,64 @@ import sys
 import time
 import types
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
 from . import activations, checkpoint
-from .batches import _loader, evaluate, feature_length, predict_logits, resumed  # noqa: F401 (re-exported)
+from .batches import (  # noqa: F401 (re-exported)
+    EXAMPLE_INDEX,
+    TrainData,
+    _loader,
+    evaluate,
+    feature_length,
+    indexed,
+    predict_logits,
+    resumed,
+)
+from .finite import dumps
 from .model import PTuningModel
 from .optim import adamw, lr_lambda, lr_scheduler  # noqa: F401 (re-exported)
-from .runlog import JsonlLog
 from .stopping import InterruptGuard
-from .tasks import Featurized
 from .trainconfig import PRECISIONS, SCHEDULERS, TrainConfig, check_precision, use_precision  # noqa: F401 (re-exported)
 
 
-@dataclass
-class TrainData:
-    """What the loop reads: training features, the evaluation set and the collate function."""
+class JsonlLog:
+    """``metrics.jsonl`` and, when tensorboard is installed, a TensorBoard run."""
 
-    train_features: list[dict]
-    eval_set: Featurized
-    eval_examples: list
-    collate: Callable
+    def __init__(self, directory: Path, enabled: bool) -> None:
+        self.path = directory / "metrics.jsonl"
+        self.enabled = enabled
+        self.board = None
+        if enabled:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
 
-    @property
-    def eval_features(self) -> list[dict]:
-        return self.eval_set.features
+                self.board = SummaryWriter(str(directory / "tensorboard"))
+            except ImportError:
+                self.board = None
+
+    def write(self, row: dict) -> None:
+        if not self.enabled:
+            return
+        with self.path.open("a") as handle:
+            handle.write(dumps(row) + "\n")
+        if self.board is not None:
+            for key, value in row.items():
+                if isinstance(value, (int, float)) and math.isfinite(value) and key not in ("step", "epoch"):
+                    self.board.add_scalar(key, value, row["step"])
+            self.board.flush()
+
+    def close(self) -> None:
+        if self.board is not None:
+            self.board.close()
 
 
 def train(
     model: PTuningModel,
-    task,
-    train_features: list[dict],
-    eval_set: Featurized,
-    eval_examples: list,
-    collate,
+    data: TrainData,
     config: TrainConfig,
     output_dir: Path,
     save_best: Callable[[PTuningModel, dict], None],
@@ -60,21 +81,19 @@ def train(
     on_start: Callable[[], None] | None = None,
     on_evaluation: Callable[[dict], str | None] | None = None,
 ) -> dict:
-    """Train ``model`` and keep the best-dev artifact; return the summary for ``metrics.json``.
+    """Train ``model`` on ``data`` and keep the best-dev artifact; return the summary for ``metrics.json``.
 
     ``summary["stopped_by"]`` says what ended the run: ``epochs``, ``patience``, ``time``, ``interrupted``
     (Ctrl-C: a checkpoint was saved at that step), ``nonfinite_loss`` or ``nonfinite_outputs`` (``error``
     then explains), or ``stop_after_steps`` (the test hook that simulates a kill). ``run_settings`` is stored
     in every checkpoint so that ``--resume`` can refuse a different run. ``on_start`` runs on the main process
     once every process is set up: under ``accelerate launch`` a file written to ``output_dir`` earlier could
-    fail another process's "output is not empty" check.
-
-    ``on_evaluation(row)`` is called after every evaluation (once the best artifact and the checkpoint are
-    saved) with that evaluation's row of ``metrics.jsonl``; a string it returns stops the run with that
-    ``stopped_by`` (``ptuning sweep`` returns ``"pruned"`` when Optuna's pruner gives up on a trial).
+    fail another process's "output is not empty" check. ``on_evaluation(row)`` runs after each evaluation
+    (artifact and checkpoint saved) with its ``metrics.jsonl`` row; a string it returns stops the run with that
+    ``stopped_by`` (``ptuning sweep``: ``"pruned"``, when Optuna's pruner gives up on a trial).
     """
-    data = TrainData(train_features, eval_set, eval_examples, collate)
-    trainer = Trainer(model, task, data, config, Path(output_dir), save_best, run_settings or {}, on_evaluation)
+    trainer = Trainer(model, data, config, Path(output_dir), save_best, run_settings or {})
+    trainer.on_evaluation = on_evaluation
     trainer.accelerator.wait_for_everyone()
     if on_start is not None and trainer.main:
         on_start()
@@ -84,31 +103,27 @@ def train(
 class Trainer:
     """One run: the prepared model, optimizer and schedule, the loop counters, and the rules that stop it."""
 
-    def __init__(
-        self,
-        model,
-        task,
-        data: TrainData,
-        config: TrainConfig,
-        output_dir: Path,
-        save_best,
-        settings: dict,
-        on_evaluation: Callable[[dict], str | None] | None = None,
-    ):
+    on_evaluation: Callable[[dict], str | None] | None = None  # a caller's stop rule, see train()
+
+    def __init__(self, model, data: TrainData, config: TrainConfig, output_dir: Path, save_best, settings: dict):
         from accelerate import Accelerator
-        from accelerate.utils import set_seed
+        from accelerate.utils import DistributedDataParallelKwargs, set_seed
 
         precision = use_precision(config.mixed_precision)
-        self.accelerator = Accelerator(gradient_accumulation_steps=config.grad_accum, mixed_precision=precision)
+        # a mixture's batch trains one task's head: under data parallelism the others are unused in that step
+        handlers = [DistributedDataParallelKwargs(find_unused_parameters=True)] if data.unused_parameters else []
+        self.accelerator = Accelerator(
+            gradient_accumulation_steps=config.grad_accum, mixed_precision=precision, kwargs_handlers=handlers
+        )
         set_seed(config.seed)
-        self.task, self.data, self.config, self.output_dir = task, data, config, output_dir
+        self.data, self.config, self.output_dir = data, config, output_dir
         self.save_best, self.settings, self.main = save_best, settings, self.accelerator.is_main_process
         self.lr = config.lr or model.learning_rate()
         if config.gradient_checkpointing:
             model.enable_gradient_checkpointing()
         self.trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
         optimizer = adamw(model.parameter_groups(config.weight_decay), self.lr)
-        scheduler = lr_scheduler(optimizer, config, len(data.train_features))
+        scheduler = lr_scheduler(optimizer, config, len(data))
         self.loop = {"epoch": 0, "batches_done": 0, "step": 0, "best": None, "best_metrics": None, "bad_evals": 0}
         self.loop.update({"best_epoch": None, "history": [], "elapsed_s": 0.0})
         self.saved_step: int | None = None  # the step of the newest checkpoint on disk: what --resume continues
@@ -124,20 +139,18 @@ class Trainer:
         self.accelerator.print(
             f"method {unwrapped.config.method}: {self.n_train:,} trainable parameters ({share}); lr {self.lr:g}"
         )
-        self.loss_fn = getattr(unwrapped.head, "loss", None) or task.loss  # a CRF head scores whole sequences
         self.data, self.activations, self.cache_line = activations.attach(
             unwrapped, data, config, output_dir, settings, self.accelerator
         )
         self.accelerator.print(self.cache_line)  # whether the frozen layers' output is kept, and why (not)
         self.log = JsonlLog(output_dir, self.main)
-        self.metric = task.main_metric
+        self.metric = data.main_metric
         self.started = time.perf_counter() - self.loop["elapsed_s"]
         self.mark = time.perf_counter()  # the end of the last evaluation: what each row's train_s counts from
         self.steps_this_run = 0
         self.running = [0.0, 0]  # the current epoch's summed loss and batch count (this run's part of it)
         self.consistent = True  # False while a step is half done: no checkpoint may be taken then
         self.failure: str | None = None
-        self.on_evaluation = on_evaluation  # see train(): a caller's stop rule
         notice = "\nCtrl-C: stopping after this step to save a checkpoint (press it again to stop at once)\n"
         self.guard = InterruptGuard(notice if self.main else None)
 
@@ -171,13 +184,7 @@ class Trainer:
         """One epoch (or the rest of one, after a resume); a stop reason, or None to go on."""
         config, accelerator, epoch = self.config, self.accelerator, self.loop["epoch"]
         loader = accelerator.prepare_data_loader(
-            _loader(
-                self.data.train_features,
-                self.data.collate,
-                config.batch_size,
-                config.seed * 1000 + epoch,
-                config.group_by_length,
-            )
+            self.data.loader(config.batch_size, config.seed * 1000 + epoch, config.group_by_length)
         )
         batches = len(loader)  # the whole epoch's, also when its first batches were done before a resume
         if self.loop["batches_done"]:  # resumed mid-epoch
@@ -205,8 +212,9 @@ class Trainer:
         """Forward, backward and (at accumulation boundaries) an optimizer step; the batch's loss."""
         self.consistent = False
         labels = batch.pop("labels")
+        loss_fn = self.data.loss_for(batch, self.unwrapped.head)  # takes out what is not a model input
         with self.accelerator.accumulate(self.model):
-            loss = self.unwrapped.training_loss(batch, labels, self.loss_fn, forward=self.model)
+            loss = self.unwrapped.training_loss(batch, labels, loss_fn, forward=self.model)
             self.accelerator.backward(loss)
             if self.accelerator.sync_gradients:
                 self.accelerator.clip_grad_norm_([p for _, p in self.trainable], self.config.max_grad_norm)
@@ -255,23 +263,15 @@ class Trainer:
         loop["pending_eval"] = epoch_float  # a Ctrl-C in the forward passes leaves it to the resumed run
         evaluating = time.perf_counter()
         with self.guard.immediate():  # stopping at once loses nothing: the last step's state is intact
-            logits = predict_logits(
-                self.model,
-                self.data.eval_features,
-                self.data.collate,
-                config.eval_batch_size,
-                self.accelerator,
-                desc="evaluating",
-            )
+            scores = self.data.evaluate(self._predict)
         del loop["pending_eval"]
         self.model.train()
-        if not torch.isfinite(logits).all():
+        if scores is None:
             self.failure = (
                 f"the model's outputs on the evaluation set became NaN or infinite at step {loop['step']}; "
                 f"lower --lr (this run used {self.lr:g}); {self._what_was_kept()}"
             )
             return "nonfinite_outputs"
-        scores = self.task.evaluate(logits, self.data.eval_examples, self.data.eval_set.alignment)
         train_loss = self.running[0] / self.running[1] if self.running[1] else None  # None: no batch this run
         row = {"epoch": round(epoch_float, 3), "step": loop["step"], "train_loss": train_loss, **scores}
         row["elapsed_s"] = round(time.perf_counter() - self.started, 2)
@@ -301,6 +301,11 @@ class Trainer:
         if config.max_minutes is not None and _time_is_up(loop["elapsed_s"], config.max_minutes, self.accelerator):
             return "time"
         return None
+
+    def _predict(self, features: list[dict], collate: Callable) -> torch.Tensor:
+        """Logits of the model being trained for evaluation ``features`` (gathered over processes)."""
+        batch_size = self.config.eval_batch_size
+        return predict_logits(self.model, features, collate, batch_size, self.accelerator, desc="evaluating")
 
     def _checkpoint(self) -> None:
         self.loop["elapsed_s"] = time.perf_counter() - self.started

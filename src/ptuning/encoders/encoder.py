@@ -213,12 +213,13 @@ class Encoder(nn.Module):
     def _check_plan(self, plan: DepthPlan, prompt: PromptInputs, late) -> None:
         """A plan that would silently drop part of the prompt is a bug in the caller: refuse it."""
         self.enable_partial_depth()
-        if plan.start or plan.stop is not None:
+        below = max(plan.start, plan.no_grad_below, plan.stop or 0)  # layers the prompt must not reach
+        if below:
             if late is not None or prompt.embeds is not None:
                 raise PTuningError("part of the depth runs with deep prefixes only, not input-level or late prompts")
             lowest = None if prompt.prefix is None else prompt.prefix.lowest
-            if lowest is not None and (lowest < plan.start or (plan.stop is not None and lowest < plan.stop)):
-                raise PTuningError(f"the prompt reaches layer {lowest}, which this call does not run")
+            if lowest is not None and lowest < below:
+                raise PTuningError(f"the prompt reaches layer {lowest}, below the {below} frozen ones of this call")
         if plan.start and plan.hidden is None:
             raise PTuningError(f"running from layer {plan.start} needs the hidden states entering it")
 

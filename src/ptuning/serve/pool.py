@@ -153,12 +153,17 @@ class PromptPool:
         return self.cost_model
 
     # -- loading ------------------------------------------------------------------
-    def load(self, path: str | Path, name: str | None = None) -> LoadedPrompt:
-        """Load an artifact; memory grows by its prompt and head only. Refuses duplicates and over-limit prompts."""
+    def load(self, path: str | Path, name: str | None = None, task: str | None = None) -> LoadedPrompt:
+        """Load an artifact (``task``: one task of a multi-task one); memory grows by its prompt and head only.
+
+        Refuses duplicates and over-limit prompts. The name defaults to the task's when one is named, else to
+        the directory's name.
+        """
         path = Path(path)
-        name = name or path.resolve().name
+        name = name or task or path.resolve().name
         self._refuse_duplicate(name)
         meta = artifact.read_meta(path)
+        artifact.select_task(meta, path, task)  # a multi-task artifact needs a task, and one it has
         method_class = artifact.inference_method_class(meta)
         batching = method_class.pool_batching
         if batching is PoolBatching.REFUSED:
@@ -166,7 +171,7 @@ class PromptPool:
         self._check_limits(path, meta.get("method", {}).get("prompt_length", 0))
         meta, tensors = artifact.read_verified(path, self.encoder.backbone, self.fingerprint)  # outside the lock
         with self._lock, torch.no_grad():  # building the method may attach hooks to the backbone: not mid-forward
-            parts = artifact.assemble_prompt(meta, tensors, self.encoder)
+            parts = artifact.assemble_prompt(meta, tensors, self.encoder, task, path)
             shared = parts.method.pool_batching is PoolBatching.SHARED  # the instance's: its config may narrow it
             loaded = LoadedPrompt(
                 name=name,

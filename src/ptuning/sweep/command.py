@@ -99,7 +99,8 @@ def sweep_command(train: Callable) -> Callable:
 
 
 def _run(values: dict) -> None:
-    from ..cli import _quiet_weight_loading, _train_request
+    from ..cli import _quiet_weight_loading
+    from ..runfile import request_from_options
     from .space import read_space_file
     from .study import SweepRequest, run_sweep
 
@@ -110,7 +111,7 @@ def _run(values: dict) -> None:
     trial_minutes = values.pop("trial_max_minutes")
     options = {**values, "max_minutes": trial_minutes, "resume": False, "overwrite": False}
     output = Path(options["output"])
-    base = _train_request({**options, "output": output / "trials"})
+    base = request_from_options({**options, "output": output / "trials"})
     space = own["space"]
     overrides = read_space_file(space) if space is not None else None
     request = SweepRequest(

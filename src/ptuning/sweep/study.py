@@ -38,7 +38,19 @@ from .space import as_options, build_space, check_values, defaults_inside, sugge
 from .trial import Reporter, adopt_checkpoint, fixed_value, train_trial, trial_request
 
 # Settings a re-run may change without starting another study (how long it runs, how it evaluates).
-MAY_DIFFER = ("output", "max_minutes", "eval_batch_size", "gradient_checkpointing", "data", "model")
+# Paths are compared by the data they name, not where it lies: machines sharing a study keep it in other places.
+MAY_DIFFER = (
+    "output",
+    "max_minutes",
+    "eval_batch_size",
+    "gradient_checkpointing",
+    "data",
+    "model",
+    "init_from",
+    "teacher",
+)
+# What a stored prompt (--init-from) fixes: a trial cannot change its shape or its training form.
+PROMPT_SHAPE = ("prompt_length", "reparam")
 
 
 @dataclass
@@ -81,10 +93,18 @@ class Sweep:
 
     def __init__(self, request: SweepRequest) -> None:
         self.request, base = request, request.base
+        if base.tasks_file is not None or "," in (base.task or ""):
+            raise PTuningError("ptuning sweep searches one task: give --task and --data (not a multi-task mixture)")
         task = get_task(base.task, **base.task_options)
         self.task, self.method, self.metric = task, base.method.method, task.main_metric
         full = build_space(self.method, task.sweep_prompt_lengths, request.space, request.space_source)
         self.space, self.fixed_names = without_fixed(full, set(request.fixed))
+        shaped = [p.name for p in self.space if p.target in PROMPT_SHAPE]
+        if base.init_from is not None and shaped:
+            raise PTuningError(
+                f"--init-from: the stored prompt fixes {', '.join(shaped)}; give them as flags (its --prompt-length, "
+                "--no-reparam) or drop them from the space with --space"
+            )
         if not self.space:
             raise PTuningError(
                 "nothing left to search: flags fix every parameter of the space; drop one or use --space"
