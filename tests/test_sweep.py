@@ -29,6 +29,7 @@ from ptuning.tasks import get_task
 from ptuning.train import TrainConfig
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1"}
+SRC = Path(__file__).resolve().parents[1] / "src" / "ptuning"
 SMALL = {"prompt_length": {"low": 2, "high": 6}}  # short prompts: fast trials
 
 
@@ -352,3 +353,16 @@ def test_sigterm_mid_trial_then_the_same_command_finishes(tmp_path, tiny_bert_di
     assert any("retry_of" in row for row in summary["trials"])  # the interrupted trial ran again
     assert summary["fixed_by_flags"] == ["prompt_length"]
     assert json.loads((out / "best" / "ptuning.json").read_text())["method"]["prompt_length"] == 4
+
+
+@pytest.mark.parametrize("name", [*(f"sweep/{p.name}" for p in (SRC / "sweep").glob("*.py")), "method/space.py"])
+def test_sweep_modules_stay_readable(name):
+    """No function over 80 lines, no module over 400 (the rule test_settings.py checks for the loop's modules)."""
+    import ast
+
+    source = (SRC / name).read_text()
+    assert len(source.splitlines()) <= 400
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            start = min([node.lineno, *(d.lineno for d in node.decorator_list)])
+            assert node.end_lineno - start + 1 <= 80, f"{name}:{node.name}"
