@@ -1,4 +1,4 @@
-"""``ptuning`` command line: train, eval, predict, tasks, methods, demo, inspect, card, serve.
+"""``ptuning`` command line: train, sweep, eval, predict, tasks, methods, demo, inspect, card, serve.
 
 Flag names follow Hugging Face ``run_glue.py`` where one exists. Errors the
 user can fix print one line and exit with status 2; nothing else is written.
@@ -284,6 +284,11 @@ app.command("inspect")(cli_inspect.inspect_artifacts)
 app.command()(cli_inspect.card)
 app.command("import-peft")(cli_peft.import_peft)
 app.command("export-peft")(cli_peft.export_peft)
+
+
+from .sweep.command import sweep_command  # noqa: E402  (built from train's options, so defined after train)
+
+app.command("sweep")(sweep_command(train))
 
 
 def main() -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import shlex
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -130,11 +131,13 @@ def task_parts(request: TrainRequest, entries: list[MixtureEntry] | None) -> lis
     return parts
 
 
-def train(request: TrainRequest) -> dict:
+def train(request: TrainRequest, on_evaluation: Callable[[dict], str | None] | None = None) -> dict:
     """Train as ``request`` says; write the artifact, ``metrics.json`` and ``config.yaml`` to its output.
 
     Everything that can be refused (data, settings, a checkpoint made by another run, an ``--init-from``
     or ``--teacher`` artifact that does not fit) is refused before the output directory is created or changed.
+    ``on_evaluation`` is the training loop's hook after each evaluation (:func:`ptuning.train.train`): a
+    sweep's pruner stops a trial there.
     """
     check_precision(request.train.mixed_precision)
     entries = request.mixture()
@@ -192,6 +195,7 @@ def train(request: TrainRequest) -> dict:
         save_best,
         run,
         on_start=lambda: _write_run_files(output, options, parts),  # not before: see train.train
+        on_evaluation=on_evaluation,
     )
     if summary["stopped_by"] == "stop_after_steps":  # the test hook simulates a kill: nothing more is written
         return summary

@@ -79,6 +79,7 @@ def train(
     save_best: Callable[[PTuningModel, dict], None],
     run_settings: dict | None = None,
     on_start: Callable[[], None] | None = None,
+    on_evaluation: Callable[[dict], str | None] | None = None,
 ) -> dict:
     """Train ``model`` on ``data`` and keep the best-dev artifact; return the summary for ``metrics.json``.
 
@@ -87,9 +88,12 @@ def train(
     then explains), or ``stop_after_steps`` (the test hook that simulates a kill). ``run_settings`` is stored
     in every checkpoint so that ``--resume`` can refuse a different run. ``on_start`` runs on the main process
     once every process is set up: under ``accelerate launch`` a file written to ``output_dir`` earlier could
-    fail another process's "output is not empty" check.
+    fail another process's "output is not empty" check. ``on_evaluation(row)`` runs after each evaluation
+    (artifact and checkpoint saved) with its ``metrics.jsonl`` row; a string it returns stops the run with that
+    ``stopped_by`` (``ptuning sweep``: ``"pruned"``, when Optuna's pruner gives up on a trial).
     """
     trainer = Trainer(model, data, config, Path(output_dir), save_best, run_settings or {})
+    trainer.on_evaluation = on_evaluation
     trainer.accelerator.wait_for_everyone()
     if on_start is not None and trainer.main:
         on_start()
@@ -98,6 +102,8 @@ def train(
 
 class Trainer:
     """One run: the prepared model, optimizer and schedule, the loop counters, and the rules that stop it."""
+
+    on_evaluation: Callable[[dict], str | None] | None = None  # a caller's stop rule, see train()
 
     def __init__(self, model, data: TrainData, config: TrainConfig, output_dir: Path, save_best, settings: dict):
         from accelerate import Accelerator
@@ -286,6 +292,10 @@ class Trainer:
         self.accelerator.print(f"epoch {row['epoch']}: {shown}" + (" (best)" if improved else ""))
         self._checkpoint()
         self.mark = time.perf_counter()
+        if self.on_evaluation is not None:
+            reason = self.on_evaluation(row)
+            if self._agreed_flags(bool(reason))[0]:  # every process stops at the same evaluation
+                return reason or "on_evaluation"
         if config.patience is not None and loop["bad_evals"] >= config.patience:
             return "patience"
         if config.max_minutes is not None and _time_is_up(loop["elapsed_s"], config.max_minutes, self.accelerator):

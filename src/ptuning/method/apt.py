@@ -39,7 +39,8 @@ from ..encoders import Encoder, PrefixBatch, PromptInputs
 from ..heads import pool
 from .base import Method, MethodConfig, check_positive, check_prompt_length, check_rate, decay_groups, register
 from .layers import ALL, check_layer_spec
-from .prefix import REPARAM_LR, PrefixEncoder, check_prefix_depth, prompted_layers
+from .prefix import REPARAM_LR, PrefixEncoder, check_prefix_depth, prefix_search_space, prompted_layers
+from .space import Param
 
 
 @dataclass
@@ -107,8 +108,13 @@ class AdaptivePrefix(Method):
         super().attach(encoder)
         encoder.enable_layer_hooks()  # the gate needs each layer's input inside attention
 
-    def learning_rate(self) -> float:
-        return REPARAM_LR if self.config.reparam else self.default_lr  # ptv2's rates
+    @classmethod
+    def default_learning_rate(cls, config: AptConfig) -> float:
+        return REPARAM_LR if config.reparam else cls.default_lr  # ptv2's rates
+
+    @classmethod
+    def search_space(cls, prompt_range: tuple[int, int] = (4, 256)) -> tuple[Param, ...]:
+        return prefix_search_space(prompt_range)  # the same prefix, the same levers
 
     def parameter_groups(self, weight_decay: float) -> list[dict]:
         """The prefix table and the gates are the prompt itself: no decay. A reparam MLP decays like any matrix."""

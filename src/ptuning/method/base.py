@@ -21,6 +21,7 @@ from torch import nn
 
 from ..encoders import Encoder, PrefixGate, PromptInputs
 from ..errors import PTuningError
+from .space import Param, learning_rates, prompt_lengths, training_params
 
 MAX_PROMPT_LENGTH = 2048  # slots; the paper's longest is 100-200, and memory grows with P x layers x batch
 
@@ -111,9 +112,27 @@ class Method(nn.Module):
             p.requires_grad_(self.trains_backbone)
 
     # -- training --------------------------------------------------------------------------------
+    @classmethod
+    def default_learning_rate(cls, config: MethodConfig) -> float:
+        """The peak learning rate when the user names none (it may depend on the config: ptv2 ``--reparam``)."""
+        return cls.default_lr
+
     def learning_rate(self) -> float:
-        """The peak learning rate when the user names none."""
-        return self.default_lr
+        return self.default_learning_rate(self.config)
+
+    @classmethod
+    def search_space(cls, prompt_range: tuple[int, int] = (4, 256)) -> tuple[Param, ...]:
+        """What ``ptuning sweep`` searches for this method by default (``--space FILE`` overrides it).
+
+        The default: learning rates from a tenth to ten times :attr:`default_lr` (log scale), warmup,
+        backbone dropout 0 or the checkpoint's, and, for a method with a ``prompt_length``, lengths in
+        ``prompt_range`` (the task family's: tagging and QA reach higher). A method overrides it to search
+        its own devices (ptv2's reparameterisation) or to narrow a range (fine-tuning's rates).
+        """
+        space = [learning_rates(cls.default_lr / 10, cls.default_lr * 10)]
+        if "prompt_length" in cls.config_class.option_names():
+            space.append(prompt_lengths(*prompt_range))
+        return (*space, *training_params())
 
     def parameter_groups(self, weight_decay: float) -> list[dict]:
         """The method's trainable parameters as AdamW groups (the head's are added by the model)."""

@@ -11,6 +11,7 @@ from typing import ClassVar
 
 from ..encoders import Encoder
 from .base import Method, MethodConfig, PoolBatching, decay_groups, register
+from .space import Param, learning_rates, training_params
 
 
 @dataclass
@@ -34,3 +35,8 @@ class Finetune(Method):
 
     def parameter_groups(self, weight_decay: float) -> list[dict]:
         return decay_groups(list(self._encoder[0].named_parameters()), weight_decay)
+
+    @classmethod
+    def search_space(cls, prompt_range: tuple[int, int] = (4, 256)) -> tuple[Param, ...]:
+        """BERT's recipe range (Devlin et al.: 2e-5..5e-5), widened: above 1e-4 a whole backbone diverges."""
+        return (learning_rates(1e-5, 1e-4), *training_params())

@@ -39,10 +39,28 @@ from .base import (
     register,
 )
 from .layers import ALL, canonical, check_layer_spec, resolve_layers
+from .space import Param, learning_rates, prompt_lengths, training_params
 
 # Through the MLP, one Adam step moves the prefix tens of times further than the same rate on the raw prefix, and
 # 5e-3 collapsed CB and RTE to one class (BENCHMARKS.md, "Why the MLP reparameterisation diverges").
 REPARAM_LR = 5e-4
+
+
+def prefix_search_space(prompt_range: tuple[int, int]) -> tuple[Param, ...]:
+    """ptv2's (and APT's) default sweep: the paper's levers, prompt length and reparameterisation.
+
+    With the MLP the rate is searched in its own range (``lr_reparam``, ten times smaller, see
+    :data:`REPARAM_LR`); without it, the prefix's initial scale too (``--prefix-init-std``: 0.02 is BERT's
+    own init, 1.0 the official code's), which the MLP makes irrelevant.
+    """
+    return (
+        Param("reparam", choices=(False, True)),
+        learning_rates(1e-3, 5e-2, when=("reparam", False)),
+        Param("lr_reparam", low=1e-4, high=5e-3, log=True, when=("reparam", True), option="lr"),
+        Param("prefix_init_std", low=0.02, high=1.0, log=True, when=("reparam", False)),
+        prompt_lengths(*prompt_range),
+        *training_params(),
+    )
 
 
 @dataclass
@@ -203,8 +221,13 @@ class DeepPrompt(Method):
         encoder.enable_prefix()
         self._word_embeddings = encoder.word_embeddings  # a bound method, not a submodule: what --perturb perturbs
 
-    def learning_rate(self) -> float:
-        return REPARAM_LR if self.config.reparam else self.default_lr
+    @classmethod
+    def default_learning_rate(cls, config: Ptv2Config) -> float:
+        return REPARAM_LR if config.reparam else cls.default_lr
+
+    @classmethod
+    def search_space(cls, prompt_range: tuple[int, int] = (4, 256)) -> tuple[Param, ...]:
+        return prefix_search_space(prompt_range)
 
     def training_loss(self, forward: Callable[..., torch.Tensor], batch: dict, labels, loss_fn) -> torch.Tensor:
         """Plain ptv2's loss, or with ``--perturb`` the clean loss plus the loss on perturbed inputs (PTP)."""

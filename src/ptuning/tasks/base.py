@@ -166,6 +166,9 @@ class Task(ABC):
     files: DataFiles
     metric_names: tuple[str, ...]
     default_max_length: ClassVar[int] = 128  # tokens per sequence when the user gives no --max-length
+    # The prompt lengths `ptuning sweep` searches by default (log scale). The paper's best lengths are short
+    # for simple classification and around 100+ for sequence labelling and QA (Liu et al. 2022, section 4.3).
+    sweep_prompt_lengths: ClassVar[tuple[int, int]] = (4, 256)
 
     @property
     def main_metric(self) -> str:

@@ -67,6 +67,7 @@ class QATask(Task):
     split_by_article: float | None = None
     family: str = "qa"
     default_max_length: ClassVar[int] = 384  # the reference SQuAD setting
+    sweep_prompt_lengths: ClassVar[tuple[int, int]] = (16, 512)  # hard sequence tasks want long prompts
 
     @property
     def metric_names(self) -> tuple[str, ...]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -107,6 +108,7 @@ class TaggingTask(Task):
     hub_tag_field: str = "ner_tags"  # a hub dataset's per-token tag list (conll2003, wnut_17, ...)
     metric_names: tuple[str, ...] = ("f1", "precision", "recall")
     family: str = "tagging"
+    sweep_prompt_lengths: ClassVar[tuple[int, int]] = (16, 512)  # hard sequence tasks want long prompts
 
     @property
     def data_format(self) -> str:
