@@ -107,6 +107,11 @@ def train(
     group_by_length: opts.GroupByLength = TrainConfig.group_by_length,
     mixed_precision: opts.MixedPrecision = TrainConfig.mixed_precision,
     backbone_dropout: opts.BackboneDropout = TrainConfig.backbone_dropout,
+    backbone_dtype: opts.BackboneDtype = TrainConfig.backbone_dtype,
+    optimizer: opts.Optimizer = TrainConfig.optimizer,
+    cma_dim: opts.CmaDim = TrainConfig.cma_dim,
+    cma_popsize: opts.CmaPopsize = TrainConfig.cma_popsize,
+    cma_sigma: opts.CmaSigma = TrainConfig.cma_sigma,
     pooling: opts.Pooling = "auto",
     text_column: opts.TextColumn = None,
     text_pair_column: opts.TextPairColumn = None,
@@ -214,12 +219,13 @@ def evaluate(
     model: Optional[str] = typer.Option(None, help="Backbone path, when it moved since training."),
     batch_size: int = typer.Option(64),
     device: str = typer.Option("auto", help=DEVICE_HELP),
+    backbone_dtype: opts.LoadedBackboneDtype = None,
 ) -> None:
     """Print the task's metrics on a split as one JSON object (a metric with no value is null)."""
     from .pipeline import evaluate as run
 
     _quiet_weight_loading()
-    typer.echo(dumps(run(artifact, data, split, model, batch_size, device)))
+    typer.echo(dumps(run(artifact, data, split, model, batch_size, device, backbone_dtype)))
 
 
 @app.command()
@@ -232,6 +238,7 @@ def predict(
     model: Optional[str] = typer.Option(None, help="Backbone path, when it moved since training."),
     batch_size: int = typer.Option(64),
     device: str = typer.Option("auto", help=DEVICE_HELP),
+    backbone_dtype: opts.LoadedBackboneDtype = None,
 ) -> None:
     """Predict for a file in the task's format, written in the task's own shape.
 
@@ -242,7 +249,7 @@ def predict(
     from .pipeline import predict as run
 
     _quiet_weight_loading()
-    count = run(artifact, input, output, model, batch_size, device)
+    count = run(artifact, input, output, model, batch_size, device, backbone_dtype)
     typer.echo(f"wrote {count} predictions to {output}")
 
 
@@ -324,6 +331,8 @@ def serve(
     max_inputs: int = typer.Option(256, help="Most inputs in one request."),
     model: Optional[str] = typer.Option(None, help="Backbone path (default: the one the first artifact names)."),
     device: str = typer.Option("auto", help=DEVICE_HELP),
+    backbone_dtype: str = typer.Option("fp32", help="fp32 | bf16 | fp16 | int8: the shared backbone's precision."),
+    scoring: bool = typer.Option(False, help="Add POST /v1/score (prompt search; loopback clients only)."),
 ) -> None:
     """Serve many prompts from one backbone over HTTP (FastAPI; docs at /docs)."""
     import uvicorn
@@ -335,12 +344,14 @@ def serve(
     _quiet_weight_loading()
     specs = [spec.split("=", 1) if "=" in spec else (None, spec) for spec in artifacts]
 
-    pool = PromptPool.from_artifact(specs[0][1], model_name=model, max_batch=max_batch, device=resolve_device(device))
+    pool = PromptPool.from_artifact(
+        specs[0][1], model_name=model, max_batch=max_batch, device=resolve_device(device), backbone_dtype=backbone_dtype
+    )
     for name, path in specs:
         loaded = pool.load(path, name)
         typer.echo(f"loaded {loaded.name} ({loaded.task.name}, {loaded.meta['method']['method']}) from {path}")
     limits = Limits(max_batch=max_batch, max_wait_ms=max_wait_ms, max_body_bytes=max_body_bytes, max_inputs=max_inputs)
-    uvicorn.run(create_app(pool, limits), host=host, port=port, log_level="warning")
+    uvicorn.run(create_app(pool, limits, scoring=scoring), host=host, port=port, log_level="warning")
 
 
 def main() -> None:

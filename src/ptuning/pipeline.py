@@ -15,14 +15,15 @@ from .errors import DataError, PTuningError
 from .finite import json_safe
 from .heads import POOLINGS
 from .io import atomic_write_bytes, atomic_write_json
-from .method import MethodConfig
+from .method import MethodConfig, method_class
 from .method.prefix import Ptv2Config
 from .model import PTuningModel
+from .precision import TORCH_DTYPES, cast_frozen, check_backbone_dtype
 from .splits import SplitPlan, plan_splits
 from .stopping import Interrupted, TrainingDiverged
 from .tasks import Task, get_task
 from .tasks.readers import read_records
-from .train import TrainConfig, predict_logits
+from .train import UPDATES, TrainConfig, predict_logits
 from .train import train as run_loop
 from .trainconfig import check_count, check_precision
 
@@ -91,7 +92,7 @@ def train(request: TrainRequest) -> dict:
     Everything that can be refused (data, settings, a checkpoint made by another run) is
     refused before the output directory is created or changed.
     """
-    check_precision(request.train.mixed_precision)
+    _check_machine_settings(request)
     task = get_task(request.task, **request.task_options)
     if request.task_options.get("crf") and task.family != "tagging":
         raise PTuningError(f"--crf applies to tagging tasks, not to {task.name} ({task.family})")
@@ -106,14 +107,11 @@ def train(request: TrainRequest) -> dict:
 
     set_seed(request.train.seed)  # the head and prompt initialisation depend on it
     max_length = request.max_length or task.default_max_length
-    backbone, tokenizer, name = backbones.load_backbone(request.model, dropout=request.train.backbone_dropout)
-    fingerprint = backbones.fingerprint(backbone)
-    pooling = _pooling(request.pooling, backbone, name)
-    model = PTuningModel(backbone, request.method, task.build_head(backbone.config.hidden_size, pooling))
+    model, tokenizer, name, fingerprint, pooling = _build_model(request, task)
     budget = model.token_budget(max_length)
     train_features = task.featurize(train_examples, tokenizer, budget).features
     eval_set = task.featurize(eval_examples, tokenizer, budget)
-    lr = request.train.lr or model.learning_rate()
+    lr = UPDATES[request.train.optimizer].planned_lr(model, request.train)
     options = runfile.options_of(request, lr=lr, max_length=max_length, pooling=pooling, backbone=name)
     run = {**options, "backbone_fingerprint": fingerprint}
     if request.train.resume:
@@ -152,6 +150,34 @@ def train(request: TrainRequest) -> dict:
     summary.update(backbone_dropout=request.train.backbone_dropout, pooling=pooling, splits=plan.roles)
     summary["reported"] = _score_reported(output, plan, request, summary)
     return _finish(summary, output)
+
+
+def _check_machine_settings(request: TrainRequest) -> None:
+    """Precisions this machine cannot run, and a half-precision backbone for a method that trains it."""
+    settings = request.train
+    check_precision(settings.mixed_precision)
+    check_backbone_dtype(settings.backbone_dtype, training=True, mixed_precision=settings.mixed_precision)
+    if settings.backbone_dtype != "fp32" and method_class(request.method.method).trains_backbone:
+        raise PTuningError(
+            f"--backbone-dtype {settings.backbone_dtype} needs a frozen backbone, and --method "
+            f"{request.method.method} trains it (its weights need float32 to take updates; use --mixed-precision)"
+        )
+
+
+def _build_model(request: TrainRequest, task: Task):
+    """``(model, tokenizer, backbone name, fingerprint, pooling)``: the backbone in ``--backbone-dtype``, checked
+    against ``--optimizer`` before anything is written."""
+    dtype = request.train.backbone_dtype
+    backbone, tokenizer, name = backbones.load_backbone(
+        request.model, dropout=request.train.backbone_dropout, int8=dtype == "int8"
+    )
+    fingerprint = backbones.fingerprint(backbone)  # the float32 weights' (kept on the module by a cast)
+    pooling = _pooling(request.pooling, backbone, name)
+    model = PTuningModel(backbone, request.method, task.build_head(backbone.config.hidden_size, pooling))
+    if dtype in TORCH_DTYPES:  # after the method froze it; int8 was chosen at load time
+        cast_frozen(model.backbone, dtype)
+    UPDATES[request.train.optimizer].check(model, request.train)
+    return model, tokenizer, name, fingerprint, pooling
 
 
 def _write_run_files(output: Path, options: dict, plan: SplitPlan) -> None:
@@ -204,8 +230,12 @@ def evaluate(
     model_name: str | None = None,
     batch_size: int = 64,
     device: str = "auto",
+    backbone_dtype: str | None = None,
 ) -> dict:
-    model, tokenizer, task, meta = artifact.load_artifact(artifact_dir, model_name=model_name)
+    """The artifact's metrics on a split; ``backbone_dtype`` None runs the backbone as it was trained."""
+    model, tokenizer, task, meta = artifact.load_artifact(
+        artifact_dir, model_name=model_name, backbone_dtype=backbone_dtype
+    )
     model.to(backbones.resolve_device(device))
     return score_split(model, tokenizer, task, data, split, meta["max_length"], batch_size)
 
@@ -242,11 +272,14 @@ def predict(
     model_name: str | None = None,
     batch_size: int = 64,
     device: str = "auto",
+    backbone_dtype: str | None = None,
 ) -> int:
     input_file = Path(input_file)
     if not input_file.is_file():
         raise DataError("input file not found", input_file)
-    model, tokenizer, task, meta = artifact.load_artifact(artifact_dir, model_name=model_name)
+    model, tokenizer, task, meta = artifact.load_artifact(
+        artifact_dir, model_name=model_name, backbone_dtype=backbone_dtype
+    )
     model.to(backbones.resolve_device(device))
     examples = task.records_to_examples(read_records(input_file, header=task.files.header), labelled=False)
     featurized = task.featurize(examples, tokenizer, model.token_budget(meta["max_length"]))

@@ -16,6 +16,7 @@ from torch import nn
 
 from .. import backbones
 from ..errors import PTuningError
+from ..precision import as_float32
 from .attention import AttentionInterfaceInjector
 from .base import FamilySupport, Injector
 from .deberta import DebertaInjector
@@ -106,7 +107,10 @@ class Encoder(nn.Module):
         token_type_ids: torch.Tensor | None = None,
         prompt: PromptInputs | None = None,
     ) -> torch.Tensor:
-        """Hidden states ``(B, L, H)`` for ``input_ids`` ``(B, L)``, input-level and late prompt slots stripped."""
+        """Hidden states ``(B, L, H)`` for ``input_ids`` ``(B, L)``, input-level and late prompt slots stripped.
+
+        Always float32 for the head, also from a bf16/fp16 backbone (``--backbone-dtype``, ``precision.py``).
+        """
         prompt = prompt or PromptInputs()
         late = prompt.late if prompt.late is not None and prompt.late.length > 0 else None
         if late is not None and prompt.embeds is not None:
@@ -136,7 +140,7 @@ class Encoder(nn.Module):
         inputs.update(self.injector.forward_kwargs(prefix, late))
         with self.injector.context(prefix, late):
             out = self.backbone(**inputs)
-        return out.last_hidden_state[:, strip : strip + input_ids.shape[1]]  # (B, L, H)
+        return as_float32(out.last_hidden_state[:, strip : strip + input_ids.shape[1]])  # (B, L, H)
 
 
 def append_placeholders(

@@ -30,6 +30,9 @@ from .base import Method, MethodConfig, check_positive, check_prompt_length, che
 # Through the MLP, one Adam step moves the prefix tens of times further than the same rate on the raw prefix, and
 # 5e-3 collapsed CB and RTE to one class (BENCHMARKS.md, "Why the MLP reparameterisation diverges").
 REPARAM_LR = 5e-4
+# The RMS of a BERT-like backbone's keys and values, the space a prefix acts in (measured on the bundled MiniLM:
+# 0.47-1.22 per layer): the scale forward-only search (--optimizer cma) moves the prefix at, not its 0.02 init.
+KEY_VALUE_SCALE = 1.0
 
 
 @dataclass
@@ -153,10 +156,15 @@ class DeepPrompt(Method):
     )
     config_class: ClassVar[type[MethodConfig]] = Ptv2Config
     default_lr: ClassVar[float] = 5e-3
+    # the prefix table (with --reparam: the MLP's input), what --optimizer cma searches
+    search_parameter_names: ClassVar[tuple[str, ...]] = ("prefix_encoder.embedding.weight",)
 
     def __init__(self, config: Ptv2Config, encoder: Encoder) -> None:
         super().__init__(config, encoder)
         self.prefix_encoder = PrefixEncoder.for_config(config, encoder.geometry)
+
+    def search_scale(self) -> float:
+        return KEY_VALUE_SCALE
 
     def attach(self, encoder: Encoder) -> None:
         super().attach(encoder)

@@ -28,6 +28,7 @@ from .. import artifact, backbones
 from ..encoders import Encoder, PrefixBatch, PrefixGate, PrefixStack, PromptInputs
 from ..errors import InputError, PTuningError
 from ..method import PoolBatching
+from ..precision import cast_frozen, check_backbone_dtype
 from ..tasks import Example, Task
 from ..tasks.base import pad_collate
 
@@ -66,13 +67,25 @@ class LoadedPrompt:
 class PromptPool:
     """Holds a backbone and loaded prompts; predicts for ``(task name, input)`` rows."""
 
-    def __init__(self, backbone, tokenizer, *, max_batch: int = 64, device: str | torch.device = "cpu") -> None:
+    def __init__(
+        self,
+        backbone,
+        tokenizer,
+        *,
+        max_batch: int = 64,
+        device: str | torch.device = "cpu",
+        backbone_dtype: str = "fp32",
+    ) -> None:
+        """``backbone_dtype``: how the shared backbone is stored and run (``--backbone-dtype``, ``precision.py``);
+        prompts and heads stay float32, and prompts trained in any dtype load (the fingerprint is the weights')."""
         self.device = torch.device(device)
         self.encoder = Encoder(backbone.to(self.device)).eval()
         self.encoder.enable_prefix()
         self.encoder.requires_grad_(False)
         self.tokenizer = tokenizer
         self.fingerprint = backbones.fingerprint(backbone)
+        if check_backbone_dtype(backbone_dtype) in ("bf16", "fp16"):  # int8 is chosen when the backbone is loaded
+            cast_frozen(backbone, backbone_dtype)
         self.max_batch = max_batch
         self.prompts: dict[str, LoadedPrompt] = {}
         self._stack: tuple[PrefixStack, dict[str, int]] | None = None
@@ -83,7 +96,8 @@ class PromptPool:
     def from_artifact(cls, path: str | Path, model_name: str | None = None, **kwargs) -> PromptPool:
         """A pool on the backbone recorded in ``path`` (or ``model_name``)."""
         meta = artifact.read_meta(Path(path))
-        backbone, tokenizer, _ = backbones.load_recorded_backbone(meta["backbone"]["name"], model_name)
+        int8 = check_backbone_dtype(kwargs.get("backbone_dtype", "fp32")) == "int8"
+        backbone, tokenizer, _ = backbones.load_recorded_backbone(meta["backbone"]["name"], model_name, int8=int8)
         return cls(backbone, tokenizer, **kwargs)
 
     # -- loading ------------------------------------------------------------------

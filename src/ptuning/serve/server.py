@@ -139,8 +139,11 @@ PREDICT_SCHEMA = {
 }
 
 
-def create_app(pool: PromptPool, limits: Limits | None = None) -> FastAPI:
-    """The FastAPI app: one micro-batcher and one model thread over ``pool``; routes added by the helpers below."""
+def create_app(pool: PromptPool, limits: Limits | None = None, *, scoring: bool = False) -> FastAPI:
+    """The FastAPI app: one micro-batcher and one model thread over ``pool``; routes added by the helpers below.
+
+    ``scoring`` adds ``POST /v1/score`` (``scoring.py``: forward-only prompt search; loopback clients only).
+    """
     limits = limits or Limits()
     metrics = Metrics()
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ptuning-model")
@@ -158,6 +161,10 @@ def create_app(pool: PromptPool, limits: Limits | None = None) -> FastAPI:
     _add_predict(app, pool, limits, metrics, batcher)
     _add_task_management(app, pool, limits, executor)
     _add_operations(app, pool, metrics)
+    if scoring:
+        from .scoring import add_scoring  # imports this module: not at the top
+
+        add_scoring(app, pool, limits, executor)
     return app
 
 
