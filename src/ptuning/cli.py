@@ -112,6 +112,7 @@ def train(
     cma_dim: opts.CmaDim = TrainConfig.cma_dim,
     cma_popsize: opts.CmaPopsize = TrainConfig.cma_popsize,
     cma_sigma: opts.CmaSigma = TrainConfig.cma_sigma,
+    shard_backbone: opts.ShardBackbone = TrainConfig.shard_backbone,
     pooling: opts.Pooling = "auto",
     text_column: opts.TextColumn = None,
     text_pair_column: opts.TextPairColumn = None,

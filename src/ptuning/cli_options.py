@@ -149,3 +149,10 @@ Optimizer = Annotated[
 CmaDim = Annotated[int, typer.Option(help="--optimizer cma: dimension of the searched vector z.")]
 CmaPopsize = Annotated[int, typer.Option(help="--optimizer cma: candidates scored per batch.")]
 CmaSigma = Annotated[float, typer.Option(help="--optimizer cma: CMA-ES's initial step size in z.")]
+ShardBackbone = Annotated[
+    bool,
+    typer.Option(
+        help="Split the frozen backbone's weights across the launched processes (FSDP2; the prompt and head stay "
+        "whole): for backbones larger than one device. See the README's launch command."
+    ),
+]

@@ -26,6 +26,7 @@ from .finite import dumps
 from .model import PTuningModel
 from .optim import GradientUpdate, adamw, lr_lambda, lr_scheduler  # noqa: F401 (re-exported)
 from .search import CmaUpdate
+from .shard import shard_frozen_backbone
 from .stopping import InterruptGuard
 from .tasks import Featurized
 from .trainconfig import PRECISIONS, SCHEDULERS, TrainConfig, check_precision, use_precision  # noqa: F401 (re-exported)
@@ -133,6 +134,8 @@ class Trainer:
             self.saved_step = self.loop["step"]
             where = f"epoch {self.loop['epoch']} step {self.loop['step']}"
             self.accelerator.print(f"resumed from {output_dir / checkpoint.CHECKPOINT} at {where}")
+        if config.shard_backbone:  # before Accelerate wraps the model for data parallelism
+            self.accelerator.print(shard_frozen_backbone(model, self.accelerator))
         self.model = self.update.prepare(self.accelerator, model)
         self.unwrapped = unwrapped = self.accelerator.unwrap_model(self.model)  # the method's training_loss
         self.n_train, self.n_backbone = unwrapped.trainable_parameters(), unwrapped.backbone_parameters()

@@ -49,6 +49,7 @@ class TrainConfig:
     cma_dim: int = 500  # --optimizer cma: dimension of the searched vector z (BBT's d)
     cma_popsize: int = 20  # --optimizer cma: candidates scored per step (BBT's population)
     cma_sigma: float = 1.0  # --optimizer cma: CMA-ES's initial step size in z
+    shard_backbone: bool = False  # split the frozen backbone's weights across processes (shard.py, FSDP2)
     resume: bool = False
     stop_after_steps: int | None = None  # simulate a kill after N optimizer steps (tests): no checkpoint, no metrics
 

@@ -73,6 +73,15 @@ class Encoder(nn.Module):
             self.injector.attach_layer_hooks(self.backbone)
             self.layer_hooks_enabled = True
 
+    def layer_blocks(self) -> list[nn.Module]:
+        """The backbone's layer blocks in order (its ``ModuleList`` with one entry per layer): what is sharded."""
+        layers = self.config.num_hidden_layers
+        found = (m for m in self.backbone.modules() if isinstance(m, nn.ModuleList) and len(m) == layers)
+        blocks = next(found, None)
+        if blocks is None:
+            raise PTuningError(f"{type(self.backbone).__name__}: cannot find its {layers} layer blocks")
+        return list(blocks)
+
     def wrap(self, wrapper: Callable[[nn.Module], nn.Module]) -> None:
         """Replace the backbone by ``wrapper(backbone)``: for methods that bring their own injection (PEFT)."""
         self.backbone = wrapper(self.backbone)
