@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import sys
 
-from report_efficiency import dropout_cost, efficiency, efficiency_shapes, serve
+from report_efficiency import backbone_dtype, dropout_cost, efficiency, efficiency_shapes, search_vs_gradient, serve
 from report_fewshot import fewshot_table
 from report_plots import PLOTS, plots
 from report_quality import equal_time, gaps, headline, prompt_lengths, sweep_points, sweep_runs
@@ -136,6 +136,8 @@ def main() -> None:
         fewshot_table(runs),
         "## Efficiency\n",
         efficiency(),
+        backbone_dtype(),
+        search_vs_gradient(),
         dropout_section(runs),
         reparam_steps(),
         "## Quick mode (CPU)\n",

@@ -167,3 +167,76 @@ python benchmarks/serve_bench.py --rounds 20 --requests 10000 --out benchmarks/r
 | HTTP: {clean["requests"]} requests, {clean["clients"]} clients | {clean["requests_per_s"]} req/s, statuses {clean["statuses"]} | 0 errors |
 | HTTP, every third request malformed ({dirty["requests"]}) | statuses {dirty["statuses"]}, 5xx: **{five}** | no 5xx |
 """
+
+
+GPU_BF16_COMMAND = (
+    "python benchmarks/efficiency.py --device cuda --methods finetune,finetune-autocast,ptv2,ptv2-bf16 "
+    '--pairs "ptv2,ptv2-bf16;finetune-autocast,ptv2-bf16;finetune-autocast,ptv2" --batch-size 32 --length 128 '
+    "--steps 50 --out benchmarks/results/gpu-bf16/efficiency.json"
+)
+
+
+def backbone_dtype() -> str:
+    """A bf16 frozen backbone against fp32 ptv2 and autocast fine-tuning on a GPU (``gpu-bf16/efficiency.json``)."""
+    path = results_dir("gpu-bf16", "efficiency.json")
+    intro = (
+        "\n### A half-precision frozen backbone (`--backbone-dtype bf16`)\n\n"
+        "Step time and peak GPU memory of ptv2 on a bf16 backbone against fp32 ptv2 and fine-tuning under bf16 "
+        "autocast (fp32 weights: what fine-tuning can do instead); the dev metric comes from `methods.py "
+        "--backbone-dtype bf16` runs. "
+    )
+    if not path.exists():
+        return intro + f"Not measured yet (it needs a CUDA GPU):\n\n```bash\n{GPU_BF16_COMMAND}\n```\n"
+    data = json.loads(path.read_text())
+    s, rows = data["setup"], {r["method"]: r for r in data["rows"]}
+    base = rows.get("ptv2")
+    lines = [
+        intro + f"{s['machine']}, batch {s['batch']}, length {s['length']}, P={s['prompt_length']}, median of "
+        f"{s['steps']} steps, {s['date']}.\n\n```bash\n{s['command']}\n```\n",
+        "| method | step ms | step / fp32 ptv2 | peak GPU MB | memory / fp32 ptv2 |",
+        "|---|---|---|---|---|",
+    ]
+    for method, r in rows.items():
+        step = f"{r['step_s'] / base['step_s']:.3f}" if base else "-"
+        memory = f"{r['peak_cuda_mb'] / base['peak_cuda_mb']:.3f}" if base and "peak_cuda_mb" in r else "-"
+        lines.append(
+            f"| {method} | {1000 * r['step_s']:.1f} | {step} | {r.get('peak_cuda_mb', float('nan')):.0f} | {memory} |"
+        )
+    lines += [
+        "",
+        *(f"Paired, one process: {p['methods'][1]} / {p['methods'][0]} = {p['ratio']:.3f}  " for p in data["paired"]),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def search_vs_gradient() -> str:
+    """Forward-only prompt search (CMA-ES) against gradient ptv2 at equal wall time (``cpu-search/*.json``)."""
+    paths = sorted(results_dir("cpu-search").glob("*.json"))
+    intro = (
+        "\n### Forward-only prompt search (`--optimizer cma`) against gradient ptv2, equal wall time\n\n"
+        "Black-Box Tuning's CMA-ES (z of 500 numbers, 20 candidates per generation, the prompt and head a random "
+        "projection of z) and AdamW ptv2 (constant rate) each train P=20 on MiniLM for the same `--max-minutes`; "
+        "CPU seconds are each run's own process's. "
+    )
+    if not paths:
+        return intro + (
+            "Not measured yet:\n\n```bash\npython benchmarks/search_vs_gradient.py --tasks cb,rte,sst2 --minutes 5 "
+            "--seeds 1,2,3 --out benchmarks/results/cpu-search/all.json\n```\n"
+        )
+    lines = [
+        intro + "\n",
+        "| file | task | method | seed | minutes | steps | selection | reported | CPU s | wall s | load average |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    commands = []
+    for path in paths:
+        data = json.loads(path.read_text())
+        commands.append(data["setup"]["command"])
+        load = data["setup"].get("load_average")
+        for r in data["rows"]:
+            lines.append(
+                f"| {path.name} | {r['task']} | {r['method']} | {r['seed']} | {r['minutes']:g} | {r['steps']} "
+                f"| {r['selection']:.4f} | {r['reported']:.4f} | {r['cpu_s']:.0f} | {r['wall_s']:.0f} | {load:.1f} |"
+            )
+    lines += ["", "```bash", *commands, "```"]
+    return "\n".join(lines) + "\n"

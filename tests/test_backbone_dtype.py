@@ -151,3 +151,35 @@ def test_refusals_are_one_line_errors(tmp_path, sst2_dir, tiny_bert_dir):
     done = subprocess.run([sys.executable, "-m", "ptuning.cli", *args], capture_output=True, text=True, env=ENV)
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert done.stderr.strip().splitlines() == [done.stderr.strip()] and "needs a frozen backbone" in done.stderr
+
+
+def test_efficiency_measures_a_bf16_backbone_and_autocast_fine_tuning(monkeypatch):
+    """The GPU comparison's rows (ptv2-bf16, finetune-autocast) run on CPU at a tiny setting, with what they claim."""
+    import efficiency
+    import torch
+    from conftest import tiny_backbone
+
+    from ptuning import backbones
+
+    monkeypatch.setattr(
+        backbones, "load_backbone", lambda model, **_: (tiny_backbone("bert", vocab_size=30522), None, "t")
+    )
+    monkeypatch.setattr(efficiency, "artifact_bytes", lambda method, model, name: 0)
+    built, _, _ = efficiency.build("ptv2-bf16", 4)
+    assert next(built.backbone.parameters()).dtype == torch.bfloat16
+    assert all(p.dtype == torch.float32 for p in built.method.parameters())
+    assert efficiency.split_variant("prompt-tuning") == ("prompt-tuning", "")
+    assert efficiency.split_variant("finetune-autocast") == ("finetune", "autocast")
+    seen = []
+    original = efficiency.timed_step
+
+    def spy(model, optimizer, ids, mask, labels, autocast=False):
+        seen.append(autocast)
+        return original(model, optimizer, ids, mask, labels, autocast)
+
+    monkeypatch.setattr(efficiency, "timed_step", spy)
+    rows = [efficiency.worker(m, 4, batch=2, length=8, steps=1) for m in ("ptv2-bf16", "finetune-autocast")]
+    assert all(row["step_s"] > 0 and "peak_cuda_mb" not in row for row in rows)
+    assert seen == [False] * 4 + [True] * 4  # 3 warm-up steps + 1 timed step each
+    pair = efficiency.paired(["ptv2", "ptv2-bf16"], 4, batch=2, length=8, steps=1)
+    assert pair["methods"] == ["ptv2", "ptv2-bf16"] and pair["ratio"] > 0 and pair["device"] == "cpu"
