@@ -121,6 +121,7 @@ def scored(tmp_path, tiny_bert_dir):
 
     from ptuning.serve.pool import PromptPool
     from ptuning.serve.server import create_app
+    from ptuning.serve.tokens import Tokens
     from ptuning.tasks import get_task
 
     backbone, _, name = backbones.load_backbone(str(tiny_bert_dir))
@@ -136,11 +137,12 @@ def scored(tmp_path, tiny_bert_dir):
     local = TestClient(create_app(pool, scoring=True), client=("127.0.0.1", 40000))
     remote = TestClient(create_app(pool, scoring=True))  # starlette's default client host is not loopback
     off = TestClient(create_app(pool), client=("127.0.0.1", 40000))
-    return local, remote, off, out
+    admin = TestClient(create_app(pool, tokens=Tokens(admin="a" * 16), scoring=True))  # any host, with the token
+    return local, remote, off, admin, out
 
 
 def test_score_route_gives_the_local_loss_of_a_candidate(scored):
-    local, remote, off, out = scored
+    local, remote, off, admin, out = scored
     inputs, labels = ["good film", "a dull and weak plot", "superb cast"], ["1", "0", "1"]
     z = torch.randn(16, generator=torch.Generator().manual_seed(3)).tolist()
     body = {"task": "sst2", "inputs": inputs, "labels": labels, "z": z, "dim": 16, "sigma": 0.5, "seed": 7}
@@ -158,6 +160,9 @@ def test_score_route_gives_the_local_loss_of_a_candidate(scored):
     assert unmoved != pytest.approx(answer.json()["loss"])  # z moves the prompt and head
     assert remote.post("/v1/score", json=body).status_code == 403
     assert off.post("/v1/score", json=body).status_code == 404
+    assert admin.post("/v1/score", json=body).status_code == 401  # the server has an admin token: it is needed
+    with_token = admin.post("/v1/score", json=body, headers={"Authorization": "Bearer " + "a" * 16})
+    assert with_token.status_code == 200 and with_token.json()["loss"] == pytest.approx(answer.json()["loss"])
     for bad, status in (({"z": z[:3]}, 422), ({"labels": ["1"]}, 422), ({"task": "nope"}, 404), ({"sigma": -1}, 422)):
         answer = local.post("/v1/score", json={**body, **bad})
         assert answer.status_code == status and "error" in answer.json(), (bad, answer.text)

@@ -6,11 +6,12 @@ checked before the output directory is touched.
 
 from __future__ import annotations
 
+import shlex
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import artifact, backbones, checkpoint, runfile
+from . import artifact, backbones, card, checkpoint, runfile
 from .errors import DataError, PTuningError
 from .finite import json_safe
 from .heads import POOLINGS
@@ -129,6 +130,7 @@ def train(request: TrainRequest) -> dict:
             backbone_fingerprint=fingerprint,
             max_length=max_length,
             pooling=pooling,
+            extra={"selection": {"split": plan.roles["selection"], "metrics": scores}},  # for the model card
         )
 
     summary = run_loop(
@@ -205,6 +207,8 @@ def _finish(summary: dict, output: Path) -> dict:
     """Write ``metrics.json`` (also for a run that stopped on Ctrl-C or a diverged loss), then say how it ended."""
     summary["artifact_bytes"] = artifact_size(output)
     atomic_write_json(output / "metrics.json", json_safe(summary))
+    if (output / artifact.META).is_file():
+        artifact.write_card(output)  # now with the run's summary (epochs, reported split, parameters)
     if summary["stopped_by"] == "interrupted":
         saved = summary["checkpoint_step"]
         if saved is None:
@@ -230,14 +234,22 @@ def evaluate(
     model_name: str | None = None,
     batch_size: int = 64,
     device: str = "auto",
+    record: bool = True,
     backbone_dtype: str | None = None,
 ) -> dict:
-    """The artifact's metrics on a split; ``backbone_dtype`` None runs the backbone as it was trained."""
+    """The artifact's metrics on ``split`` of ``data``; ``record`` adds them (and the command) to its model card.
+
+    ``backbone_dtype`` None runs the backbone in the dtype it was trained in (``--backbone-dtype``)."""
     model, tokenizer, task, meta = artifact.load_artifact(
         artifact_dir, model_name=model_name, backbone_dtype=backbone_dtype
     )
     model.to(backbones.resolve_device(device))
-    return score_split(model, tokenizer, task, data, split, meta["max_length"], batch_size)
+    scores = score_split(model, tokenizer, task, data, split, meta["max_length"], batch_size)
+    if record:
+        name = shlex.quote(Path(artifact_dir).resolve().name)
+        command = f"ptuning eval {name} --data {shlex.quote(runfile.local_path(data))} --split {split}"
+        card.record_evaluation(Path(artifact_dir), meta, scores, command)
+    return scores
 
 
 def _finite_logits(logits):

@@ -11,9 +11,10 @@ Request ``{"task", "inputs", "labels", "z", "dim", "sigma", "seed"}`` (``z`` omi
 ``dim``, ``sigma``, ``seed``: ``--cma-dim``, ``--cma-sigma``, ``--seed``'s defaults); answer ``{"task", "loss",
 "examples"}``. Inputs take the shapes ``/v1/predict`` takes; labels are the task's own (``"entailment"``).
 
-The route is off unless the server starts with ``--scoring``, and it answers loopback clients only (403
-otherwise): it lets a client probe the model with its own labels, an operator's tool, not a public API. It runs
-on the server's single model thread, like predictions. Its search spaces (a copy of the artifact's prompt and
+The route is off unless the server starts with ``--scoring``. It lets a client probe the model with its own
+labels, an operator's tool rather than a public API: with an admin token set (``--admin-token``) it needs that
+token, like loading prompts; without one it answers loopback clients only (403 otherwise). It runs on the
+server's single model thread, like predictions. Its search spaces (a copy of the artifact's prompt and
 head, and ``A``) are kept for the :data:`MAX_SPACES` most recent ``(task, dim, sigma, seed)``.
 """
 
@@ -32,8 +33,10 @@ from ..errors import PTuningError
 from ..model import PTuningModel
 from ..search import SearchSpace, candidate_loss
 from ..trainconfig import MAX_CMA_DIM, TrainConfig
+from .guard import ApiError, read_json, require
 from .pool import PromptPool, UnknownTask
-from .server import ApiError, Limits, read_json
+from .server import Limits
+from .tokens import Tokens
 
 LOOPBACK = frozenset({"127.0.0.1", "::1"})
 MAX_SPACES = 4  # a MiniLM ptv2 space at dim 500 holds a 190 MB projection
@@ -116,17 +119,24 @@ class Scorer:
         return float(candidate_loss(model, space, request.z or [0.0] * request.dim, batch, labels, loss_fn))
 
 
-def add_scoring(app: FastAPI, pool: PromptPool, limits: Limits, executor: ThreadPoolExecutor) -> None:
+def refusal(request: Request, tokens: Tokens) -> tuple[int, str] | None:
+    """Who may score: the admin (its token) when the server has one, else loopback clients only."""
+    if tokens.admin is not None:
+        return tokens.admin_refusal(request.headers.get("authorization"))
+    if (request.client.host if request.client else None) not in LOOPBACK:
+        return 403, "POST /v1/score answers loopback clients only (or the admin token, when the server has one)"
+    return None
+
+
+def add_scoring(app: FastAPI, pool: PromptPool, limits: Limits, tokens: Tokens, executor: ThreadPoolExecutor) -> None:
     """Add ``POST /v1/score`` to ``app`` (see the module docstring)."""
     scorer = Scorer(pool)
 
     @app.post("/v1/score")
     async def score(request: Request) -> dict:
         """The loss of candidate ``z`` (a projected prompt and head, ``search.py``) on labelled inputs."""
-        host = request.client.host if request.client else None
-        if host not in LOOPBACK:
-            raise ApiError(403, "POST /v1/score answers clients on the loopback interface only")
-        parsed = parse(await read_json(request, limits), limits)
+        require(request, refusal(request, tokens))
+        parsed = parse(await read_json(request, limits.max_body_bytes, limits.max_json_depth), limits)
         try:
             loss = await asyncio.get_running_loop().run_in_executor(executor, scorer.score, parsed)
         except UnknownTask as exc:
@@ -138,4 +148,4 @@ def add_scoring(app: FastAPI, pool: PromptPool, limits: Limits, executor: Thread
         return {"task": parsed.task, "loss": loss, "examples": len(parsed.inputs)}
 
 
-__all__ = ["LOOPBACK", "ScoreRequest", "Scorer", "add_scoring", "parse"]
+__all__ = ["LOOPBACK", "ScoreRequest", "Scorer", "add_scoring", "parse", "refusal"]
