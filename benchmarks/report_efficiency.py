@@ -192,12 +192,14 @@ def backbone_dtype() -> str:
 
 def search_vs_gradient() -> str:
     """Forward-only prompt search (CMA-ES) against gradient ptv2 at equal wall time (``cpu-search/*.json``)."""
-    paths = sorted(results_dir("cpu-search").glob("*.json"))
+    paths = [p for p in sorted(results_dir("cpu-search").glob("*.json")) if "comparison" in json.loads(p.read_text())]
     intro = (
         "\n### Forward-only prompt search (`--optimizer cma`) against gradient ptv2, equal wall time\n\n"
         "Black-Box Tuning's CMA-ES (z of 500 numbers, 20 candidates per generation, the prompt and head a random "
         "projection of z) and AdamW ptv2 (constant rate) each train P=20 on MiniLM for the same `--max-minutes`; "
-        "CPU seconds are each run's own process's. "
+        "CPU seconds are each run's own process's. The cap is checked after each epoch, and a FewGLUE epoch is one "
+        "CMA generation (20 forward passes over the 32 training examples), so on a busy machine CMA overshoots a short "
+        "cap (its wall seconds say by how much). "
     )
     if not paths:
         return intro + (
@@ -214,10 +216,32 @@ def search_vs_gradient() -> str:
         data = json.loads(path.read_text())
         commands.append(data["setup"]["command"])
         load = data["setup"].get("load_average")
-        for r in data["rows"]:
+        for r in data["comparison"]:
             lines.append(
                 f"| {path.name} | {r['task']} | {r['method']} | {r['seed']} | {r['minutes']:g} | {r['steps']} "
                 f"| {r['selection']:.4f} | {r['reported']:.4f} | {r['cpu_s']:.0f} | {r['wall_s']:.0f} | {load:.1f} |"
             )
-    lines += ["", "```bash", *commands, "```"]
+    lines += ["", "```bash", *dict.fromkeys(commands), "```"]
+    return "\n".join(lines) + "\n" + update_costs()
+
+
+def update_costs() -> str:
+    """What one update costs: a gradient step against a CMA-ES generation (``search_vs_gradient.py --costs``)."""
+    path = results_dir("cpu-search", "costs.json")
+    if not path.exists():
+        return ""
+    data = json.loads(path.read_text())
+    lines = [
+        "\nWhat one update costs, in CPU seconds on a real training batch (one process, "
+        f"{data['costs'][0]['threads']} thread): a gradient step (batch 16, forward and backward) against a CMA "
+        "generation (20 forward passes of batch 32):\n",
+        "| task | gradient step s | its batch (rows, length) | CMA generation s | its batch | generation / step |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in data["costs"]:
+        lines.append(
+            f"| {r['task']} | {r['adamw_cpu_s']:.2f} | {tuple(r['adamw_batch'])} | {r['cma_cpu_s']:.1f} "
+            f"| {tuple(r['cma_batch'])} | {r['generation_per_step']:.1f} |"
+        )
+    lines += ["", f"```bash\n{data['setup']['command']}\n```"]
     return "\n".join(lines) + "\n"

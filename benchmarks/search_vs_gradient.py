@@ -7,10 +7,17 @@ Each run is its own ``ptuning train`` process; ``--concurrent`` starts the two s
 so that a busy shared machine slows both alike (on a quiet machine, run them one after the other). Gradient
 ptv2 runs at a constant rate (no warmup, no decay: a time cap does not know when the run will end). Both select
 their artifact on the selection split at every epoch and report it (FewGLUE: dev32 selects, val is reported).
-Each row records the metric, the optimizer steps, the process's CPU seconds and its wall seconds.
+Each row records the metric, the optimizer steps, the process's CPU seconds and its wall seconds (under the key
+``comparison``: the report's loader reads ``rows`` as training runs with histories).
+
+``--costs`` measures instead what one update costs, in this process and on ``--threads`` (1) threads: a gradient step (batch
+16, forward and backward) against a CMA-ES generation (``--cma-popsize`` forward passes of ``--cma-batch-size``),
+on a real training batch of each task, in CPU seconds. It says what the wall time of the comparison goes to.
 
     python benchmarks/search_vs_gradient.py --tasks cb --minutes 2 --seeds 1 --concurrent \\
         --out benchmarks/results/cpu-search/cb.json
+    python benchmarks/search_vs_gradient.py --costs --tasks cb,rte,sst2 \\
+        --out benchmarks/results/cpu-search/costs.json
 """
 
 from __future__ import annotations
@@ -88,6 +95,44 @@ def finish(task: str, method: str, seed: int, run: tuple[subprocess.Popen, Path,
     }
 
 
+def update_costs(task_name: str, args) -> dict:
+    """CPU seconds of one gradient step and of one CMA-ES generation on a real training batch of ``task_name``."""
+    import torch
+    from accelerate import Accelerator
+
+    from ptuning import backbones, pipeline
+    from ptuning.batches import _loader
+    from ptuning.method import method_config
+    from ptuning.model import PTuningModel
+    from ptuning.tasks import get_task
+    from ptuning.train import UPDATES, TrainConfig
+
+    directory, extra = TASKS[task_name]
+    options = dict(zip(extra[::2], extra[1::2], strict=True))
+    request = pipeline.TrainRequest(task=task_name, data=str(args.data_root / directory), output=args.work_dir / "x")
+    task, examples, _, _ = pipeline.training_examples(get_task(task_name), request)
+    torch.set_num_threads(args.threads)
+    backbone, tokenizer, _ = backbones.load_backbone(None, dropout=0.0)
+    accelerator, row = Accelerator(cpu=True), {"task": task_name, "threads": torch.get_num_threads()}
+    for optimizer, batch_size, repeats in (("adamw", 16, 3), ("cma", args.cma_batch_size, 1)):
+        torch.manual_seed(0)
+        head = task.build_head(backbone.config.hidden_size, "mean")
+        model = PTuningModel(backbone, method_config("ptv2", prompt_length=20), head)
+        features = task.featurize(examples[:256], tokenizer, model.token_budget(int(options["--max-length"])))
+        settings = {"lr": args.lr} if optimizer == "adamw" else {"cma_popsize": args.cma_popsize}
+        config = TrainConfig(optimizer=optimizer, batch_size=batch_size, **settings)
+        update = UPDATES[optimizer](model, config, len(features.features))
+        prepared = update.prepare(accelerator, model).train()
+        batch = next(iter(_loader(features.features, task.collator(tokenizer), batch_size, 0)))
+        started = time.process_time()
+        for _ in range(repeats):
+            update.step(accelerator, prepared, model, dict(batch), task.loss)
+        row[f"{optimizer}_cpu_s"] = round((time.process_time() - started) / repeats, 2)
+        row[f"{optimizer}_batch"] = list(batch["input_ids"].shape)  # (batch, padded length)
+    row["generation_per_step"] = round(row["cma_cpu_s"] / row["adamw_cpu_s"], 1)
+    return row
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-root", type=Path, default=Path("../shared/data"))
@@ -100,11 +145,16 @@ def main() -> None:
     parser.add_argument("--cma-batch-size", type=int, default=32, help="Examples per generation (FewGLUE: all 32).")
     parser.add_argument("--concurrent", action="store_true", help="Run the two methods side by side, 1 thread each.")
     parser.add_argument("--work-dir", type=Path, default=Path("/tmp/ptuning-search"))
+    parser.add_argument("--costs", action="store_true", help="Measure one update's CPU cost per method instead.")
+    parser.add_argument("--threads", type=int, default=1, help="--costs: torch threads (1: comparable CPU seconds).")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     args.work_dir.mkdir(parents=True, exist_ok=True)
     rows = []
-    for task in args.tasks.split(","):
+    if args.costs:
+        rows = [update_costs(task, args) for task in args.tasks.split(",")]
+        print("\n".join(json.dumps(row) for row in rows), flush=True)
+    for task in [] if args.costs else args.tasks.split(","):
         for seed in map(int, args.seeds.split(",")):
             if args.concurrent:
                 runs = {m: start(task, m, seed, args) for m in METHODS}
@@ -116,7 +166,7 @@ def main() -> None:
     setup = {"command": "python benchmarks/search_vs_gradient.py " + " ".join(sys.argv[1:])}
     setup.update(date=time.strftime("%Y-%m-%d %H:%M"), load_average=os.getloadavg()[0], cores=os.cpu_count())
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(args.out, json.dumps({"setup": setup, "rows": rows}, indent=1))
+    atomic_write_text(args.out, json.dumps({"setup": setup, ("costs" if args.costs else "comparison"): rows}, indent=1))
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -155,6 +156,7 @@ def test_refusals_are_one_line_errors(tmp_path, sst2_dir, tiny_bert_dir):
 
 def test_efficiency_measures_a_bf16_backbone_and_autocast_fine_tuning(monkeypatch):
     """The GPU comparison's rows (ptv2-bf16, finetune-autocast) run on CPU at a tiny setting, with what they claim."""
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
     import efficiency
     import torch
     from conftest import tiny_backbone

@@ -167,3 +167,25 @@ def test_score_route_gives_the_local_loss_of_a_candidate(scored):
         answer = local.post("/v1/score", json={**body, **bad})
         assert answer.status_code == status and "error" in answer.json(), (bad, answer.text)
     assert local.post("/v1/score", json={**body, "labels": ["1", "0", "maybe"]}).status_code == 422
+
+
+def test_search_vs_gradient_commands_are_valid_ptuning_train_commands(tmp_path, monkeypatch):
+    """The harness's two command lines parse as `ptuning train` options and build a valid request each."""
+    import argparse
+    from pathlib import Path
+
+    import typer
+
+    from ptuning.cli import _train_request, app
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import search_vs_gradient as harness
+
+    args = argparse.Namespace(data_root=tmp_path, minutes=2.0, lr=1e-2, cma_dim=500, cma_popsize=20, cma_batch_size=32)
+    command = typer.main.get_command(app).commands["train"]
+    for method in harness.METHODS:
+        argv = harness.command("cb", method, 1, args, tmp_path / method)[4:]  # after python -m ptuning.cli train
+        context = command.make_context("train", list(argv))
+        request = _train_request({**context.params, "output": Path(context.params["output"])})
+        assert request.train.max_minutes == 2.0 and request.method.prompt_length == 20
+        assert request.train.optimizer == ("cma" if method.endswith("cma") else "adamw")

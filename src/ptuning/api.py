@@ -70,15 +70,23 @@ class Predictor:
         return f"Predictor(task={self.task.name!r}, method={method!r}, backbone={self.meta['backbone']['name']!r})"
 
 
-def load(path: str | Path, *, model: str | None = None, device: str = "auto", batch_size: int = 64) -> Predictor:
+def load(
+    path: str | Path,
+    *,
+    model: str | None = None,
+    device: str = "auto",
+    batch_size: int = 64,
+    backbone_dtype: str | None = None,
+) -> Predictor:
     """The artifact in ``path`` as a :class:`Predictor`, on ``device`` (``auto``: the GPU when there is one).
 
     ``model``: the backbone's path when it moved since training (its fingerprint is checked either way).
+    ``backbone_dtype``: ``fp32``, ``bf16``, ``fp16`` or ``int8`` for the backbone (default: what it was trained in).
     """
     from .artifact import load_artifact
     from .backbones import resolve_device
 
-    network, tokenizer, task, meta = load_artifact(path, model_name=model)
+    network, tokenizer, task, meta = load_artifact(path, model_name=model, backbone_dtype=backbone_dtype)
     network.to(resolve_device(device))
     return Predictor(network, tokenizer, task, meta, batch_size)
 
