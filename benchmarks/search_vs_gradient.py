@@ -10,9 +10,10 @@ their artifact on the selection split at every epoch and report it (FewGLUE: dev
 Each row records the metric, the optimizer steps, the process's CPU seconds and its wall seconds (under the key
 ``comparison``: the report's loader reads ``rows`` as training runs with histories).
 
-``--costs`` measures instead what one update costs, in this process and on ``--threads`` (1) threads: a gradient step (batch
-16, forward and backward) against a CMA-ES generation (``--cma-popsize`` forward passes of ``--cma-batch-size``),
-on a real training batch of each task, in CPU seconds. It says what the wall time of the comparison goes to.
+``--costs`` measures instead what one update costs, in this process on ``--threads`` (1) threads: a gradient
+step (batch 16, forward and backward) against a CMA-ES generation (``--cma-popsize`` forward passes of
+``--cma-batch-size``), on a real training batch of each task, in CPU seconds: what the comparison's wall time
+goes to.
 
     python benchmarks/search_vs_gradient.py --tasks cb --minutes 2 --seeds 1 --concurrent \\
         --out benchmarks/results/cpu-search/cb.json
