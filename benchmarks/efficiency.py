@@ -28,6 +28,7 @@ import json
 import os
 import platform
 import resource
+import shlex
 import statistics
 import subprocess
 import sys
@@ -305,7 +306,7 @@ def main() -> None:
         setup.update(steps=args.steps, torch=torch.__version__, threads=torch.get_num_threads())
         setup.update(backbone_dropout=args.backbone_dropout, device=args.device)
         setup.update(machine=machine(args.device), date=time.strftime("%Y-%m-%d"))
-        setup.update(command="python benchmarks/efficiency.py " + " ".join(sys.argv[1:]))
+        setup.update(command="python benchmarks/efficiency.py " + shlex.join(sys.argv[1:]))
         atomic_write_text(
             args.out, json.dumps({"setup": setup, "rows": rows, "peft_rows": peft_rows, "paired": pairs}, indent=1)
         )

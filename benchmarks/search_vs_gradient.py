@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -164,7 +165,7 @@ def main() -> None:
                 rows += [finish(task, m, seed, start(task, m, seed, args), args) for m in METHODS]
             for row in rows[-2:]:
                 print(json.dumps(row), flush=True)
-    setup = {"command": "python benchmarks/search_vs_gradient.py " + " ".join(sys.argv[1:])}
+    setup = {"command": "python benchmarks/search_vs_gradient.py " + shlex.join(sys.argv[1:])}
     setup.update(date=time.strftime("%Y-%m-%d %H:%M"), load_average=os.getloadavg()[0], cores=os.cpu_count())
     args.out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.out, json.dumps({"setup": setup, ("costs" if args.costs else "comparison"): rows}, indent=1))
