@@ -19,6 +19,13 @@ rows also carry the peak CUDA memory, and ``--pairs`` chooses the paired ratios:
     python benchmarks/efficiency.py --device cuda --methods finetune,finetune-autocast,ptv2,ptv2-bf16 \
         --pairs "ptv2,ptv2-bf16;finetune-autocast,ptv2-bf16" --batch-size 32 --length 128 --steps 50 \
         --out benchmarks/results/gpu-bf16/efficiency.json
+
+`--depth` measures whole epochs instead (``efficiency_depth.py``): fine-tuning, PEFT's prefix and ptv2 in all, the
+top half and the top third of the layers, with and without the activation cache, each trained on a real task in a
+fresh process, in rotated rounds:
+
+    python benchmarks/efficiency.py --depth --data ../shared/data/superglue/cb --task cb --epochs 3 --rounds 3 \
+        --out benchmarks/results/cpu/partial-depth.json
 """
 
 from __future__ import annotations
@@ -39,6 +46,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
+import efficiency_depth  # noqa: E402
 import peft_prefix  # noqa: E402,F401  (registers the benchmark-only method peft-prefix)
 
 from ptuning.io import atomic_write_text  # noqa: E402
@@ -244,7 +252,8 @@ def machine(device: str) -> str:
     return f"cpu ({platform.machine()}, {os.cpu_count()} cores)"
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
+    """The command line (the module docstring shows it in use)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--prompt-length", type=int, default=20)
@@ -264,7 +273,35 @@ def main() -> None:
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--paired-only", action="store_true", help="Only add the paired ratios to --out.")
-    args = parser.parse_args()
+    depth = parser.add_argument_group("--depth: epoch and step time on a real task (efficiency_depth.py)")
+    depth.add_argument("--depth", action="store_true", help="Measure epochs per setting instead of fixed-batch steps.")
+    depth.add_argument("--settings", default=",".join(efficiency_depth.SETTINGS))
+    depth.add_argument("--rounds", type=int, default=3, help="Each setting once per round, fresh process each.")
+    depth.add_argument("--task", default="cb")
+    depth.add_argument("--data", default=None, help="The task's data directory (e.g. ../shared/data/superglue/cb).")
+    depth.add_argument("--model", default=None, help="Backbone (default: the bundled MiniLM).")
+    depth.add_argument("--epochs", type=int, default=3)
+    depth.add_argument("--seed", type=int, default=42)
+    depth.add_argument("--max-length", type=int, default=None)
+    depth.add_argument("--max-train-samples", type=int, default=None)
+    depth.add_argument("--max-eval-samples", type=int, default=None)
+    depth.add_argument("--depth-worker", default=None, help=argparse.SUPPRESS)
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    if args.depth_worker:
+        print(json.dumps(efficiency_depth.worker(args.depth_worker, args)))
+        return
+    if args.depth:
+        if not args.data:
+            raise SystemExit("efficiency.py --depth: give --data (the task's data directory)")
+        data = efficiency_depth.run(args)
+        if args.out:
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(args.out, json.dumps(data, indent=1))
+        return
     shape = (args.prompt_length, args.batch_size, args.length, args.steps, args.backbone_dropout, args.device)
     if args.worker and "," in args.worker:
         print(json.dumps(paired(args.worker.split(","), *shape)))

@@ -33,6 +33,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import peft_prefix  # noqa: E402,F401  (registers the benchmark-only methods peft-prefix and ptv2-shifted)
 
+from ptuning.distill import DistillConfig  # noqa: E402
 from ptuning.io import atomic_write_text  # noqa: E402
 from ptuning.method import method_class, method_config  # noqa: E402
 from ptuning.pipeline import TrainRequest, evaluate, train  # noqa: E402
@@ -162,6 +163,18 @@ def train_config_for(s: dict, batch_size: int, args) -> TrainConfig:
     )
 
 
+def staged(args) -> dict:
+    """The run's starting prompt (``--init-from``) and teacher (``--teacher``), for the library's request."""
+    teacher = DistillConfig(args.teacher, args.distill_alpha, args.distill_temperature) if args.teacher else None
+    return {"init_from": args.init_from, "distill": teacher}
+
+
+def staged_row(args) -> dict:
+    """What a row records of ``--init-from`` and ``--teacher`` (None: not used)."""
+    teacher = {"path": args.teacher, "alpha": args.distill_alpha, "temperature": args.distill_temperature}
+    return {"init_from": args.init_from, "teacher": teacher if args.teacher else None}
+
+
 def run_one(task: str, method: str, data: Path, args) -> dict:
     task_settings = TASK_SETTINGS.get(task, {})
     s = dict(SETTINGS[method])
@@ -184,7 +197,7 @@ def run_one(task: str, method: str, data: Path, args) -> dict:
         train_config = train_config_for(s, batch_size, args)
         options = {"max_length": max_length, "max_train_samples": args.max_train_samples}
         options.update(max_eval_samples=args.max_eval_samples, task_options=task_settings.get("task_options", {}))
-        options.update(few_shot=args.few_shot, few_shot_seed=args.seed)  # each seed draws its own K examples
+        options.update(few_shot=args.few_shot, few_shot_seed=args.seed, **staged(args))  # each seed: its own K
         prompt = {"prompt_length": s.get("prompt_length", 0), **variant, **shift}
         prompt["reparam"] = args.reparam or variant.get("reparam", False)
         summary = train(
@@ -222,6 +235,7 @@ def run_one(task: str, method: str, data: Path, args) -> dict:
         "method_options": variant or None,
         "shift_positions": bool(args.shift_positions) if method == "ptv2" else None,
         "backbone_dropout": args.backbone_dropout,
+        **staged_row(args),
         "quick": bool(args.quick),
         "transformers": __import__("transformers").__version__,
         "data_note": "BoolQ: the val file split 80/20 by a hash of the passage" if task == "boolq" else None,
@@ -300,6 +314,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="K-shot: K train + K selection drawn per seed, validation reported; a list runs a learning curve "
         "(16,32,64,128,256,full; full = the standard protocol, its dev metric as the curve's last point).",
     )
+    parser.add_argument(
+        "--init-from", default=None, help="Start every run from this artifact's prompt (e.g. a multi-task one)."
+    )
+    parser.add_argument("--teacher", default=None, help="Distil every run from this artifact (e.g. a finetune one).")
+    parser.add_argument("--distill-alpha", type=float, default=0.5, help="--teacher: weight of the task loss.")
+    parser.add_argument("--distill-temperature", type=float, default=2.0, help="--teacher: softening temperature.")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/methods.json"))
     args = parser.parse_args(argv)
     args.few_shots = args.few_shot.split(",") if args.few_shot else [None]

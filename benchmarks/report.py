@@ -21,12 +21,12 @@ import json
 import sys
 
 from report_efficiency import (
-    backbone_dtype,
     dropout_cost,
     efficiency,
     efficiency_details,
     efficiency_shapes,
-    search_vs_gradient,
+    frozen_backbone_speedups,
+    partial_depth,
 )
 from report_fewshot import fewshot_table
 from report_plots import PLOTS, plots
@@ -34,7 +34,14 @@ from report_quality import equal_time, gaps, headline, prompt_lengths, sweep_poi
 from report_rounds import detail, round_sections
 from report_runs import HERE, Run, load_runs, results_dir
 from report_serve import serve
-from report_studies import dropout_accuracy, dropout_section, peft_parity, peft_settings, reparam_steps
+from report_studies import (
+    dropout_accuracy,
+    dropout_section,
+    peft_import,
+    peft_parity,
+    peft_settings,
+    reparam_steps,
+)
 from report_summary import summary_table
 
 from ptuning.io import atomic_write_text
@@ -51,6 +58,7 @@ __all__ = [
     "headline",
     "load_runs",
     "main",
+    "partial_depth",
     "plots",
     "prompt_lengths",
     "quick",
@@ -111,17 +119,17 @@ def main() -> None:
         "## Efficiency\n",
         efficiency(),
         serve(),
-        backbone_dtype(),
-        search_vs_gradient(),
+        frozen_backbone_speedups(),
         "## Low-resource: FewGLUE 32-shot\n",
         "FewGLUE's fixed files (`python benchmarks/methods.py --fewglue`, benchmarks/README.md): 32 training "
         "examples, the 32-example `dev32` split selects the checkpoint, and the full SuperGLUE validation set is "
         "scored once with the selected artifact (`reported`). Mean ± std over training seeds; the majority class "
         "of the validation set is the floor. This table is being filled: rows are added as runs finish, and a "
-        "row with fewer than 5 seeds is not yet a result. The runs use the harness's full-data settings: fine-tuning "
-        "at most 20 epochs with patience 4, which at 32 examples and batch 16 is at most 40 optimizer steps (PET "
-        "fine-tunes for 250), prompts 60 epochs with patience 10; read the fine-tuning rows as a lower bound until "
-        "a few-shot schedule is run.\n",
+        "row with fewer than 5 seeds is not yet a result. Prompts train for at most 60 epochs with patience 10. "
+        "Fine-tuning in round `cpu-fewglue` ran the harness's full-data schedule (at most 20 epochs, patience 4: at 32 "
+        "examples and batch 16, at most 40 optimizer steps; PET fine-tunes for 250), so read those rows as a lower "
+        "bound; round `cpu-fewglue-ft` reruns it on the few-shot schedule (`FEW_SHOT_SETTINGS` in methods.py: at most "
+        "100 epochs, the prompts' patience 10).\n",
         fewshot_table(runs),
         "# Lab notebook\n",
         "Everything below is the evidence the tables above are drawn from, and the studies that shaped the harness: "
@@ -154,7 +162,9 @@ def main() -> None:
         "min as its description says) PEFT's rows led ptv2's; these rows give ptv2 PEFT's two settings one at a time "
         "and together:\n",
         peft_settings(runs) + "\n",
+        peft_import(),
         efficiency_details(),
+        partial_depth(),
         dropout_section(runs),
         reparam_steps(),
         "## Quick mode (CPU)\n",

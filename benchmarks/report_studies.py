@@ -1,5 +1,6 @@
 """Sections that explain a difference rather than rank methods: why the MLP reparameterisation diverges, what
-PEFT's prefix computes against ours (and its two settings tried one at a time), and ptv2 without backbone dropout.
+PEFT's prefix computes against ours (and its two settings tried one at a time), what an imported PEFT prefix loses
+without PEFT's position numbering, and ptv2 without backbone dropout.
 """
 
 from __future__ import annotations
@@ -105,6 +106,56 @@ def peft_settings(runs: list[Run]) -> str:
             f"| {', '.join(f'{100 * v:.1f}' for v in values)} | {stopped} |"
         )
     return "\n".join(lines) if len(lines) > 2 else ""
+
+
+# peft_import_shift.py's variants: (key, real tokens' positions, token types).
+PEFT_IMPORT_VARIANTS = [
+    ("peft_conventions", "P..P+L-1 (PEFT's)", "dropped (PEFT's)"),
+    ("no_shift", "0..L-1", "dropped (PEFT's)"),
+    ("token_types_kept", "P..P+L-1 (PEFT's)", "kept"),
+    ("neither", "0..L-1", "kept"),
+]
+
+
+def peft_import() -> str:
+    """A prefix PEFT trained, imported with and without PEFT's conventions (benchmarks/peft_import_shift.py)."""
+    path = results_dir("cpu", "peft_import_shift.json")
+    if not path.exists():
+        return ""
+    data = json.loads(path.read_text())
+    setup, rows = data["setup"], data["rows"]
+    lines = [
+        "## An imported PEFT prefix with and without PEFT's position numbering\n",
+        f"A prefix trained by PEFT itself on {setup['task'].upper()} (its feature-extraction model on "
+        f"{setup['backbone']}, P={setup['prompt_length']}, a {setup['head']}, {setup['epochs']} epochs at lr "
+        f"{setup['lr']:g}, backbone dropout {setup['backbone_dropout']:g}, {setup['text_tokens']} text tokens per "
+        f"input; a short run, the last epoch kept), saved by PEFT, imported with `ptuning import-peft` four ways and "
+        f"scored on the {setup['split']} file ({rows[0]['examples']} examples), beside PEFT's own score of the same "
+        f"prefix; transformers {setup['transformers']}, PEFT {setup['peft']}, {setup['date']}:\n",
+        f"```bash\n{setup['command']}\n```\n",
+        "| seed | import | real tokens' positions | token types | accuracy | macro-F1 | predictions changed vs PEFT "
+        "| largest logit change vs PEFT |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        peft = row["peft"]
+        lines.append(
+            f"| {row['seed']} | PEFT itself | P..P+L-1 | dropped | {100 * peft['accuracy']:.1f} | "
+            f"{100 * peft['macro_f1']:.1f} | | |"
+        )
+        for key, positions, types in PEFT_IMPORT_VARIANTS:
+            r = row[key]
+            lines.append(
+                f"| {row['seed']} | {key.replace('_', ' ')} | {positions} | {types} | {100 * r['accuracy']:.1f} | "
+                f"{100 * r['macro_f1']:.1f} | {r['predictions_changed']} | {r['max_abs_logit_diff_vs_peft']:.3g} |"
+            )
+    lines.append(
+        "\nWith PEFT's conventions (the import's default) the artifact gives PEFT's logits (the largest difference "
+        "is float rounding) and so its score. Numbering the real tokens from 0 instead (`--no-shift-positions`) "
+        "shows the prefix inputs at positions it never saw in training: the rows above give the cost. Keeping the "
+        "segment ids (`--keep-token-types`) moved this backbone's logits far less.\n"
+    )
+    return "\n".join(lines)
 
 
 # ptv2 with the backbone's dropout (an earlier CPU round) and the same command with `--backbone-dropout 0`.

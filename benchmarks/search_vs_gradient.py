@@ -128,7 +128,8 @@ def update_costs(task_name: str, args) -> dict:
         batch = next(iter(_loader(features.features, task.collator(tokenizer), batch_size, 0)))
         started = time.process_time()
         for _ in range(repeats):
-            update.step(accelerator, prepared, model, dict(batch), task.loss)
+            inputs = dict(batch)
+            update.step(accelerator, prepared, model, inputs, inputs.pop("labels"), task.loss)
         row[f"{optimizer}_cpu_s"] = round((time.process_time() - started) / repeats, 2)
         row[f"{optimizer}_batch"] = list(batch["input_ids"].shape)  # (batch, padded length)
     row["generation_per_step"] = round(row["cma_cpu_s"] / row["adamw_cpu_s"], 1)

@@ -111,7 +111,7 @@ def throughput(pool: PromptPool, names: list[str], pairs: list, batch: int, roun
         result["plain_backbone"]["examples_per_s"] / result["tasks_1"]["examples_per_s"], 3
     )
     result["ratio_64_over_1"] = round(
-        result[f"tasks_{ks[-1]}"]["examples_per_s"] / result["tasks_1"]["examples_per_s"], 3
+        result[f"tasks_{max(ks)}"]["examples_per_s"] / result["tasks_1"]["examples_per_s"], 3
     )
     result["ratio_8_over_1"] = round(result["tasks_8"]["examples_per_s"] / result["tasks_1"]["examples_per_s"], 3)
     return result

@@ -46,7 +46,7 @@ def run(method: str, args, accelerator) -> dict:
     losses = []
     for step in range(STEPS):
         batch = {"input_ids": ids[step, rows], "attention_mask": torch.ones_like(ids[step, rows])}
-        loss = update.step(accelerator, prepared, model, {**batch, "labels": labels[step, rows]}, loss_fn)
+        loss = update.step(accelerator, prepared, model, batch, labels[step, rows], loss_fn)
         losses.append(float(accelerator.reduce(torch.tensor(loss), reduction="mean")))
     return {"losses": losses, "parameter_bytes": gather_object([parameter_bytes(model)]), "note": note}
 

@@ -441,3 +441,62 @@ def test_reproduce_plans_every_cell_and_estimates_from_earlier_runs_of_that_mach
     assert reproduce.estimate("cb", "ptv2", "cpu", runs) == 3 * 150
     assert reproduce.estimate("cb", "ptv2", "gpu", runs) == 15
     assert reproduce.estimate("cb", "finetune", "cpu", runs) is None
+
+
+def test_efficiency_depth_settings_resolve_and_a_worker_reports_epochs(tmp_path, tiny_bert_dir):
+    """`efficiency.py --depth`: one setting trains for real and reports per-epoch times, step time and RSS."""
+    import argparse
+
+    import efficiency_depth
+    from conftest import write_cb
+
+    assert efficiency_depth.parse("ptv2@top:half@nocache", 6) == ("ptv2", "top:3", False)
+    assert efficiency_depth.parse("ptv2@top:third", 6) == ("ptv2", "top:2", True)
+    assert efficiency_depth.parse("finetune", 6) == ("finetune", None, True)
+    args = argparse.Namespace(
+        task="cb", data=str(write_cb(tmp_path / "cb")), model=str(tiny_bert_dir), epochs=2, batch_size=8, seed=1,
+        backbone_dropout=None, prompt_length=3, max_length=32, max_train_samples=None, max_eval_samples=None,
+    )  # fmt: skip
+    row = efficiency_depth.worker("ptv2@top:half", args)
+    assert row["prefix_layers"] == "top:1" and row["activation_cache"]["used"]
+    assert [e["steps"] for e in row["epochs"]] == [3, 3] and row["step_s"] > 0 and row["peak_rss_mb"] > 0
+
+
+def test_efficiency_depth_ratios_are_taken_within_each_round():
+    import efficiency_depth
+
+    def row(epoch: float, step: float, metrics=None):
+        return {"first_epoch_s": 2 * epoch, "later_epoch_s": epoch, "step_s": step, "peak_rss_mb": 100.0,
+                "metrics": metrics or [{"accuracy": 0.5}]}  # fmt: skip
+
+    other = [{"accuracy": 0.6}]
+    rounds = [
+        {"finetune": row(10, 1.0), "ptv2@top:half": row(3, 0.3), "ptv2@top:half@nocache": row(5, 0.5)},
+        {"finetune": row(20, 2.0), "ptv2@top:half": row(6, 0.6), "ptv2@top:half@nocache": row(10, 1.0, other)},
+    ]
+    summary = efficiency_depth.summarise(rounds)
+    assert summary["ptv2@top:half"]["later_epoch_s_vs_finetune"] == pytest.approx(0.3)  # drift between rounds cancels
+    assert summary["ptv2@top:half"]["later_epoch_s_vs_nocache"] == pytest.approx(0.6)
+    assert summary["ptv2@top:half"]["same_metrics_as_nocache"] is False  # round 2's metrics differ
+
+
+def test_the_imported_peft_prefix_section_reads_its_file(tmp_path, monkeypatch):
+    """peft_import_shift.py's rows: PEFT's own score, then each import variant with its flips and logit change."""
+    import report_studies
+
+    monkeypatch.setattr(report_runs, "RESULTS", tmp_path)
+    assert report_studies.peft_import() == ""  # nothing measured: no section
+    setup = {"task": "cb", "backbone": "MiniLM", "prompt_length": 20, "head": "linear head", "epochs": 4, "lr": 0.01}
+    setup.update(backbone_dropout=0.0, text_tokens=128, split="validation", transformers="5", peft="0.2", date="d")
+    setup["command"] = "python benchmarks/peft_import_shift.py --seeds S"
+    score = {"accuracy": 0.75, "macro_f1": 0.5}
+    row = {"seed": 3, "examples": 56, "peft": score}
+    for key, changed in (("peft_conventions", 0), ("no_shift", 4), ("token_types_kept", 1), ("neither", 5)):
+        row[key] = {**score, "predictions_changed": changed, "max_abs_logit_diff_vs_peft": 0.5 * changed}
+    (tmp_path / "cpu").mkdir()
+    (tmp_path / "cpu" / "peft_import_shift.json").write_text(json.dumps({"setup": setup, "rows": [row]}))
+    text = report_studies.peft_import()
+    assert "python benchmarks/peft_import_shift.py --seeds S" in text and "(56 examples)" in text
+    assert "| 3 | PEFT itself | P..P+L-1 | dropped | 75.0 | 50.0 | | |" in text
+    assert "| 3 | no shift | 0..L-1 | dropped (PEFT's) | 75.0 | 50.0 | 4 | 2 |" in text
+    assert "| 3 | neither | 0..L-1 | kept | 75.0 | 50.0 | 5 | 2.5 |" in text

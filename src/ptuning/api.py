@@ -76,19 +76,21 @@ def load(
     model: str | None = None,
     device: str = "auto",
     batch_size: int = 64,
+    task: str | None = None,
     backbone_dtype: str | None = None,
 ) -> Predictor:
     """The artifact in ``path`` as a :class:`Predictor`, on ``device`` (``auto``: the GPU when there is one).
 
-    ``model``: the backbone's path when it moved since training (its fingerprint is checked either way).
-    ``backbone_dtype``: ``fp32``, ``bf16``, ``fp16`` or ``int8`` for the backbone (default: what it was trained in).
+    ``model``: the backbone's path when it moved since training (its fingerprint is checked either way);
+    ``task``: one task of a multi-task artifact; ``backbone_dtype``: ``fp32``, ``bf16``, ``fp16`` or ``int8`` for
+    the backbone (default: what it was trained in).
     """
     from .artifact import load_artifact
     from .backbones import resolve_device
 
-    network, tokenizer, task, meta = load_artifact(path, model_name=model, backbone_dtype=backbone_dtype)
+    network, tokenizer, chosen, meta = load_artifact(path, model_name=model, task=task, backbone_dtype=backbone_dtype)
     network.to(resolve_device(device))
-    return Predictor(network, tokenizer, task, meta, batch_size)
+    return Predictor(network, tokenizer, chosen, meta, batch_size)
 
 
 def train(
@@ -107,25 +109,27 @@ def train(
     raises :class:`~ptuning.errors.PTuningError` before anything is written.
     """
     from . import runfile
-    from .cli import _train_request  # the command line's own conversion of options into a request
     from .pipeline import train as run
 
     params = _train_options()
     unknown = sorted(set(options) - set(params) - {"task", "data", "output"})
     if unknown:
         raise PTuningError(f"ptuning.train() has no option {', '.join(unknown)}; see `ptuning train --help`")
-    values = dict(params)
+    values = {"task": None, "data": None, **params}  # a mixture's tasks file names both
     if config is not None:
         values.update(runfile.read(Path(config), [*params, "task", "data", "output"]))
     given = {"task": task, "data": data, "output": output}
     values.update({k: v for k, v in given.items() if v is not None}, **options)
     missing = [name for name in ("task", "data", "output") if values.get(name) is None]
+    if values.get("tasks_file") is not None:  # a mixture: the tasks file names the tasks and their data
+        missing = [name for name in missing if name == "output"]
     if missing:
         raise PTuningError(f"ptuning.train() needs {', '.join(missing)}")
     if isinstance(values.get("labels"), (list, tuple)):
         values["labels"] = ",".join(map(str, values["labels"]))
-    values.update(data=str(values["data"]), output=Path(values["output"]))
-    return run(_train_request(values))
+    data = values["data"]
+    values.update(data=None if data is None else str(data), output=Path(values["output"]))
+    return run(runfile.request_from_options(values))  # the command line's own conversion of options
 
 
 def _train_options() -> dict[str, Any]:

@@ -5,7 +5,9 @@ Every artifact directory also gets a generated model card, ``README.md`` (``card
 ``prompt.safetensors`` holds what the method folds (:meth:`Method.fold`: the reparameterisation MLP or
 prompt encoder already applied, so inference needs none of it) and the head; ``ptuning.json`` says how
 to rebuild the model: the method's config, the task and its labels, the backbone's portable name and
-weight fingerprint, the library version. A method that trains the backbone also writes
+weight fingerprint, the library version. A multi-task artifact (format 3) holds one shared prompt and
+one head per task (``heads.NAME.*``), its tasks listed under ``tasks``; loading it names one task, and
+gives that task's model exactly as a single-task artifact would. A method that trains the backbone also writes
 ``backbone.safetensors``. Files are written atomically (``io.py``), ``ptuning.json`` last, with the
 weights' SHA-256 recorded in it, so a reader never accepts a half-written artifact.
 
@@ -26,6 +28,7 @@ from torch import nn
 from . import __version__, backbones, card
 from .encoders import Encoder
 from .errors import PTuningError
+from .heads import MultiTaskHead
 from .io import atomic_save_tensors, atomic_write_json, sha256_file
 from .method import Method, build_method, config_from_dict, method_class
 from .model import PTuningModel
@@ -35,7 +38,8 @@ from .tasks import Task, get_task
 META = "ptuning.json"
 WEIGHTS = "prompt.safetensors"
 BACKBONE_WEIGHTS = "backbone.safetensors"
-FORMAT_VERSION = 2  # 2: the method's own options only; backbone names portable. 1 is still read.
+FORMAT_VERSION = 3  # 3: multi-task (`tasks`, a head per task). 2: the method's own options only. 1 is still read.
+SINGLE_TASK_FORMAT = 2  # what single-task artifacts are written as, so that older versions read them
 
 
 def save_artifact(
@@ -49,14 +53,21 @@ def save_artifact(
     pooling: str,
     extra: dict | None = None,
 ) -> None:
+    """Write the artifact. ``task``: the model's task, or for a :class:`MultiTaskHead` a ``{name: task}`` map."""
     directory = Path(directory)
     tensors = dict(model.method.fold())
-    tensors.update({f"head.{k}": v for k, v in model.head.state_dict().items()})
+    if isinstance(model.head, MultiTaskHead):
+        for name, head in model.head.heads.items():
+            tensors.update({f"heads.{name}.{k}": v for k, v in head.state_dict().items()})
+        version, tasks = FORMAT_VERSION, {"tasks": [{"name": t.name, **t.state()} for t in task.values()]}
+    else:
+        tensors.update({f"head.{k}": v for k, v in model.head.state_dict().items()})
+        version, tasks = SINGLE_TASK_FORMAT, {"task": {"name": task.name, **task.state()}}
     meta = {
-        "format_version": FORMAT_VERSION,
+        "format_version": version,
         "library_version": __version__,
         "method": model.config.to_dict(),
-        "task": {"name": task.name, **task.state()},
+        **tasks,
         "backbone": {
             "name": backbones.portable_name(backbone_name),
             "fingerprint": backbone_fingerprint,
@@ -137,22 +148,56 @@ def inference_method_class(meta: dict) -> type[Method]:
     return method_class(method_class(config.method).inference_config(config).method)
 
 
-def load_prompt(directory: str | Path, encoder: Encoder, fingerprint: str | None = None) -> LoadedArtifact:
-    """The artifact's prompt and head on ``encoder`` (which must be the backbone it was trained on)."""
+def task_names(meta: dict) -> list[str]:
+    """The tasks an artifact has a head for (one, unless it is multi-task)."""
+    return [entry["name"] for entry in meta["tasks"]] if "tasks" in meta else [meta["task"]["name"]]
+
+
+def select_task(meta: dict, directory: str | Path, task: str | None) -> tuple[dict, str]:
+    """``(the task's entry, its heads' tensor prefix)``; ``task`` None picks the only one, a name picks that one."""
+    names = task_names(meta)
+    if "tasks" not in meta:
+        if task is not None and task != names[0]:
+            raise PTuningError(f"{directory} was trained on {names[0]}, not {task}")
+        return meta["task"], "head."
+    if task is None and len(names) > 1:
+        raise PTuningError(
+            f"{directory} is a multi-task artifact ({', '.join(names)}): choose one of its tasks "
+            f"(--task NAME; for serve, {directory}:NAME)"
+        )
+    task = names[0] if task is None else task
+    if task not in names:
+        raise PTuningError(f"{directory} holds no head for {task}; its tasks: {', '.join(names)}")
+    return meta["tasks"][names.index(task)], f"heads.{task}."
+
+
+def load_prompt(
+    directory: str | Path, encoder: Encoder, fingerprint: str | None = None, task: str | None = None
+) -> LoadedArtifact:
+    """The artifact's prompt and head on ``encoder`` (which must be the backbone it was trained on).
+
+    ``task`` names one task of a multi-task artifact; the result's ``meta["task"]`` is that task's entry.
+    """
     meta, tensors = read_verified(directory, encoder.backbone, fingerprint)
-    return assemble_prompt(meta, tensors, encoder)
+    return assemble_prompt(meta, tensors, encoder, task, directory)
 
 
-def assemble_prompt(meta: dict, tensors: dict[str, torch.Tensor], encoder: Encoder) -> LoadedArtifact:
+def assemble_prompt(
+    meta: dict, tensors: dict[str, torch.Tensor], encoder: Encoder, task: str | None = None, directory="artifact"
+) -> LoadedArtifact:
     """The prompt and head from an artifact's verified ``(meta, tensors)``: the part of loading that touches
-    ``encoder`` (a server reads and verifies files first, then assembles under its model lock)."""
+    ``encoder`` (a server reads and verifies files first, then assembles under its model lock).
+
+    ``task`` names one task of a multi-task artifact (``directory`` is how a refusal names the artifact).
+    """
+    entry, prefix = select_task(meta, directory, task)
     config = config_from_dict(meta["method"])
     method = build_method(method_class(config.method).inference_config(config), encoder)
     method.load_folded(tensors)
-    task = get_task(meta["task"]["name"]).from_state(meta["task"])
-    head = task.build_head(encoder.geometry.hidden_size, meta["pooling"])
-    head.load_state_dict(head_state(tensors))
-    return LoadedArtifact(meta=meta, task=task, method=method.eval(), head=head.eval())
+    chosen = get_task(entry["name"]).from_state(entry)
+    head = chosen.build_head(encoder.geometry.hidden_size, meta["pooling"])
+    head.load_state_dict(head_state(tensors, prefix))
+    return LoadedArtifact(meta={**meta, "task": entry}, task=chosen, method=method.eval(), head=head.eval())
 
 
 def recorded_dtype(meta: dict) -> str:
@@ -166,9 +211,10 @@ def load_artifact(
     backbone=None,
     tokenizer=None,
     model_name: str | None = None,
+    task: str | None = None,
     backbone_dtype: str | None = None,
 ):
-    """Rebuild ``(model, tokenizer, task, meta)`` from an artifact.
+    """Rebuild ``(model, tokenizer, task, meta)`` from an artifact (``task``: one task of a multi-task one).
 
     ``backbone``/``tokenizer`` may be passed in; otherwise the recorded backbone (or ``model_name``) is
     loaded. A backbone whose fingerprint differs from the recorded one is refused. ``backbone_dtype``: how the
@@ -177,6 +223,7 @@ def load_artifact(
     """
     directory = Path(directory)
     meta = read_meta(directory)
+    select_task(meta, directory, task)  # refuse a task it has no head for before loading a backbone
     dtype = check_backbone_dtype(backbone_dtype or recorded_dtype(meta))
     if backbone is None:
         backbone, tokenizer, _ = backbones.load_recorded_backbone(
@@ -189,7 +236,7 @@ def load_artifact(
     else:
         fingerprint = None
     encoder = Encoder(backbone)
-    loaded = load_prompt(directory, encoder, fingerprint)
+    loaded = load_prompt(directory, encoder, fingerprint, task)
     model = PTuningModel(encoder, loaded.method, loaded.head).eval()
     if dtype in TORCH_DTYPES and dtype != "fp32":
         encoder.requires_grad_(False)  # inference: a fine-tuned backbone is frozen here too
@@ -197,5 +244,10 @@ def load_artifact(
     return model, tokenizer, loaded.task, loaded.meta
 
 
-def head_state(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {k.removeprefix("head."): v for k, v in tensors.items() if k.startswith("head.")}
+def head_state(tensors: dict[str, torch.Tensor], prefix: str = "head.") -> dict[str, torch.Tensor]:
+    return {k.removeprefix(prefix): v for k, v in tensors.items() if k.startswith(prefix)}
+
+
+def prompt_state(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """What the method folded: every tensor but the heads'."""
+    return {k: v for k, v in tensors.items() if not k.startswith(("head.", "heads."))}

@@ -1,4 +1,5 @@
-"""Batches and forward passes shared by training, evaluation, prediction and serving tests.
+"""Batches and forward passes shared by training, evaluation, prediction and serving tests, and
+:class:`TrainData`, what the training loop reads of a task (batches, a batch's loss, evaluation).
 
 Evaluation sorts inputs longest first so each batch pads only to its own
 longest feature, then puts the results back in input order; training can group
@@ -7,11 +8,16 @@ similar lengths (``--group-by-length``) for the same reason.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 from torch.utils.data import DataLoader, RandomSampler, SequentialSampler
 from tqdm.auto import tqdm
+
+if TYPE_CHECKING:
+    from .tasks import Featurized
 
 
 def feature_length(feature: dict) -> int:
@@ -20,6 +26,37 @@ def feature_length(feature: dict) -> int:
     if ids and isinstance(ids[0], list):
         return len(ids) * max(len(choice) for choice in ids)
     return len(ids)
+
+
+EXAMPLE_INDEX = "example_index"  # a training batch's positions in its feature list (what a teacher's cache is keyed by)
+
+
+class _Indexed(torch.utils.data.Dataset):
+    """``features[i]`` with its own position ``i`` added, read back by :func:`indexed`'s collate."""
+
+    def __init__(self, features: list[dict]) -> None:
+        self.features = features
+
+    def __len__(self) -> int:
+        return len(self.features)
+
+    def __getitem__(self, i: int) -> dict:
+        return {**self.features[i], EXAMPLE_INDEX: i}
+
+
+def indexed(features: list[dict], collate) -> tuple[torch.utils.data.Dataset, object]:
+    """``(dataset, collate)`` whose batches also carry ``example_index``, a ``(B,)`` tensor of positions.
+
+    Samplers see the same length and the same features (``input_ids`` for ``--group-by-length``), so the
+    batches, their order and the random state are exactly those of the plain feature list.
+    """
+
+    def collate_indexed(rows: list[dict]) -> dict:
+        batch = collate([{k: v for k, v in row.items() if k != EXAMPLE_INDEX} for row in rows])
+        batch[EXAMPLE_INDEX] = torch.tensor([row[EXAMPLE_INDEX] for row in rows], dtype=torch.long)
+        return batch
+
+    return _Indexed(features), collate_indexed
 
 
 def _loader(features, collate, batch_size: int, seed: int | None, group_by_length: bool = False) -> DataLoader:
@@ -99,3 +136,60 @@ def resumed(loader: Iterable) -> Iterator:
         torch.set_rng_state(state)
     yield first
     yield from iterator
+
+
+@dataclass
+class TrainData:
+    """One task's side of a run: its training batches, the loss of a batch, and its evaluation.
+
+    The loop asks this object, never the task itself, so that a mixture of tasks (``multitask.py``) or
+    a distillation objective (``distill.py``) can stand in for it with the same four members.
+    """
+
+    task: object
+    train_features: list[dict]
+    eval_set: Featurized
+    eval_examples: list
+    collate: Callable
+    unused_parameters: ClassVar[bool] = False  # True: some trainable parameters get no gradient from a batch
+
+    @property
+    def eval_features(self) -> list[dict]:
+        return self.eval_set.features
+
+    @property
+    def main_metric(self) -> str:
+        return self.task.main_metric
+
+    def __len__(self) -> int:
+        """Training features per epoch: what the learning-rate schedule counts its steps from."""
+        return len(self.train_features)
+
+    def loader(self, batch_size: int, seed: int, group_by_length: bool) -> DataLoader:
+        """One epoch's shuffled batches; each carries ``example_index`` (positions in ``train_features``)."""
+        features, collate = indexed(self.train_features, self.collate)
+        return _loader(features, collate, batch_size, seed, group_by_length)
+
+    def loss_for(self, batch: dict, head: torch.nn.Module) -> Callable:
+        """The loss function of ``batch`` (whose labels are already taken out); removes what is not a model input."""
+        batch.pop(EXAMPLE_INDEX, None)
+        return getattr(head, "loss", None) or self.task.loss  # a CRF head scores whole sequences
+
+    def feature_sets(self) -> list[tuple[list[dict], list[dict]]]:
+        """Each task's ``(training features, evaluation features)``: what an activation cache numbers."""
+        return [(self.train_features, self.eval_set.features)]
+
+    def renumbered(self, sets: list[tuple[list[dict], list[dict]]], wrap_collate: Callable) -> TrainData:
+        """This data with each task's features replaced by ``sets`` (same order) and its collate wrapped."""
+        ((train, evaluated),) = sets
+        eval_set = replace(self.eval_set, features=evaluated)
+        return replace(self, train_features=train, eval_set=eval_set, collate=wrap_collate(self.collate))
+
+    def evaluate(self, predict: Callable[[list[dict], Callable], torch.Tensor]) -> dict | None:
+        """Metrics on the evaluation set, or None when the model's outputs are not all finite.
+
+        ``predict(features, collate)`` runs the model being trained (the loop's prepared one)."""
+        logits = predict(self.eval_set.features, self.collate)
+        if not torch.isfinite(logits).all():
+            return None
+        return self.task.evaluate(logits, self.eval_examples, self.eval_set.alignment)

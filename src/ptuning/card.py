@@ -72,6 +72,8 @@ def render(directory: Path, meta: dict, summary: dict | None = None) -> str:
     from .method import method_class
     from .tasks import get_task
 
+    if "tasks" in meta:
+        return _render_multitask(directory, meta, summary)
     task = get_task(meta["task"]["name"]).from_state(meta["task"])
     method = meta["method"]["method"]
     options = _read_options(directory)
@@ -93,6 +95,52 @@ def render(directory: Path, meta: dict, summary: dict | None = None) -> str:
         _training(meta, summary, options, name),
         "## Use it",
         _usage(name, meta, task, options),
+    ]
+    return "\n\n".join(s for s in sections if s) + "\n"
+
+
+def _render_multitask(directory: Path, meta: dict, summary: dict | None) -> str:
+    """The card of a multi-task artifact: one shared prompt, a head per task (``--tasks-file``, ``--task a,b``)."""
+    from .tasks import get_task
+
+    tasks = [get_task(entry["name"]).from_state(entry) for entry in meta["tasks"]]
+    method, name, options = meta["method"]["method"], directory.resolve().name, _read_options(directory)
+    backbone = meta["backbone"]["name"]
+    shown_backbone = "the bundled all-MiniLM-L6-v2" if backbone == BUNDLED else f"`{backbone}`"
+    best = (meta.get("selection") or {}).get("metrics") or (summary or {}).get("best") or {}
+    rows = [
+        [f"`{t.name}`", t.family, ", ".join(map(str, t.state().get("labels") or [])) or "-", t.main_metric]
+        + [_score(best, f"{t.name}/{t.main_metric}")]
+        for t in tasks
+    ]
+    evaluations = [
+        [f"`{r.get('task')}`", f"{r.get('split')} ({r.get('examples', '?')} examples)"]
+        + [", ".join(f"{k} {_score(r, k)}" for k in r if isinstance(r[k], float)), f"`{r.get('command')}`"]
+        for r in (_read_json(directory / EVALUATIONS_FILE) or {}).values()
+    ]
+    first = tasks[0].name
+    usage = (
+        "```bash\n"
+        f"ptuning eval {name} --task {first} --data DATA_DIR --split validation   # one task's metrics\n"
+        f"ptuning predict {name} --task {first} --input INPUT_FILE --output predictions.jsonl\n"
+        f"ptuning serve {name}   # every task, each under its own name; {name}:{first} serves one\n```\n\n"
+        f'```python\nimport ptuning\n\npredictor = ptuning.load("{name}", task="{first}")\n```'
+    )
+    sections = [
+        GENERATED,
+        f"# {', '.join(t.name for t in tasks)}: a multi-task {method} prompt on {shown_backbone}",
+        f"One **{method}** prompt shared by {len(tasks)} tasks, with one head per task; loading it names one task "
+        f"and gives exactly that task's model. Made with ptuning {meta.get('library_version', __version__)}.",
+        "## Tasks (the best checkpoint: the best mean of their main metrics)",
+        _table(["task", "family", "labels", "main metric", "at the kept checkpoint"], rows),
+        "## Size",
+        _size(directory),
+        "## Evaluations",
+        _table(["task", "split", "metrics", "produced by"], evaluations) if evaluations else "None yet.",
+        "## Training",
+        _training(meta, summary, options, name),
+        "## Use it",
+        usage,
     ]
     return "\n\n".join(s for s in sections if s) + "\n"
 
@@ -141,7 +189,7 @@ def _size(directory: Path) -> str:
             count = 1
             for dim in shape:
                 count *= dim
-            parts["head" if key.startswith("head.") else "prompt"] += count
+            parts["head" if key.startswith(("head.", "heads.")) else "prompt"] += count
         text += f"; the prompt holds {parts['prompt']:,} values"
         prefix = shapes.get("prefix")
         if prefix:
@@ -181,7 +229,8 @@ def _training(meta: dict, summary: dict | None, options: dict | None, name: str)
         )
         keys = ("lr", "epochs", "batch_size", "seed", "weight_decay", "warmup_ratio", "scheduler", "backbone_dropout")
         lines.append("Settings: " + " · ".join(f"{k} `{_plain(options.get(k))}`" for k in keys if k in options) + ".")
-        lines.append(f"Data: `{options.get('data')}`.")
+        data = options.get("data") or f"the tasks file {options.get('tasks_file')}"
+        lines.append(f"Data: `{data}`.")
     else:
         lines.append("No training record (`config.yaml`) in this directory: the training command is not known.")
     if summary:

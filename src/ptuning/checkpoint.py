@@ -34,7 +34,17 @@ CHECKPOINT = "checkpoint"
 # What a resumed run may change: how long it goes on and how it evaluates or saves memory, never what it learns
 # from. With --scheduler linear a new --epochs re-spreads the remaining decay over the new total.
 MAY_CHANGE = frozenset(
-    {"epochs", "patience", "max_minutes", "eval_batch_size", "gradient_checkpointing", "output", "model"}
+    {
+        "epochs",
+        "patience",
+        "max_minutes",
+        "eval_batch_size",
+        "gradient_checkpointing",
+        "output",
+        "model",
+        "activation_cache",  # the kept activations equal the computed ones: keeping them changes the time only
+        "activation_cache_mb",
+    }
 )
 # Recorded settings that are not command-line flags, as the refusal names them.
 NOT_FLAGS = {"backbone_fingerprint": "backbone weights"}

@@ -13,20 +13,15 @@ import sys
 import tempfile
 import typing
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import Optional
 
 import typer
 
-from . import cli_inspect, cli_peft
+from . import cli_inspect, cli_peft, cli_serve
 from . import cli_options as opts
 from .errors import PTuningError
 from .finite import dumps
-from .serve.tokens import ADMIN_ENV, PREDICT_ENV, Tokens
 from .trainconfig import TrainConfig
-
-if TYPE_CHECKING:
-    from .method import MethodConfig
-    from .pipeline import TrainRequest
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="P-Tuning v2: deep prompt tuning for NLU.")
 
@@ -65,9 +60,15 @@ def _load_config_file(ctx: typer.Context, param: typer.CallbackParam, value: Opt
 @app.command()
 def train(
     ctx: typer.Context,
-    task: opts.Task,
-    data: opts.Data,
     output: opts.Output,
+    task: opts.Task = None,
+    data: opts.Data = None,
+    tasks_file: opts.TasksFile = None,
+    mix_temperature: opts.MixTemperature = None,
+    init_from: opts.InitFrom = None,
+    teacher: opts.Teacher = None,
+    distill_alpha: opts.DistillAlpha = None,
+    distill_temperature: opts.DistillTemperature = None,
     config: Optional[Path] = typer.Option(
         None, is_eager=True, callback=_load_config_file, help="YAML file of these options (prompt_length: 20, ...)."
     ),
@@ -79,6 +80,7 @@ def train(
     prefix_dropout: opts.PrefixDropout = None,
     prompt_encoder: opts.PromptEncoder = None,
     prefix_init_std: opts.PrefixInitStd = None,
+    prefix_layers: opts.PrefixLayers = None,
     perturb: opts.Perturb = None,
     perturb_eps: opts.PerturbEps = None,
     shift_positions: opts.ShiftPositions = None,
@@ -117,6 +119,8 @@ def train(
     cma_popsize: opts.CmaPopsize = TrainConfig.cma_popsize,
     cma_sigma: opts.CmaSigma = TrainConfig.cma_sigma,
     shard_backbone: opts.ShardBackbone = TrainConfig.shard_backbone,
+    activation_cache: opts.ActivationCache = TrainConfig.activation_cache,
+    activation_cache_mb: opts.ActivationCacheMb = TrainConfig.activation_cache_mb,
     pooling: opts.Pooling = "auto",
     text_column: opts.TextColumn = None,
     text_pair_column: opts.TextPairColumn = None,
@@ -133,10 +137,11 @@ def train(
     Options may also come from --config FILE (YAML, names with underscores); flags override the file.
     """
     from .pipeline import train as run
+    from .runfile import request_from_options
 
     _quiet_weight_loading()
     options = {**ctx.params, "output": Path(ctx.params["output"])}
-    _print_outcome(run(_train_request(options)), output)
+    _print_outcome(run(request_from_options(options)), output)
 
 
 def _print_outcome(summary: dict, output: Path) -> None:
@@ -148,53 +153,6 @@ def _print_outcome(summary: dict, output: Path) -> None:
     if _finite(reported.get(metric)):
         shown += f" on the selection split; {metric} {reported[metric]:.4f} on the reported split"
     typer.echo(f"{shown}; artifact in {output} ({summary['artifact_bytes']:,} bytes)")
-
-
-def _method_config(options: dict) -> MethodConfig:
-    """The chosen method's config from the flags given (None = not given: the method's own default).
-
-    Every registered method's options are flags; one the chosen method does not take is refused in one
-    line naming the method's own options (``ptuning methods`` lists them).
-    """
-    from .method import REGISTRY, method_config
-
-    names = {name for method in REGISTRY.values() for name in method.config_class.option_names()}
-    given = {name: options[name] for name in names if options.get(name) is not None}
-    return method_config(options["method"], **given)
-
-
-def _train_request(options: dict) -> TrainRequest:
-    """``ptuning train``'s options (flags and --config merged) as a request; building it checks every number."""
-    from dataclasses import fields
-
-    from .pipeline import TrainRequest
-
-    train_keys = [f.name for f in fields(TrainConfig) if f.name != "stop_after_steps"]
-    labels = options["labels"]
-    return TrainRequest(
-        task=options["task"],
-        data=options["data"],
-        output=options["output"],
-        model=options["model"],
-        method=_method_config(options),
-        train=TrainConfig(**{key: options[key] for key in train_keys}),
-        max_length=options["max_length"],
-        max_train_samples=options["max_train_samples"],
-        max_eval_samples=options["max_eval_samples"],
-        few_shot=options["few_shot"],
-        few_shot_seed=options["few_shot_seed"],
-        pooling=options["pooling"],
-        task_options={
-            "text_column": options["text_column"],
-            "text_pair_column": options["text_pair_column"],
-            "label_column": options["label_column"],
-            "labels": labels.split(",") if labels else None,
-            "crf": options["crf"] or None,
-            "doc_stride": options["doc_stride"],
-            "split_by_article": options["split_by_article"],
-        },
-        overwrite=options["overwrite"],
-    )
 
 
 def _finite(value) -> bool:
@@ -214,6 +172,7 @@ def _quiet_weight_loading() -> None:
 
 
 DEVICE_HELP = "auto (the GPU when there is one) | cpu | cuda | cuda:N | mps."
+TASK_HELP = "Which task of a multi-task artifact (its tasks are listed in its ptuning.json)."
 
 
 @app.command("eval")
@@ -224,13 +183,14 @@ def evaluate(
     model: Optional[str] = typer.Option(None, help="Backbone path, when it moved since training."),
     batch_size: int = typer.Option(64),
     device: str = typer.Option("auto", help=DEVICE_HELP),
+    task: Optional[str] = typer.Option(None, help=TASK_HELP),
     backbone_dtype: opts.LoadedBackboneDtype = None,
 ) -> None:
     """Print the task's metrics on a split as one JSON object (a metric with no value is null)."""
     from .pipeline import evaluate as run
 
     _quiet_weight_loading()
-    typer.echo(dumps(run(artifact, data, split, model, batch_size, device, backbone_dtype=backbone_dtype)))
+    typer.echo(dumps(run(artifact, data, split, model, batch_size, device, task, backbone_dtype=backbone_dtype)))
 
 
 @app.command()
@@ -243,6 +203,7 @@ def predict(
     model: Optional[str] = typer.Option(None, help="Backbone path, when it moved since training."),
     batch_size: int = typer.Option(64),
     device: str = typer.Option("auto", help=DEVICE_HELP),
+    task: Optional[str] = typer.Option(None, help=TASK_HELP),
     backbone_dtype: opts.LoadedBackboneDtype = None,
 ) -> None:
     """Predict for a file in the task's format, written in the task's own shape.
@@ -254,7 +215,7 @@ def predict(
     from .pipeline import predict as run
 
     _quiet_weight_loading()
-    count = run(artifact, input, output, model, batch_size, device, backbone_dtype=backbone_dtype)
+    count = run(artifact, input, output, model, batch_size, device, task, backbone_dtype=backbone_dtype)
     typer.echo(f"wrote {count} predictions to {output}")
 
 
@@ -325,59 +286,8 @@ def demo(
     typer.echo(f"artifact: {output} ({summary['artifact_bytes']:,} bytes)")
 
 
-@app.command()
-def serve(
-    artifacts: list[str] = typer.Argument(..., help="Artifact directories to load, each PATH or NAME=PATH."),
-    host: str = typer.Option("127.0.0.1", help="Interface to bind (loopback by default)."),
-    port: int = typer.Option(8000, help="Port to listen on (0: any free port; the address is printed)."),
-    max_batch: int = typer.Option(64, help="Most inputs in one backbone forward."),
-    max_wait_ms: float = typer.Option(5.0, help="Longest wait to gather a batch."),
-    max_body_bytes: int = typer.Option(1_000_000, help="Largest accepted request body."),
-    max_inputs: int = typer.Option(256, help="Most inputs in one request."),
-    max_prompt_length: int = typer.Option(512, help="Longest prompt (slots) that may be loaded."),
-    max_artifact_mb: float = typer.Option(64.0, help="Largest prompt weights file that may be loaded (MiB)."),
-    admin_token: Optional[str] = typer.Option(
-        None, envvar=ADMIN_ENV, show_default=False, help="Token for POST/DELETE /v1/tasks (none: they are off)."
-    ),
-    predict_token: Optional[str] = typer.Option(
-        None, envvar=PREDICT_ENV, show_default=False, help="Token for /v1/predict (none: prediction is open)."
-    ),
-    model: Optional[str] = typer.Option(None, help="Backbone path (default: the one the first artifact names)."),
-    device: str = typer.Option("auto", help=DEVICE_HELP),
-    backbone_dtype: str = typer.Option("fp32", help="fp32 | bf16 | fp16 | int8: the shared backbone's precision."),
-    scoring: bool = typer.Option(
-        False, help="Add POST /v1/score (prompt search): the admin token, or without one loopback clients only."
-    ),
-) -> None:
-    """Serve many prompts from one backbone over HTTP (FastAPI; docs at /docs, offline)."""
-    from .serve.launch import ServeRequest, named_artifacts
-    from .serve.launch import serve as run_server
-
-    named_artifacts(artifacts)  # a name given twice: one line, before anything heavy loads
-    from .serve.pool import LoadLimits
-    from .serve.server import Limits
-
-    _quiet_weight_loading()
-    if not (math.isfinite(max_artifact_mb) and max_artifact_mb > 0) or max_prompt_length < 1:
-        raise PTuningError("--max-artifact-mb must be a finite number > 0 and --max-prompt-length >= 1")
-    request = ServeRequest(
-        specs=artifacts,
-        host=host,
-        port=port,
-        limits=Limits(
-            max_batch=max_batch, max_wait_ms=max_wait_ms, max_body_bytes=max_body_bytes, max_inputs=max_inputs
-        ),
-        load_limits=LoadLimits(max_prompt_length, int(max_artifact_mb * 2**20)),
-        tokens=Tokens(admin=admin_token or None, predict=predict_token or None),
-        model=model,
-        device=device,
-        backbone_dtype=backbone_dtype,
-        scoring=scoring,
-    )
-    run_server(request, typer.echo)
-
-
-# Commands kept in their own module (cli_inspect.py): `inspect` and `card`.
+# Commands kept in their own modules: `serve` (cli_serve.py), `inspect` and `card` (cli_inspect.py), PEFT (cli_peft.py).
+app.command()(cli_serve.serve)
 app.command("inspect")(cli_inspect.inspect_artifacts)
 app.command()(cli_inspect.card)
 app.command("import-peft")(cli_peft.import_peft)

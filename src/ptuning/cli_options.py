@@ -12,8 +12,50 @@ from typing import Annotated, Optional
 
 import typer
 
-Task = Annotated[str, typer.Option(help="Task name (see `ptuning tasks`).")]
-Data = Annotated[str, typer.Option(help="Directory with the official split files, or a Hugging Face dataset id.")]
+Task = Annotated[
+    Optional[str],
+    typer.Option(
+        help="Task name (see `ptuning tasks`); several, comma-separated (rte,cb), train one multi-task prompt."
+    ),
+]
+Data = Annotated[
+    Optional[str],
+    typer.Option(
+        help="Directory with the official split files, or a Hugging Face dataset id; with --task a,b a folder "
+        "holding one sub-folder per task."
+    ),
+]
+TasksFile = Annotated[
+    Optional[Path],
+    typer.Option(
+        help="Multi-task run: YAML `tasks: [{task: rte, data: DIR}, {task: cb, data: DIR, weight: 2.0}]` "
+        "(one shared prompt, a head per task); replaces --task/--data."
+    ),
+]
+MixTemperature = Annotated[
+    Optional[float],
+    typer.Option(
+        help="Multi-task: draw each task's batches with p ∝ weight · size^(1/T); 1 (default) proportional to "
+        "size, large T uniform."
+    ),
+]
+InitFrom = Annotated[
+    Optional[str],
+    typer.Option(
+        help="Start from this artifact's prompt (e.g. a multi-task one) and from its head where the task's label "
+        "set matches."
+    ),
+]
+Teacher = Annotated[
+    Optional[str],
+    typer.Option(help="Distil from this artifact (e.g. a --method finetune one on the same task and labels)."),
+]
+DistillAlpha = Annotated[
+    Optional[float], typer.Option(help="--teacher: weight A of the task loss in A·CE + (1−A)·T²·KL (0.5).")
+]
+DistillTemperature = Annotated[
+    Optional[float], typer.Option(help="--teacher: temperature T softening both distributions (2.0).")
+]
 Output = Annotated[Path, typer.Option(help="Output directory: artifact, metrics.json(l), config.yaml, checkpoint.")]
 Model = Annotated[Optional[str], typer.Option(help="Backbone path or hub id (default: bundled all-MiniLM-L6-v2).")]
 
@@ -66,6 +108,18 @@ BackboneDropout = Annotated[
         "0 makes CPU training much faster (see BENCHMARKS.md); its effect on accuracy depends on the task."
     ),
 ]
+ActivationCache = Annotated[
+    bool,
+    typer.Option(
+        "--activation-cache/--no-activation-cache",
+        help="With --prefix-layers top:K or A-B: compute the unprompted bottom layers once per input (first epoch) "
+        "and run only the prompted ones after; same results, less time. The run log says whether it was used.",
+    ),
+]
+ActivationCacheMb = Annotated[
+    float,
+    typer.Option(help="The activation cache stays in memory up to this many MB, else it is memory-mapped in OUT."),
+]
 Pooling = Annotated[
     str,
     typer.Option(
@@ -100,6 +154,13 @@ Reparam = Annotated[
 ]
 ReparamHidden = Annotated[Optional[int], typer.Option(help="ptv2: hidden width of the reparameterisation MLP (512).")]
 PrefixDropout = Annotated[Optional[float], typer.Option(help="ptv2: dropout on the prefix during training (0).")]
+PrefixLayers = Annotated[
+    Optional[str],
+    typer.Option(
+        help="ptv2, apt: the layers that get a prefix: all (default) | top:K (the K highest) | A-B (from 0). Layers "
+        "below the lowest prompted one run frozen: no dropout, no backward, and their output can be kept."
+    ),
+]
 PromptEncoder = Annotated[Optional[str], typer.Option(help="ptv1 prompt encoder: lstm (default) | mlp.")]
 PrefixInitStd = Annotated[
     Optional[float],

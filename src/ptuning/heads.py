@@ -53,3 +53,18 @@ class SequenceClassificationHead(nn.Module):
         else:
             pooled = pool(hidden, attention_mask, self.pooling)  # (B, H)
         return self.classifier(self.dropout(pooled))  # (B, num_labels)
+
+
+class MultiTaskHead(nn.Module):
+    """One head per task of a mixture, over one shared prompt: each batch names its task (``task=NAME``).
+
+    Only the named head runs, so heads of any shape (classification, choices, tokens, spans) sit side by
+    side; artifacts store each as its own head (``artifact.py``) and load any one of them alone.
+    """
+
+    def __init__(self, heads: dict[str, nn.Module]) -> None:
+        super().__init__()
+        self.heads = nn.ModuleDict(heads)
+
+    def forward(self, hidden: torch.Tensor, attention_mask: torch.Tensor, task: str, **inputs) -> torch.Tensor:
+        return self.heads[task](hidden, attention_mask, **inputs)

@@ -4,6 +4,11 @@ Method, backbone and task are orthogonal: the method (``method/``) decides what 
 adds to a forward call, the encoder (``encoders/``) runs any backbone family with it, and the head comes
 from the task (``tasks/``). There is no class per (model, task) pair, and nothing here knows a method
 or family by name.
+
+A method whose prompt starts above layer 0 (:meth:`Method.frozen_layers`, ``--prefix-layers top:K``) leaves the
+layers below as the frozen backbone runs them: the model keeps them in eval mode (no dropout) while training and
+runs them without autograd, and a training run may attach an activation cache (``activations.py``) that keeps their
+output per input, so that later epochs run only the prompted layers.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import torch
 from torch import nn
 
 from .encoders import Encoder, PromptInputs
+from .encoders.depth import DepthPlan
 from .method import Method, MethodConfig, build_method, decay_groups
 
 
@@ -28,6 +34,12 @@ class PTuningModel(nn.Module):
         self.encoder = encoder if isinstance(encoder, Encoder) else Encoder(encoder)
         self.method = method if isinstance(method, Method) else build_method(method, self.encoder)
         self.head = head
+        self.encoder.freeze_below(self.method.frozen_layers())
+        self.activations = None  # an ActivationCache (activations.py) the training loop may attach
+
+    def frozen_layers(self) -> int:
+        """The bottom layers nothing trained reaches in the current mode (:meth:`Method.training_frozen_layers`)."""
+        return self.method.training_frozen_layers() if self.training else self.method.frozen_layers()
 
     @property
     def backbone(self) -> nn.Module:
@@ -89,10 +101,21 @@ class PTuningModel(nn.Module):
         token_type_ids: torch.Tensor | None = None,
         *,
         prompt: PromptInputs | None = None,
+        activation_units: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Hidden states ``(B, L, H)`` aligned with ``input_ids``. ``prompt`` overrides the method's own."""
+        """Hidden states ``(B, L, H)`` aligned with ``input_ids``. ``prompt`` overrides the method's own.
+
+        ``activation_units`` ``(B,)``: each row's entry in the attached activation cache, which then supplies (or
+        keeps) the hidden states entering the first prompted layer. Without a cache it is ignored, and so is the
+        frozen bottom when ``prompt`` is not the method's own (it may reach any layer).
+        """
+        frozen = self.frozen_layers() if prompt is None else 0
         prompt = self.method.prompt_inputs() if prompt is None else prompt
-        return self.encoder(input_ids, attention_mask, token_type_ids, prompt)
+        cache = self.activations
+        if cache is not None and activation_units is not None and 0 < cache.depth <= frozen:
+            return cache.encode(self.encoder, activation_units, input_ids, attention_mask, token_type_ids, prompt)
+        plan = DepthPlan(no_grad_below=frozen) if frozen and torch.is_grad_enabled() else None
+        return self.encoder(input_ids, attention_mask, token_type_ids, prompt, plan=plan)
 
     def forward(
         self,
@@ -102,28 +125,35 @@ class PTuningModel(nn.Module):
         *,
         prompt: PromptInputs | None = None,
         choice_mask: torch.Tensor | None = None,
+        activation_units: torch.Tensor | None = None,
         **head_inputs: torch.Tensor,
     ) -> torch.Tensor:
-        """Task logits. Extra tensors of the batch (span masks…) go to the head.
+        """Task logits. Extra inputs of the batch (span masks…, a mixture's ``task`` name) go to the head.
 
         ``(B, C, L)`` inputs are multiple choice: every choice is scored as its own
         row and the scores come back as ``(B, C)``, padded choices masked out.
+        ``activation_units`` (``(B,)``, ``(B, C)``): see :meth:`encode`.
         """
         if input_ids.dim() == 3:
             B, C, L = input_ids.shape
 
             def flat(t):
-                return None if t is None else t.reshape(B * C, *t.shape[2:])  # (B*C, ...)
+                if not torch.is_tensor(t):  # None, or a mixture's task name
+                    return t
+                return t.reshape(B * C, *t.shape[2:])  # (B*C, ...)
 
             scores = self.forward(
                 flat(input_ids),
                 flat(attention_mask),
                 flat(token_type_ids),
                 prompt=prompt,
+                activation_units=flat(activation_units),
                 **{k: flat(v) for k, v in head_inputs.items()},
             ).view(B, C)  # (B, C)
             if choice_mask is not None:
                 scores = scores.masked_fill(~choice_mask.bool(), torch.finfo(scores.dtype).min)
             return scores
-        hidden = self.encode(input_ids, attention_mask, token_type_ids, prompt=prompt)
+        hidden = self.encode(
+            input_ids, attention_mask, token_type_ids, prompt=prompt, activation_units=activation_units
+        )
         return self.head(hidden, attention_mask, **head_inputs)

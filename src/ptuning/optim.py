@@ -88,9 +88,11 @@ class GradientUpdate:
         self.trainable = [p for p in model.parameters() if p.requires_grad]
         return model
 
-    def step(self, accelerator, model, unwrapped, batch: dict, loss_fn) -> float:
-        """Forward, backward and (at accumulation boundaries) an optimizer step; the batch's loss."""
-        labels = batch.pop("labels")
+    def step(self, accelerator, model, unwrapped, batch: dict, labels: torch.Tensor, loss_fn) -> float:
+        """Forward, backward and (at accumulation boundaries) an optimizer step; the batch's loss.
+
+        ``batch`` holds the model's inputs only (its labels are ``labels``); ``model`` is Accelerate's prepared
+        wrapper of ``unwrapped``, whose method computes the training loss."""
         with accelerator.accumulate(model):
             loss = unwrapped.training_loss(batch, labels, loss_fn, forward=model)
             accelerator.backward(loss)

@@ -288,8 +288,9 @@ def _load_backbone(adapter: PeftAdapter, model: str | None):
 def _task_for(adapter: PeftAdapter, request: ImportRequest) -> Task:
     """``--task`` (with ``--labels`` and columns); else the exported one; else the generic task of its kind."""
     exported = (adapter.exported or {}).get("task")
-    if request.task is None and exported is not None and not request.labels:
-        return get_task(exported["name"]).from_state(exported)
+    if request.task is None and exported is not None:
+        options = {k: v for k, v in {"labels": request.labels, **request.task_options}.items() if v}
+        return get_task(exported["name"]).from_state(exported).with_options(**options)
     default = "token-classification" if adapter.config.get("task_type") == "TOKEN_CLS" else "text-classification"
     return get_task(request.task or default, labels=request.labels, **request.task_options)
 
@@ -314,6 +315,11 @@ def export_artifact(artifact_dir: str | Path, out_dir: str | Path, overwrite: bo
     """
     artifact_dir, out_dir = Path(artifact_dir), Path(out_dir)
     meta = artifact.read_meta(artifact_dir)
+    if "tasks" in meta:
+        raise PTuningError(
+            f"{artifact_dir} is a multi-task artifact ({', '.join(artifact.task_names(meta))}); export-peft exports "
+            "single-task ones (train the task you want with --init-from it, then export that)"
+        )
     if not issubclass(artifact.inference_method_class(meta), DeepPrompt):
         raise PTuningError(
             f"{artifact_dir}: export-peft exports ptv2 artifacts (a plain per-layer prefix, which is what PEFT's "

@@ -11,28 +11,34 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import artifact, backbones, card, checkpoint, runfile
+import torch
+from torch import nn
+
+from . import artifact, backbones, card, checkpoint, distill, mixture, runfile, warmstart
+from .distill import DistillConfig
 from .errors import DataError, PTuningError
 from .finite import json_safe
-from .heads import POOLINGS
+from .heads import POOLINGS, MultiTaskHead
 from .io import atomic_write_bytes, atomic_write_json
 from .method import MethodConfig, method_class
 from .method.prefix import Ptv2Config
+from .mixture import MixtureEntry, check_temperature, entries_from_flags, read_tasks_file
 from .model import PTuningModel
-from .precision import TORCH_DTYPES, cast_frozen, check_backbone_dtype
-from .splits import SplitPlan, plan_splits
+from .multitask import MultiTaskData, TaskPart, task_scores
+from .precision import TORCH_DTYPES, cast_frozen, check_training_dtype
+from .splits import plan_splits
 from .stopping import Interrupted, TrainingDiverged
 from .tasks import Task, get_task
 from .tasks.readers import read_records
-from .train import UPDATES, TrainConfig, predict_logits
+from .train import UPDATES, TrainConfig, TrainData, predict_logits
 from .train import train as run_loop
 from .trainconfig import check_count, check_precision
 
 
 @dataclass
 class TrainRequest:
-    task: str
-    data: str
+    task: str | None  # one task; "rte,cb" with ``data`` a folder of one sub-folder per task; None with tasks_file
+    data: str | None
     output: Path
     model: str | None = None
     method: MethodConfig = field(default_factory=Ptv2Config)
@@ -45,6 +51,10 @@ class TrainRequest:
     overwrite: bool = False
     few_shot: int | None = None  # K: draw K training and K selection examples from the training file
     few_shot_seed: int = 0
+    tasks_file: str | None = None  # a multi-task mixture (mixture.py); the task and data fields stay None
+    mix_temperature: float | None = None  # a mixture's sampling temperature; None: 1 (proportional to task size)
+    init_from: str | None = None  # an artifact whose prompt (and matching heads) the run starts from
+    distill: DistillConfig | None = None  # a teacher artifact and how its soft targets weigh
 
     def __post_init__(self) -> None:
         """The request's own numbers, refused before anything is read or written (TrainConfig checks its own)."""
@@ -52,6 +62,18 @@ class TrainRequest:
         check_count("--max-train-samples", self.max_train_samples)
         check_count("--max-eval-samples", self.max_eval_samples)
         check_count("--few-shot", self.few_shot)
+        if self.tasks_file is not None and (self.task or self.data):
+            raise PTuningError("--tasks-file lists the tasks and their data: drop --task and --data")
+        if self.tasks_file is None and not (self.task and self.data):
+            raise PTuningError("give --task and --data (or --tasks-file FILE.yaml for a multi-task run)")
+        if self.mix_temperature is not None:
+            check_temperature(self.mix_temperature)
+
+    def mixture(self) -> list[MixtureEntry] | None:
+        """The tasks of a multi-task run (``--tasks-file``, or ``--task a,b``); None for a single task."""
+        if self.tasks_file is not None:
+            return read_tasks_file(self.tasks_file)
+        return entries_from_flags(self.task, self.data)
 
 
 def _pooling(requested: str, backbone, name: str) -> str:
@@ -78,26 +100,47 @@ def _check_output(output: Path, resume: bool, overwrite: bool) -> None:
     raise PTuningError(f"{output} is not empty; pass --resume to continue it or --overwrite to replace it")
 
 
-def training_examples(task: Task, request: TrainRequest):
+def training_examples(task: Task, request: TrainRequest, data: str | None = None):
     """``(task, train examples, selection examples, split plan)``; the task learns its labels from train."""
-    plan = plan_splits(task, request.data, request.few_shot, request.few_shot_seed)
+    plan = plan_splits(task, data or request.data, request.few_shot, request.few_shot_seed)
     task = task.with_labels_from(plan.train)
     train_examples = task.records_to_examples(plan.train, labelled=True)[: request.max_train_samples]
     eval_examples = task.records_to_examples(plan.selection, labelled=True)[: request.max_eval_samples]
     return task, train_examples, eval_examples, plan
 
 
+def task_parts(request: TrainRequest, entries: list[MixtureEntry] | None) -> list[TaskPart]:
+    """The run's tasks with their examples: one, or one per mixture entry (each refused in one line first)."""
+    if entries is None:
+        if request.mix_temperature is not None:
+            raise PTuningError("--mix-temperature applies to a multi-task run (--tasks-file, or --task a,b)")
+        entries = [MixtureEntry(request.task, request.data, 1.0, request.task_options)]
+    elif request.distill is not None:
+        raise PTuningError("--teacher applies to a single-task run; distil each task after the multi-task stage")
+    elif any(value for value in request.task_options.values()):
+        raise PTuningError("task options (--text-column, --labels, --crf...) go into each --tasks-file entry")
+    elif request.train.group_by_length:
+        raise PTuningError("--group-by-length does not apply to a multi-task run (its batches are drawn by task)")
+    parts = []
+    for entry in entries:
+        task = get_task(entry.task, **entry.options)
+        if entry.options.get("crf") and task.family != "tagging":
+            raise PTuningError(f"--crf applies to tagging tasks, not to {task.name} ({task.family})")
+        task, train_examples, eval_examples, plan = training_examples(task, request, entry.data)
+        parts.append(TaskPart(task.name, task, entry.data, entry.weight, train_examples, eval_examples, plan))
+    return parts
+
+
 def train(request: TrainRequest) -> dict:
     """Train as ``request`` says; write the artifact, ``metrics.json`` and ``config.yaml`` to its output.
 
-    Everything that can be refused (data, settings, a checkpoint made by another run) is
-    refused before the output directory is created or changed.
+    Everything that can be refused (data, settings, a checkpoint made by another run, an ``--init-from``
+    or ``--teacher`` artifact that does not fit) is refused before the output directory is created or changed.
     """
-    _check_machine_settings(request)
-    task = get_task(request.task, **request.task_options)
-    if request.task_options.get("crf") and task.family != "tagging":
-        raise PTuningError(f"--crf applies to tagging tasks, not to {task.name} ({task.family})")
-    task, train_examples, eval_examples, plan = training_examples(task, request)
+    check_precision(request.train.mixed_precision)
+    check_training_dtype(request.train, method_class(request.method.method))
+    entries = request.mixture()
+    parts = task_parts(request, entries)
     output = Path(request.output)
     if output.exists() and not output.is_dir():
         raise PTuningError(f"--output {output} is a file; give a directory")
@@ -107,66 +150,60 @@ def train(request: TrainRequest) -> dict:
     from accelerate.utils import set_seed
 
     set_seed(request.train.seed)  # the head and prompt initialisation depend on it
-    max_length = request.max_length or task.default_max_length
-    model, tokenizer, name, fingerprint, pooling = _build_model(request, task)
-    budget = model.token_budget(max_length)
-    train_features = task.featurize(train_examples, tokenizer, budget).features
-    eval_set = task.featurize(eval_examples, tokenizer, budget)
+    max_length = request.max_length or max(part.task.default_max_length for part in parts)
+    model, tokenizer, name, fingerprint, pooling = _build_model(request, parts, entries)
+    if request.init_from is not None:  # --optimizer cma then searches around this prompt (search.py)
+        for line in warmstart.start_from(request.init_from, model, [part.task for part in parts], fingerprint):
+            print(line, flush=True)
+    data = _train_data(request, parts, entries is not None, model, tokenizer, max_length, (name, fingerprint))
     lr = UPDATES[request.train.optimizer].planned_lr(model, request.train)
     options = runfile.options_of(request, lr=lr, max_length=max_length, pooling=pooling, backbone=name)
     run = {**options, "backbone_fingerprint": fingerprint}
+    if entries is not None:
+        run["mixture"] = [entry.to_dict() for entry in entries]  # the tasks file's content, not only its path
     if request.train.resume:
         checkpoint.check_resumable(output, run, model)
     _check_output(output, request.train.resume, request.overwrite)
     output.mkdir(parents=True, exist_ok=True)
-    print(f"splits: {plan.describe()}", flush=True)
+    for part in parts:
+        print(f"splits{f' ({part.name})' if entries else ''}: {part.plan.describe()}", flush=True)
 
     def save_best(trained: PTuningModel, scores: dict) -> None:
+        # e.g. the SQuAD 2.0 null threshold these scores were measured with
+        calibrated = {p.name: p.task.calibrated(task_scores(scores, p.name) if entries else scores) for p in parts}
+        chosen = calibrated if entries is not None else calibrated[parts[0].name]
         artifact.save_artifact(
             output,
             trained,
-            task=task.calibrated(scores),  # e.g. the SQuAD 2.0 null threshold these scores were measured with
+            task=chosen,
             backbone_name=name,
             backbone_fingerprint=fingerprint,
             max_length=max_length,
             pooling=pooling,
-            extra={"selection": {"split": plan.roles["selection"], "metrics": scores}},  # for the model card
+            extra={"selection": {"split": _selection_split(parts, entries), "metrics": scores}},  # for the card
         )
 
     summary = run_loop(
         model,
-        task,
-        train_features,
-        eval_set,
-        eval_examples,
-        task.collator(tokenizer),
+        data,
         request.train,
         output,
         save_best,
         run,
-        on_start=lambda: _write_run_files(output, options, plan),  # not before: see train.train
+        on_start=lambda: _write_run_files(output, options, parts),  # not before: see train.train
     )
     if summary["stopped_by"] == "stop_after_steps":  # the test hook simulates a kill: nothing more is written
         return summary
-    summary.update(task=task.name, method=request.method.to_dict(), backbone=name, max_length=max_length)
-    summary.update(backbone_dropout=request.train.backbone_dropout, pooling=pooling, splits=plan.roles)
-    summary["reported"] = _score_reported(output, plan, request, summary)
+    summary.update(task=",".join(p.name for p in parts), method=request.method.to_dict(), backbone=name)
+    summary.update(max_length=max_length, backbone_dropout=request.train.backbone_dropout, pooling=pooling)
+    summary["splits"] = {p.name: p.plan.roles for p in parts} if entries else parts[0].plan.roles
+    if entries is not None:
+        summary["mixture"] = _mixture_summary(entries, data)
+    summary["reported"] = _score_reported(output, parts, request, summary, entries is not None)
     return _finish(summary, output)
 
 
-def _check_machine_settings(request: TrainRequest) -> None:
-    """Precisions this machine cannot run, and a half-precision backbone for a method that trains it."""
-    settings = request.train
-    check_precision(settings.mixed_precision)
-    check_backbone_dtype(settings.backbone_dtype, training=True, mixed_precision=settings.mixed_precision)
-    if settings.backbone_dtype != "fp32" and method_class(request.method.method).trains_backbone:
-        raise PTuningError(
-            f"--backbone-dtype {settings.backbone_dtype} needs a frozen backbone, and --method "
-            f"{request.method.method} trains it (its weights need float32 to take updates; use --mixed-precision)"
-        )
-
-
-def _build_model(request: TrainRequest, task: Task):
+def _build_model(request: TrainRequest, parts: list[TaskPart], entries):
     """``(model, tokenizer, backbone name, fingerprint, pooling)``: the backbone in ``--backbone-dtype``, checked
     against ``--optimizer`` before anything is written."""
     dtype = request.train.backbone_dtype
@@ -175,32 +212,85 @@ def _build_model(request: TrainRequest, task: Task):
     )
     fingerprint = backbones.fingerprint(backbone)  # the float32 weights' (kept on the module by a cast)
     pooling = _pooling(request.pooling, backbone, name)
-    model = PTuningModel(backbone, request.method, task.build_head(backbone.config.hidden_size, pooling))
+    model = PTuningModel(backbone, request.method, _heads(parts, entries, backbone.config.hidden_size, pooling))
     if dtype in TORCH_DTYPES:  # after the method froze it; int8 was chosen at load time
         cast_frozen(model.backbone, dtype)
     UPDATES[request.train.optimizer].check(model, request.train)
     return model, tokenizer, name, fingerprint, pooling
 
 
-def _write_run_files(output: Path, options: dict, plan: SplitPlan) -> None:
-    """``config.yaml`` always; ``few_shot.json`` (the drawn records) for a K-shot run."""
+def _selection_split(parts: list[TaskPart], entries) -> str | dict:
+    """What selected the checkpoint: the split's description, or each task's for a mixture."""
+    return {p.name: p.plan.roles["selection"] for p in parts} if entries else parts[0].plan.roles["selection"]
+
+
+def _heads(parts: list[TaskPart], entries, hidden_size: int, pooling: str) -> nn.Module:
+    """The task's head, or a mixture's heads (one per task, in the mixture's order) behind one module."""
+    if entries is None:
+        return parts[0].task.build_head(hidden_size, pooling)
+    return MultiTaskHead({part.name: part.task.build_head(hidden_size, pooling) for part in parts})
+
+
+def _train_data(request, parts, multi: bool, model, tokenizer, max_length: int, backbone: tuple[str, str]):
+    """Featurize every task at the model's token budget; what the loop trains on (a mixture's, a teacher's)."""
+    budget = model.token_budget(max_length)
+    for part in parts:
+        part.train_features = part.task.featurize(part.train_examples, tokenizer, budget).features
+        part.eval_set = part.task.featurize(part.eval_examples, tokenizer, budget)
+    if multi:
+        temperature = request.mix_temperature or 1.0
+        shares = mixture.probabilities([len(p.train_features) for p in parts], [p.weight for p in parts], temperature)
+        pairs = zip(parts, shares, strict=True)
+        described = ", ".join(f"{p.name} {len(p.train_features)} p={share:.3f}" for p, share in pairs)
+        print(f"mixture (T={temperature:g}): {described}", flush=True)
+        return MultiTaskData(parts, [p.task.collator(tokenizer) for p in parts], shares)
+    part = parts[0]
+    data = TrainData(part.task, part.train_features, part.eval_set, part.eval_examples, part.task.collator(tokenizer))
+    if request.distill is None:
+        return data
+    with torch.random.fork_rng(devices=[]):  # loading the teacher leaves the run's random draws as they were
+        teacher = distill.load_teacher(request.distill, part.task, tokenizer, *backbone)
+    return distill.DistilledData(data, teacher, request.distill)
+
+
+def _mixture_summary(entries: list[MixtureEntry], data: MultiTaskData) -> list[dict]:
+    return [
+        {**entry.to_dict(), "train_examples": size, "probability": share}
+        for entry, size, share in zip(entries, data.sizes, data.probabilities, strict=True)
+    ]
+
+
+def _write_run_files(output: Path, options: dict, parts: list[TaskPart]) -> None:
+    """``config.yaml`` always; ``few_shot.json`` (the drawn records; per task for a mixture) for a K-shot run."""
     runfile.write(output, options)
-    if plan.drawn is not None:
-        atomic_write_json(output / "few_shot.json", plan.drawn)
+    drawn = {part.name: part.plan.drawn for part in parts if part.plan.drawn is not None}
+    if drawn:
+        atomic_write_json(output / "few_shot.json", drawn if len(parts) > 1 else next(iter(drawn.values())))
 
 
-def _score_reported(output: Path, plan: SplitPlan, request: TrainRequest, summary: dict) -> dict | None:
+def _score_reported(output: Path, parts: list[TaskPart], request: TrainRequest, summary: dict, multi: bool):
     """The selected artifact's metrics on the reported split (FewGLUE's val, K-shot's full validation file).
 
     Scored once, after training, so the reported split never influences the checkpoint. None when the
-    selection split is the reported one, or when no artifact was kept (a run that never evaluated).
+    selection split is the reported one, or when no artifact was kept (a run that never evaluated); a
+    mixture's are per task.
     """
-    if plan.reported is None or summary.get("best") is None or summary["stopped_by"] == "interrupted":
+    if summary.get("best") is None or summary["stopped_by"] == "interrupted":
         return None
-    model, tokenizer, task, meta = artifact.load_artifact(output, model_name=request.model)
-    scores = score_examples(model, tokenizer, task, task.records_to_examples(plan.reported, labelled=True), meta)
-    print("reported split: " + ", ".join(f"{k} {v:.4f}" for k, v in scores.items()), flush=True)
-    return scores
+    reported = {}
+    for part in parts:
+        if part.plan.reported is None:
+            continue
+        model, tokenizer, task, meta = artifact.load_artifact(
+            output, model_name=request.model, task=part.name if multi else None
+        )
+        examples = task.records_to_examples(part.plan.reported, labelled=True)
+        reported[part.name] = scores = score_examples(model, tokenizer, task, examples, meta)
+        shown = ", ".join(f"{k} {v:.4f}" for k, v in scores.items())
+        print(f"reported split{f' ({part.name})' if multi else ''}: {shown}", flush=True)
+    if not reported:
+        return None
+    return reported if multi else reported[parts[0].name]
 
 
 def _finish(summary: dict, output: Path) -> dict:
@@ -234,20 +324,21 @@ def evaluate(
     model_name: str | None = None,
     batch_size: int = 64,
     device: str = "auto",
+    task: str | None = None,
     record: bool = True,
     backbone_dtype: str | None = None,
 ) -> dict:
-    """The artifact's metrics on ``split`` of ``data``; ``record`` adds them (and the command) to its model card.
-
-    ``backbone_dtype`` None runs the backbone in the dtype it was trained in (``--backbone-dtype``)."""
+    """The artifact's metrics on ``split`` of ``data`` (``task``: one task of a multi-task artifact); ``record``
+    adds them (and the command) to its model card. ``backbone_dtype`` None: the dtype it was trained in."""
     model, tokenizer, task, meta = artifact.load_artifact(
-        artifact_dir, model_name=model_name, backbone_dtype=backbone_dtype
+        artifact_dir, model_name=model_name, task=task, backbone_dtype=backbone_dtype
     )
     model.to(backbones.resolve_device(device))
     scores = score_split(model, tokenizer, task, data, split, meta["max_length"], batch_size)
     if record:
         name = shlex.quote(Path(artifact_dir).resolve().name)
         command = f"ptuning eval {name} --data {shlex.quote(runfile.local_path(data))} --split {split}"
+        command += f" --task {task.name}" if "tasks" in meta else ""
         card.record_evaluation(Path(artifact_dir), meta, scores, command)
     return scores
 
@@ -284,13 +375,15 @@ def predict(
     model_name: str | None = None,
     batch_size: int = 64,
     device: str = "auto",
+    task: str | None = None,
     backbone_dtype: str | None = None,
 ) -> int:
+    """Predictions for ``input_file`` in the task's own format; ``task`` picks one task of a multi-task artifact."""
     input_file = Path(input_file)
     if not input_file.is_file():
         raise DataError("input file not found", input_file)
     model, tokenizer, task, meta = artifact.load_artifact(
-        artifact_dir, model_name=model_name, backbone_dtype=backbone_dtype
+        artifact_dir, model_name=model_name, task=task, backbone_dtype=backbone_dtype
     )
     model.to(backbones.resolve_device(device))
     examples = task.records_to_examples(read_records(input_file, header=task.files.header), labelled=False)

@@ -52,6 +52,18 @@ def check_backbone_dtype(name: str, *, training: bool = False, mixed_precision: 
     return name
 
 
+def check_training_dtype(settings, method_class) -> None:
+    """``settings.backbone_dtype`` for a training run (a ``TrainConfig``) of ``method_class``, refused in one line
+    where the machine cannot run it or the method trains the backbone (its weights need float32 to take updates)."""
+    dtype = settings.backbone_dtype
+    check_backbone_dtype(dtype, training=True, mixed_precision=settings.mixed_precision)
+    if dtype != "fp32" and method_class.trains_backbone:
+        raise PTuningError(
+            f"--backbone-dtype {dtype} needs a frozen backbone, and --method {method_class.name} trains it "
+            "(its weights need float32 to take updates; use --mixed-precision)"
+        )
+
+
 def dtype_name(backbone: nn.Module) -> str:
     """How an artifact records the dtype ``backbone`` runs in (``fp32`` for anything else)."""
     if getattr(backbone, "is_loaded_in_8bit", False):

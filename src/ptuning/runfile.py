@@ -69,7 +69,8 @@ def options_of(request, *, lr: float, max_length: int, pooling: str, backbone: s
     ``max_length``, ``auto`` pooling, the bundled backbone's path) are written as resolved,
     so the file reproduces the run even where a default changes.
     """
-    options = {"task": request.task, "data": local_path(request.data), "output": str(Path(request.output).resolve())}
+    data = None if request.data is None else local_path(request.data)
+    options = {"task": request.task, "data": data, "output": str(Path(request.output).resolve())}
     options["model"] = local_path(backbone)
     options.update(request.method.to_dict())
     train = asdict(request.train)
@@ -83,9 +84,86 @@ def options_of(request, *, lr: float, max_length: int, pooling: str, backbone: s
         value = request.task_options.get(key)
         options[key] = list(value) if isinstance(value, (list, tuple)) else value
     options["crf"] = bool(options["crf"])
-    return options
+    return {**options, **_staged_options(request)}
+
+
+def _staged_options(request) -> dict:
+    """A mixture's file and temperature, the artifact it starts from, its teacher (None: not used)."""
+    distill = request.distill
+    return {
+        "tasks_file": None if request.tasks_file is None else local_path(request.tasks_file),
+        "mix_temperature": request.mix_temperature,
+        "init_from": None if request.init_from is None else local_path(request.init_from),
+        "teacher": None if distill is None else local_path(distill.teacher),
+        "distill_alpha": None if distill is None else distill.alpha,
+        "distill_temperature": None if distill is None else distill.temperature,
+    }
 
 
 def local_path(name: str) -> str:
     """An existing local path made absolute (the file may be used from another directory); a hub id as is."""
-    return str(Path(name).resolve()) if Path(name).exists() else name
+    return str(Path(name).resolve()) if Path(name).exists() else str(name)
+
+
+def request_from_options(options: dict):
+    """``ptuning train``'s options (flags and ``--config`` merged) as a request; building it checks every number."""
+    from dataclasses import fields
+
+    from .distill import DistillConfig
+    from .pipeline import TrainRequest
+    from .trainconfig import TrainConfig
+
+    train_keys = [f.name for f in fields(TrainConfig) if f.name != "stop_after_steps"]
+    labels = options["labels"]
+    return TrainRequest(
+        task=options["task"],
+        data=options["data"],
+        output=options["output"],
+        model=options["model"],
+        method=_method_config(options),
+        train=TrainConfig(**{key: options[key] for key in train_keys}),
+        max_length=options["max_length"],
+        max_train_samples=options["max_train_samples"],
+        max_eval_samples=options["max_eval_samples"],
+        few_shot=options["few_shot"],
+        few_shot_seed=options["few_shot_seed"],
+        pooling=options["pooling"],
+        task_options={
+            "text_column": options["text_column"],
+            "text_pair_column": options["text_pair_column"],
+            "label_column": options["label_column"],
+            "labels": labels.split(",") if labels else None,
+            "crf": options["crf"] or None,
+            "doc_stride": options["doc_stride"],
+            "split_by_article": options["split_by_article"],
+        },
+        overwrite=options["overwrite"],
+        tasks_file=options.get("tasks_file"),
+        mix_temperature=options.get("mix_temperature"),
+        init_from=options.get("init_from"),
+        distill=_distill_config(options, DistillConfig),
+    )
+
+
+def _method_config(options: dict):
+    """The chosen method's config from the flags given (None = not given: the method's own default).
+
+    Every registered method's options are flags; one the chosen method does not take is refused in one
+    line naming the method's own options (``ptuning methods`` lists them).
+    """
+    from .method import REGISTRY, method_config
+
+    names = {name for method in REGISTRY.values() for name in method.config_class.option_names()}
+    given = {name: options[name] for name in names if options.get(name) is not None}
+    return method_config(options["method"], **given)
+
+
+def _distill_config(options: dict, config_class):
+    """``--teacher`` with its two settings (each None: the default); the settings alone are refused."""
+    alpha, temperature = options.get("distill_alpha"), options.get("distill_temperature")
+    if options.get("teacher") is None:
+        if alpha is not None or temperature is not None:
+            raise PTuningError("--distill-alpha and --distill-temperature need --teacher ARTIFACT")
+        return None
+    given = {k: v for k, v in (("alpha", alpha), ("temperature", temperature)) if v is not None}
+    return config_class(teacher=options["teacher"], **given)

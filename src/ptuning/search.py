@@ -167,13 +167,13 @@ class CmaUpdate:
     def prepare(self, accelerator, model):
         return accelerator.prepare(model)
 
-    def step(self, accelerator, model, unwrapped, batch: dict, loss_fn) -> float:
+    def step(self, accelerator, model, unwrapped, batch: dict, labels: torch.Tensor, loss_fn) -> float:
         """Score a population of candidates on ``batch``, update CMA-ES, leave its mean in the parameters.
 
         Returns the population's mean loss (non-finite candidates left out). Across processes every candidate's
-        loss is the mean over the processes' shards, so every process's CMA-ES takes the same step.
+        loss is the mean over the processes' shards, so every process's CMA-ES takes the same step. An attached
+        activation cache (``--prefix-layers top:K``) serves every candidate: only the prompted layers run.
         """
-        labels = batch.pop("labels")
         training = model.training
         model.eval()  # dropout off: every candidate is scored by the same function
         try:

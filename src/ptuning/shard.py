@@ -65,7 +65,7 @@ def shard_frozen_backbone(model, accelerator) -> str:
 
     encoder, backbone = model.encoder, model.encoder.backbone
     mesh = init_device_mesh(accelerator.device.type, (accelerator.num_processes,))
-    for block in encoder.layer_blocks():
+    for block in encoder.injector.layer_blocks(backbone):  # the family names its blocks
         fully_shard(block, mesh=mesh)
     fully_shard(encoder.word_embeddings(), mesh=mesh)
     fully_shard(encoder, mesh=mesh)  # the root unit: input-level prompts call the word embeddings before the backbone

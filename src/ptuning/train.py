@@ -16,21 +16,29 @@ import sys
 import time
 import types
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
-from . import checkpoint
-from .batches import _loader, evaluate, feature_length, predict_logits, resumed  # noqa: F401 (re-exported)
+from . import activations, checkpoint
+from .batches import (  # noqa: F401 (re-exported)
+    EXAMPLE_INDEX,
+    TrainData,
+    _loader,
+    evaluate,
+    feature_length,
+    indexed,
+    predict_logits,
+    resumed,
+)
 from .finite import dumps
 from .model import PTuningModel
 from .optim import GradientUpdate, adamw, lr_lambda, lr_scheduler  # noqa: F401 (re-exported)
 from .search import CmaUpdate
 from .shard import shard_frozen_backbone
 from .stopping import InterruptGuard
-from .tasks import Featurized
 from .trainconfig import PRECISIONS, SCHEDULERS, TrainConfig, check_precision, use_precision  # noqa: F401 (re-exported)
 
 UPDATES = {"adamw": GradientUpdate, "cma": CmaUpdate}  # --optimizer: how one batch changes the trained parameters
@@ -67,34 +75,16 @@ class JsonlLog:
             self.board.close()
 
 
-@dataclass
-class TrainData:
-    """What the loop reads: training features, the evaluation set and the collate function."""
-
-    train_features: list[dict]
-    eval_set: Featurized
-    eval_examples: list
-    collate: Callable
-
-    @property
-    def eval_features(self) -> list[dict]:
-        return self.eval_set.features
-
-
 def train(
     model: PTuningModel,
-    task,
-    train_features: list[dict],
-    eval_set: Featurized,
-    eval_examples: list,
-    collate,
+    data: TrainData,
     config: TrainConfig,
     output_dir: Path,
     save_best: Callable[[PTuningModel, dict], None],
     run_settings: dict | None = None,
     on_start: Callable[[], None] | None = None,
 ) -> dict:
-    """Train ``model`` and keep the best-dev artifact; return the summary for ``metrics.json``.
+    """Train ``model`` on ``data`` and keep the best-dev artifact; return the summary for ``metrics.json``.
 
     ``summary["stopped_by"]`` says what ended the run: ``epochs``, ``patience``, ``time``, ``interrupted``
     (Ctrl-C: a checkpoint was saved at that step), ``nonfinite_loss`` or ``nonfinite_outputs`` (``error``
@@ -103,8 +93,7 @@ def train(
     once every process is set up: under ``accelerate launch`` a file written to ``output_dir`` earlier could
     fail another process's "output is not empty" check.
     """
-    data = TrainData(train_features, eval_set, eval_examples, collate)
-    trainer = Trainer(model, task, data, config, Path(output_dir), save_best, run_settings or {})
+    trainer = Trainer(model, data, config, Path(output_dir), save_best, run_settings or {})
     trainer.accelerator.wait_for_everyone()
     if on_start is not None and trainer.main:
         on_start()
@@ -114,16 +103,20 @@ def train(
 class Trainer:
     """One run: the prepared model, optimizer and schedule, the loop counters, and the rules that stop it."""
 
-    def __init__(self, model, task, data: TrainData, config: TrainConfig, output_dir: Path, save_best, settings: dict):
+    def __init__(self, model, data: TrainData, config: TrainConfig, output_dir: Path, save_best, settings: dict):
         from accelerate import Accelerator
-        from accelerate.utils import set_seed
+        from accelerate.utils import DistributedDataParallelKwargs, set_seed
 
         precision = use_precision(config.mixed_precision)
-        self.accelerator = Accelerator(gradient_accumulation_steps=config.grad_accum, mixed_precision=precision)
+        # a mixture's batch trains one task's head: under data parallelism the others are unused in that step
+        handlers = [DistributedDataParallelKwargs(find_unused_parameters=True)] if data.unused_parameters else []
+        self.accelerator = Accelerator(
+            gradient_accumulation_steps=config.grad_accum, mixed_precision=precision, kwargs_handlers=handlers
+        )
         set_seed(config.seed)
-        self.task, self.data, self.config, self.output_dir = task, data, config, output_dir
+        self.data, self.config, self.output_dir = data, config, output_dir
         self.save_best, self.settings, self.main = save_best, settings, self.accelerator.is_main_process
-        self.update = UPDATES[config.optimizer](model, config, len(data.train_features))
+        self.update = UPDATES[config.optimizer](model, config, len(data))
         self.lr = self.update.lr  # None for forward-only search
         if config.gradient_checkpointing:
             model.enable_gradient_checkpointing()
@@ -146,10 +139,14 @@ class Trainer:
             f"method {unwrapped.config.method}: {self.n_train:,} trainable parameters ({share}); "
             + self.update.describe()
         )
-        self.loss_fn = getattr(unwrapped.head, "loss", None) or task.loss  # a CRF head scores whole sequences
+        self.data, self.activations, self.cache_line = activations.attach(
+            unwrapped, data, config, output_dir, settings, self.accelerator
+        )
+        self.accelerator.print(self.cache_line)  # whether the frozen layers' output is kept, and why (not)
         self.log = JsonlLog(output_dir, self.main)
-        self.metric = task.main_metric
+        self.metric = data.main_metric
         self.started = time.perf_counter() - self.loop["elapsed_s"]
+        self.mark = time.perf_counter()  # the end of the last evaluation: what each row's train_s counts from
         self.steps_this_run = 0
         self.running = [0.0, 0]  # the current epoch's summed loss and batch count (this run's part of it)
         self.consistent = True  # False while a step is half done: no checkpoint may be taken then
@@ -187,13 +184,7 @@ class Trainer:
         """One epoch (or the rest of one, after a resume); a stop reason, or None to go on."""
         config, accelerator, epoch = self.config, self.accelerator, self.loop["epoch"]
         loader = accelerator.prepare_data_loader(
-            _loader(
-                self.data.train_features,
-                self.data.collate,
-                config.batch_size,
-                config.seed * 1000 + epoch,
-                config.group_by_length,
-            )
+            self.data.loader(config.batch_size, config.seed * 1000 + epoch, config.group_by_length)
         )
         batches = len(loader)  # the whole epoch's, also when its first batches were done before a resume
         if self.loop["batches_done"]:  # resumed mid-epoch
@@ -220,7 +211,9 @@ class Trainer:
     def _step(self, batch: dict) -> float:
         """One update on one batch (``--optimizer``: a gradient step, or a generation of prompt search)."""
         self.consistent = False
-        return self.update.step(self.accelerator, self.model, self.unwrapped, batch, self.loss_fn)
+        labels = batch.pop("labels")
+        loss_fn = self.data.loss_for(batch, self.unwrapped.head)  # takes out what is not a model input
+        return self.update.step(self.accelerator, self.model, self.unwrapped, batch, labels, loss_fn)
 
     def _after_batch(self, loss: float, batches: int) -> str | None:
         """Advance the counters, then apply the stop rules that are checked after every batch."""
@@ -260,27 +253,22 @@ class Trainer:
         """Evaluate, keep the best artifact, checkpoint; a stop reason (patience, time, non-finite) or None."""
         loop, metric, config = self.loop, self.metric, self.config
         loop["pending_eval"] = epoch_float  # a Ctrl-C in the forward passes leaves it to the resumed run
+        evaluating = time.perf_counter()
         with self.guard.immediate():  # stopping at once loses nothing: the last step's state is intact
-            logits = predict_logits(
-                self.model,
-                self.data.eval_features,
-                self.data.collate,
-                config.eval_batch_size,
-                self.accelerator,
-                desc="evaluating",
-            )
+            scores = self.data.evaluate(self._predict)
         del loop["pending_eval"]
         self.model.train()
-        if not torch.isfinite(logits).all():
+        if scores is None:
             self.failure = (
                 f"the model's outputs on the evaluation set became NaN or infinite at step {loop['step']}; "
                 f"{self.update.remedy()}; {self._what_was_kept()}"
             )
             return "nonfinite_outputs"
-        scores = self.task.evaluate(logits, self.data.eval_examples, self.data.eval_set.alignment)
         train_loss = self.running[0] / self.running[1] if self.running[1] else None  # None: no batch this run
         row = {"epoch": round(epoch_float, 3), "step": loop["step"], "train_loss": train_loss, **scores}
         row["elapsed_s"] = round(time.perf_counter() - self.started, 2)
+        row["train_s"] = round(evaluating - self.mark, 2)  # training since the last evaluation (an epoch's batches)
+        row["eval_s"] = round(time.perf_counter() - evaluating, 2)
         loop["history"].append(row)
         score = scores[metric]
         improved = loop["best"] is None or (math.isfinite(score) and score > loop["best"])
@@ -295,14 +283,22 @@ class Trainer:
         shown = ", ".join(f"{k} {_number(v)}" for k, v in scores.items())
         self.accelerator.print(f"epoch {row['epoch']}: {shown}" + (" (best)" if improved else ""))
         self._checkpoint()
+        self.mark = time.perf_counter()
         if config.patience is not None and loop["bad_evals"] >= config.patience:
             return "patience"
         if config.max_minutes is not None and _time_is_up(loop["elapsed_s"], config.max_minutes, self.accelerator):
             return "time"
         return None
 
+    def _predict(self, features: list[dict], collate: Callable) -> torch.Tensor:
+        """Logits of the model being trained for evaluation ``features`` (gathered over processes)."""
+        batch_size = self.config.eval_batch_size
+        return predict_logits(self.model, features, collate, batch_size, self.accelerator, desc="evaluating")
+
     def _checkpoint(self) -> None:
         self.loop["elapsed_s"] = time.perf_counter() - self.started
+        if self.activations is not None:
+            self.activations.persist()  # the units a resumed run may reuse (after re-checking them)
         if self.update.checkpoints:  # forward-only search keeps no resumable state
             self.saved_step = self.loop["step"]
             if self.main:
@@ -334,6 +330,9 @@ class Trainer:
             "stopped_by": stopped_by,
             "checkpoint_step": self.saved_step,
             "config": {**asdict(self.config), "lr": self.lr},
+            "activation_cache": {"used": False, "log": self.cache_line}
+            if self.activations is None
+            else self.activations.summary(),
         }
         if self.failure:
             summary["error"] = self.failure

@@ -50,6 +50,8 @@ class TrainConfig:
     cma_popsize: int = 20  # --optimizer cma: candidates scored per step (BBT's population)
     cma_sigma: float = 1.0  # --optimizer cma: CMA-ES's initial step size in z
     shard_backbone: bool = False  # split the frozen backbone's weights across processes (shard.py, FSDP2)
+    activation_cache: bool = True  # keep the frozen bottom layers' output per input (activations.py) where it applies
+    activation_cache_mb: float = 1024.0  # kept in memory up to this size, else memory-mapped under OUT/activation-cache
     resume: bool = False
     stop_after_steps: int | None = None  # simulate a kill after N optimizer steps (tests): no checkpoint, no metrics
 
@@ -83,6 +85,13 @@ class TrainConfig:
         _in_range("--warmup-ratio", self.warmup_ratio, 0.0, 1.0, "[0, 1)", low_open=False)
         _in_range("--decay-gamma", self.decay_gamma, 0.0, 1.0, "(0, 1]", low_open=True)
         self._check_search()
+        if not isinstance(self.activation_cache, bool):
+            raise PTuningError(f"--activation-cache must be true or false, got {self.activation_cache!r}")
+        _number("--activation-cache-mb", self.activation_cache_mb)
+        if self.activation_cache_mb < 0:
+            raise PTuningError(
+                f"--activation-cache-mb must be >= 0 (0: memory-mapped), got {self.activation_cache_mb:g}"
+            )
         if self.backbone_dropout is not None:
             _number("--backbone-dropout", self.backbone_dropout)
             if not 0.0 <= self.backbone_dropout < 1.0:

@@ -123,7 +123,7 @@ def _make_prefix_attention(base: str) -> Callable:
         layer = getattr(module, "layer_idx", None)
         if layer is None or getattr(module, "is_cross_attention", False):
             prefix = late = None
-        if prefix is not None and (prefix.length == 0 or not prefix.enters(layer)):
+        if prefix is not None and not prefix.covers(layer):  # a layer without a prompt gets no prefix at all
             prefix = None
         if prefix is None and late is None:
             output = kernel(module, query, key, value, attention_mask, **kwargs)
@@ -142,7 +142,7 @@ def _make_prefix_attention(base: str) -> Callable:
             pk, pv = prefix.layer(layer, B, hidden)  # each (B, kv_heads, P, hd)
             key = torch.cat([pk.to(key.dtype), key], dim=2)  # (B, kv_heads, P + Lk, hd)
             value = torch.cat([pv.to(value.dtype), value], dim=2)  # (B, kv_heads, P + Lk, hd)
-            mask = widen_mask(mask, prefix.mask, B, q_len, k_len, prefix.length, causal, query.device)
+            mask = widen_mask(mask, prefix.mask_at(layer), B, q_len, k_len, prefix.length, causal, query.device)
         output = kernel(module, query, key, value, mask, is_causal=False, **kwargs)
         report(layer, key, value, output[1], 0 if prefix is None else prefix.length)  # probs (B, heads, Lq, P + Lk)
         return output
@@ -243,7 +243,9 @@ class AttentionInterfaceInjector(Injector):
     """The default: any family built on ``AttentionInterface`` (the prefix travels as a keyword)."""
 
     name: ClassVar[str] = "attention-interface"
-    support: ClassVar[FamilySupport] = FamilySupport(checkpointing_with_prefix=True, grouped_query_heads=True)
+    support: ClassVar[FamilySupport] = FamilySupport(
+        checkpointing_with_prefix=True, grouped_query_heads=True, partial_depth=True
+    )
 
     @classmethod
     def matches(cls, backbone: nn.Module) -> bool:
@@ -270,6 +272,11 @@ class AttentionInterfaceInjector(Injector):
             backbone.set_attn_implementation(previous)
 
     rotary: bool = False
+
+    def layer_blocks(self, backbone: nn.Module) -> list[nn.Module]:
+        """The entries of the backbone's layer list; blocks of these families return the hidden states alone."""
+        ensure_layer_indices(backbone)
+        return [block for block, _ in layer_modules(backbone)]
 
     def attach_layer_hooks(self, backbone: nn.Module) -> None:
         """Forward pre-hooks that bring each layer's input to a gate and insert late prompts (once per backbone)."""

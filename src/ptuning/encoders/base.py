@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from ..errors import PTuningError
+from .depth import wrap_blocks
 from .probe import AttentionProbe
 from .prompts import LatePrompt, PrefixBatch
 
@@ -26,17 +27,21 @@ class FamilySupport:
 
     ``checkpointing_with_prefix``: gradient checkpointing replays layers with the same prefix.
     ``grouped_query_heads``: prefixes are shaped by key/value heads, not query heads.
+    ``partial_depth``: the injector can run layers ``[0, L)`` to a hidden state and ``[L, N)`` from one
+    (:meth:`Injector.layer_blocks`; ``depth.py``), which the activation cache needs.
     """
 
     checkpointing_with_prefix: bool = True
     grouped_query_heads: bool = True
+    partial_depth: bool = True
 
 
 class Injector:
     """Puts a :class:`PrefixBatch` into one backbone family's attention, without shifting positions."""
 
     name: ClassVar[str] = "base"
-    support: ClassVar[FamilySupport] = FamilySupport()
+    support: ClassVar[FamilySupport] = FamilySupport(partial_depth=False)
+    block_returns_tuple: ClassVar[bool] = False  # the family's layer blocks return (hidden, ...), not hidden alone
 
     @classmethod
     def matches(cls, backbone: nn.Module) -> bool:
@@ -54,6 +59,20 @@ class Injector:
         in every layer (:meth:`LatePrompt.insert`, :meth:`LatePrompt.visibility`). Only methods that use
         them call this; plain deep prompts must stay untouched. A family that cannot refuses in one line."""
         raise PTuningError(f"{type(backbone).__name__}: gated prefixes and late prompts are not supported")
+
+    def layer_blocks(self, backbone: nn.Module) -> list[nn.Module]:
+        """The backbone's layer blocks in order (block ``i`` is layer ``i``): what :meth:`attach_depth` wraps, and what
+        stays in training mode above a frozen bottom (``Encoder.freeze_below``). A family that cannot name them
+        refuses in one line."""
+        raise PTuningError(f"{type(backbone).__name__}: this family cannot run part of its layers")
+
+    def attach_depth(self, backbone: nn.Module) -> None:
+        """Let a forward call run part of the depth by a :class:`~ptuning.encoders.depth.DepthPlan` (idempotent):
+        layers ``[0, L)`` to the hidden states entering ``L``, or ``[L, N)`` from them. The family's own forward
+        still builds positions and masks; each block only skips, substitutes or records (``depth.py``)."""
+        if not self.support.partial_depth:
+            raise PTuningError(f"{type(backbone).__name__}: this family cannot run part of its layers")
+        wrap_blocks(self.layer_blocks(backbone), self.block_returns_tuple)
 
     def forward_kwargs(self, prefix: PrefixBatch | None, late: LatePrompt | None = None) -> dict:
         """Keyword arguments that carry ``prefix`` (and a late prompt) through the backbone's forward call."""

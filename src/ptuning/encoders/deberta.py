@@ -56,7 +56,10 @@ class DebertaInjector(Injector):
     """DeBERTa's DisentangledSelfAttention takes no extra keyword: the prefix travels in a ContextVar."""
 
     name: ClassVar[str] = "deberta"
-    support: ClassVar[FamilySupport] = FamilySupport(checkpointing_with_prefix=False, grouped_query_heads=False)
+    support: ClassVar[FamilySupport] = FamilySupport(
+        checkpointing_with_prefix=False, grouped_query_heads=False, partial_depth=True
+    )
+    block_returns_tuple: ClassVar[bool] = True  # DebertaV2Layer returns (hidden, attention or None)
 
     @classmethod
     def matches(cls, backbone: nn.Module) -> bool:
@@ -73,11 +76,15 @@ class DebertaInjector(Injector):
                     module.forward = types.MethodType(_forward_with_prefix, module)
                 layer_idx += 1
 
+    def layer_blocks(self, backbone: nn.Module) -> list[nn.Module]:
+        """The encoder's layers. The encoder's relative positions, masks and (after layer 0) convolution are its
+        forward's work, which runs as usual: a block that substitutes its input gets what layer ``L`` would."""
+        return [m for m in backbone.modules() if type(m).__name__ in {"DebertaV2Layer", "DebertaLayer"}]
+
     def attach_layer_hooks(self, backbone: nn.Module) -> None:
         """The attention already receives the layer's input; late prompts need a pre-hook on each layer (once)."""
         self.attach(backbone)
-        layers = [m for m in backbone.modules() if type(m).__name__ in {"DebertaV2Layer", "DebertaLayer"}]
-        for i, layer in enumerate(layers):
+        for i, layer in enumerate(self.layer_blocks(backbone)):
             if not getattr(layer, "_ptuning_layer_hooks", False):
                 layer.register_forward_pre_hook(partial(_insert_late_prompt, i))
                 layer._ptuning_layer_hooks = True
@@ -102,7 +109,7 @@ def _forward_with_prefix(
     rel_embeddings=None,
 ):
     prefix, late = _ACTIVE.get()
-    if prefix is not None and (prefix.length == 0 or not prefix.enters(self.layer_idx)):
+    if prefix is not None and not prefix.covers(self.layer_idx):  # a layer without a prompt gets no prefix at all
         prefix = None
     if prefix is None and late is None and not probing():
         return self._ptuning_plain_forward(
@@ -140,8 +147,9 @@ def _forward_with_prefix(
         prefix_scores = torch.bmm(q, pk.transpose(-1, -2)) / scale  # (B*heads, N, P): no position bias
         scores = torch.cat([prefix_scores.view(B, heads, N, P), scores], dim=-1)  # (B, heads, N, P + N)
         cols = torch.ones(B, 1, N, P, dtype=torch.bool, device=q.device)
-        if prefix.mask is not None:
-            cols = prefix.mask[:, None, None, :].expand(B, 1, N, P)  # (B, 1, N, P)
+        slot_mask = prefix.mask_at(self.layer_idx)  # (B, P) or None
+        if slot_mask is not None:
+            cols = slot_mask[:, None, None, :].expand(B, 1, N, P)  # (B, 1, N, P)
         real = torch.cat([cols, real], dim=-1)  # (B, 1, N, P + N)
         values = torch.cat([pv, v], dim=1)  # (B*heads, P + N, hd)
         keys = torch.cat([pk, k], dim=1)  # (B*heads, P + N, hd)

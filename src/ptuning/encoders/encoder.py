@@ -1,9 +1,10 @@
 """A frozen backbone together with the injector of its family: what every method runs on.
 
-An :class:`Encoder` answers three questions for the rest of the library, whatever the family:
+An :class:`Encoder` answers four questions for the rest of the library, whatever the family:
 how to run the backbone with a method's :class:`PromptInputs` (a deep prefix, input-level prompt
-vectors, or nothing), what the family supports, and how many input tokens a prompt leaves. The model
-(``model.py``) and the serving pool both use it; neither knows which family it is.
+vectors, or nothing), how to run part of its depth (:meth:`Encoder.run_lower`, :meth:`Encoder.run_upper`:
+what the activation cache needs), what the family supports, and how many input tokens a prompt leaves.
+The model (``model.py``) and the serving pool both use it; neither knows which family it is.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from ..precision import as_float32
 from .attention import AttentionInterfaceInjector
 from .base import FamilySupport, Injector
 from .deberta import DebertaInjector
+from .depth import DepthPlan, frozen_train_mode, planned
 from .probe import AttentionProbe
 from .prompts import PromptInputs, prepend_prompt
 
@@ -47,6 +49,8 @@ class Encoder(nn.Module):
         self.geometry = backbones.geometry(backbone)
         self.prefix_enabled = False
         self.layer_hooks_enabled = False
+        self.depth_enabled = False
+        self.frozen_layers = 0
 
     @property
     def support(self) -> FamilySupport:
@@ -75,21 +79,36 @@ class Encoder(nn.Module):
             self.injector.attach_layer_hooks(self.backbone)
             self.layer_hooks_enabled = True
 
-    def layer_blocks(self) -> list[nn.Module]:
-        """The backbone's layer blocks in order (its ``ModuleList`` with one entry per layer): what is sharded."""
-        layers = self.config.num_hidden_layers
-        found = (m for m in self.backbone.modules() if isinstance(m, nn.ModuleList) and len(m) == layers)
-        blocks = next(found, None)
-        if blocks is None:
-            raise PTuningError(f"{type(self.backbone).__name__}: cannot find its {layers} layer blocks")
-        return list(blocks)
-
     def probe(self, probe: AttentionProbe) -> AbstractContextManager:
         """A context in which every forward call reports each self-attention layer's keys, values and attention
         probabilities to ``probe`` (``ptuning inspect``); outputs do not change. Refused in one line by a family
         that cannot (:meth:`Injector.probe_context`)."""
         self.enable_prefix()  # the injector's attention is where the probe is called
         return self.injector.probe_context(self.backbone, probe)
+
+    def enable_partial_depth(self) -> None:
+        """Let forward calls run part of the layers (a :class:`DepthPlan`); idempotent. Refused in one line by a
+        family whose injector cannot (:attr:`FamilySupport.partial_depth`)."""
+        if not self.depth_enabled:
+            self.injector.attach_depth(self.backbone)
+            self.depth_enabled = True
+
+    def freeze_below(self, layers: int) -> None:
+        """Run the embeddings and layers ``[0, layers)`` in eval mode even while training (no dropout there), so
+        their output for an input never changes: a method whose prompt starts at layer ``layers`` asks for this.
+        0 (the default) leaves every layer's mode alone."""
+        if layers and not self.support.partial_depth:
+            raise PTuningError(f"{type(self.backbone).__name__}: this family cannot keep its bottom layers frozen")
+        self.frozen_layers = layers
+        if layers and self.backbone.training:  # no other mode changes: a backbone in eval mode stays so
+            frozen_train_mode(self.backbone, self.injector.layer_blocks(self.backbone), layers, True)
+
+    def train(self, mode: bool = True) -> Encoder:
+        """``nn.Module.train``, keeping the bottom :attr:`frozen_layers` in eval mode (:meth:`freeze_below`)."""
+        super().train(mode)
+        if self.frozen_layers:
+            frozen_train_mode(self.backbone, self.injector.layer_blocks(self.backbone), self.frozen_layers, mode)
+        return self
 
     def wrap(self, wrapper: Callable[[nn.Module], nn.Module]) -> None:
         """Replace the backbone by ``wrapper(backbone)``: for methods that bring their own injection (PEFT)."""
@@ -118,21 +137,50 @@ class Encoder(nn.Module):
             )
         return budget
 
+    def run_lower(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None, layers: int
+    ) -> torch.Tensor:
+        """The hidden states ``(B, L, H)`` entering layer ``layers``: the embeddings and layers ``[0, layers)`` only,
+        without a prompt and without autograd (what the activation cache keeps)."""
+        plan = DepthPlan(stop=layers, capture=layers, no_grad_below=layers)
+        with torch.no_grad():
+            self.forward(input_ids, attention_mask, token_type_ids, plan=plan)
+        return plan.captured
+
+    def run_upper(
+        self,
+        hidden: torch.Tensor,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        token_type_ids: torch.Tensor | None = None,
+        start: int = 0,
+        prompt: PromptInputs | None = None,
+    ) -> torch.Tensor:
+        """Layers ``[start, N)`` from ``hidden`` ``(B, L, H)``, the hidden states entering layer ``start``; the final
+        hidden states ``(B, L, H)``. ``input_ids`` and the mask still give the family's forward its positions and
+        masks. The prompt must not reach below ``start``."""
+        plan = DepthPlan(start=start, hidden=hidden)
+        return self.forward(input_ids, attention_mask, token_type_ids, prompt, plan=plan)
+
     def forward(
         self,
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor,
         token_type_ids: torch.Tensor | None = None,
         prompt: PromptInputs | None = None,
+        plan: DepthPlan | None = None,
     ) -> torch.Tensor:
         """Hidden states ``(B, L, H)`` for ``input_ids`` ``(B, L)``, input-level and late prompt slots stripped.
 
         Always float32 for the head, also from a bf16/fp16 backbone (``--backbone-dtype``, ``precision.py``).
+        ``plan`` runs part of the depth (:class:`DepthPlan`; :meth:`run_lower`, :meth:`run_upper`).
         """
         prompt = prompt or PromptInputs()
         late = prompt.late if prompt.late is not None and prompt.late.length > 0 else None
         if late is not None and prompt.embeds is not None:
             raise PTuningError("a late prompt cannot be combined with an input-level prompt")
+        if plan is not None:
+            self._check_plan(plan, prompt, late)
         inputs: dict = {"attention_mask": attention_mask}
         if token_type_ids is not None and not prompt.drop_token_types:
             inputs["token_type_ids"] = token_type_ids
@@ -160,9 +208,22 @@ class Encoder(nn.Module):
         if prefix is not None and prefix.gate is not None:
             prefix = replace(prefix, token_mask=inputs["attention_mask"])
         inputs.update(self.injector.forward_kwargs(prefix, late))
-        with self.injector.context(prefix, late):
+        with self.injector.context(prefix, late), planned(plan):
             out = self.backbone(**inputs)
         return as_float32(out.last_hidden_state[:, strip : strip + input_ids.shape[1]])  # (B, L, H)
+
+    def _check_plan(self, plan: DepthPlan, prompt: PromptInputs, late) -> None:
+        """A plan that would silently drop part of the prompt is a bug in the caller: refuse it."""
+        self.enable_partial_depth()
+        below = max(plan.start, plan.no_grad_below, plan.stop or 0)  # layers the prompt must not reach
+        if below:
+            if late is not None or prompt.embeds is not None:
+                raise PTuningError("part of the depth runs with deep prefixes only, not input-level or late prompts")
+            lowest = None if prompt.prefix is None else prompt.prefix.lowest
+            if lowest is not None and lowest < below:
+                raise PTuningError(f"the prompt reaches layer {lowest}, below the {below} frozen ones of this call")
+        if plan.start and plan.hidden is None:
+            raise PTuningError(f"running from layer {plan.start} needs the hidden states entering it")
 
 
 def append_placeholders(

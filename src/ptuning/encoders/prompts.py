@@ -18,7 +18,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-from torch import nn
 
 from ..precision import as_float32
 
@@ -30,10 +29,11 @@ PrefixGate = Callable[[int, torch.Tensor, "torch.Tensor | None"], torch.Tensor]
 class PrefixBatch:
     """The prefix of every row of one batch.
 
-    ``kv`` is ``(layers, 2, B, kv_heads, P, head_dim)``, or ``(layers, 2, 1, ...)``
-    when all rows share one prompt; ``mask`` is ``(B, P)`` with True for real
-    slots (rows whose prompt is shorter than ``P`` have masked padding slots),
-    or None when every slot of every row is real.
+    ``kv`` is ``(n, 2, B, kv_heads, P, head_dim)``, or ``(n, 2, 1, ...)`` when all rows share one prompt:
+    one entry per prompted layer. ``layers`` names the backbone layer of each entry (None: entry ``i`` is layer
+    ``i``, every layer prompted); a layer it does not name gets no prefix at all, not a zero one (``--prefix-layers``).
+    ``mask`` says which slots are real: ``(B, P)`` for every layer, ``(n, B, P)`` per entry (a mixed batch whose
+    prompts cover different layers), or None when every slot of every row is real.
 
     ``gate`` (optional, see :data:`PrefixGate`) scales layer ``l``'s keys and values of every row and slot
     by ``gate(l, hidden, token_mask)``, computed from the hidden states entering that layer; the encoder
@@ -47,27 +47,46 @@ class PrefixBatch:
     mask: torch.Tensor | None = None
     gate: PrefixGate | None = None
     token_mask: torch.Tensor | None = None
-    layers: frozenset[int] | None = None
+    layers: tuple[int, ...] | None = None
 
     @property
     def length(self) -> int:
         return self.kv.shape[-2]
 
-    def enters(self, layer: int) -> bool:
-        """Whether layer ``layer`` gets this prefix (see ``layers``)."""
-        return self.layers is None or layer in self.layers
+    def entry(self, index: int) -> int | None:
+        """The entry of ``kv`` that holds backbone layer ``index``; None for a layer without a prompt."""
+        if self.layers is None:
+            return index if index < self.kv.shape[0] else None
+        return self.layers.index(index) if index in self.layers else None
+
+    def covers(self, index: int) -> bool:
+        """Whether layer ``index`` gets a prefix (a zero-length prompt covers no layer)."""
+        return self.length > 0 and self.entry(index) is not None
+
+    @property
+    def lowest(self) -> int | None:
+        """The lowest prompted layer (None: none)."""
+        if self.length == 0 or self.kv.shape[0] == 0:
+            return None
+        return 0 if self.layers is None else min(self.layers)
+
+    def mask_at(self, index: int) -> torch.Tensor | None:
+        """Which slots of layer ``index`` are real, ``(B, P)``, or None when all are."""
+        if self.mask is None or self.mask.dim() == 2:
+            return self.mask
+        return self.mask[self.entry(index)]  # (B, P)
 
     def layer(
         self, index: int, batch_size: int, hidden: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Layer ``index``'s keys and values, each ``(B, kv_heads, P, head_dim)``.
+        """Layer ``index``'s keys and values, each ``(B, kv_heads, P, head_dim)`` (the layer must be covered).
 
         A shared prompt is broadcast over the batch only here, after the layer is picked: picking a layer out of
         an already batch-wide tensor makes autograd zero-fill a gradient the size of every layer's batch-wide
         prefix, once per layer (0.4 s a step at CoNLL-2003's shape on CPU). A gated prefix needs ``hidden``,
         the hidden states ``(B, L, H)`` entering the layer's attention.
         """
-        pk, pv = self.kv[index]  # each (B or 1, kv_heads, P, hd)
+        pk, pv = self.kv[self.entry(index)]  # each (B or 1, kv_heads, P, hd)
         pk, pv = pk.expand(batch_size, -1, -1, -1), pv.expand(batch_size, -1, -1, -1)  # (B, kv_heads, P, hd)
         if self.gate is None:
             return pk, pv
@@ -77,29 +96,40 @@ class PrefixBatch:
         return pk * scale.to(pk.dtype), pv * scale.to(pv.dtype)  # (B, kv_heads, P, hd)
 
     @classmethod
-    def single(cls, prefix: torch.Tensor) -> PrefixBatch:
-        """One prompt ``(layers, 2, kv, P, hd)`` shared by all rows (any batch size: see :meth:`layer`)."""
-        return cls(kv=prefix.unsqueeze(2))  # (layers, 2, 1, kv, P, hd)
+    def single(cls, prefix: torch.Tensor, layers: range | None = None) -> PrefixBatch:
+        """One prompt ``(n, 2, kv, P, hd)`` shared by all rows (any batch size: see :meth:`layer`), in ``layers``
+        (None: every layer, ``n`` of them)."""
+        named = None if layers is None or layers.start == 0 and len(layers) == prefix.shape[0] else tuple(layers)
+        return cls(kv=prefix.unsqueeze(2), layers=named)  # (n, 2, 1, kv, P, hd)
 
     @classmethod
     def from_stack(cls, stack: PrefixStack, index: torch.Tensor) -> PrefixBatch:
-        """Row ``b`` gets prompt ``index[b]`` of ``stack`` (and its gate, when that prompt has one)."""
-        kv = stack.kv[index]  # (B, layers, 2, kv, P, hd)
-        kv = kv.permute(1, 2, 0, 3, 4, 5)  # (layers, 2, B, kv, P, hd)
-        lengths = stack.lengths.to(index.device)[index]  # (B,)
+        """Row ``b`` gets prompt ``index[b]`` of ``stack`` (and its gate, when that prompt has one).
+
+        Only the layers some row of this batch prompts are kept; a row whose prompt is shorter than the longest,
+        or does not reach a kept layer, has masked slots there (so it sees exactly its own prompt).
+        """
+        lengths = stack.lengths.to(index.device)[index]  # (B, layers)
+        kept = (lengths > 0).any(dim=0).nonzero().flatten()  # (n,) layers some row prompts
+        kv = stack.kv[index][:, kept.to(stack.kv.device)]  # (B, n, 2, kv, P, hd)
+        kv = kv.permute(1, 2, 0, 3, 4, 5)  # (n, 2, B, kv, P, hd)
+        lengths = lengths[:, kept].T  # (n, B)
         gate = RowGates.select(stack, index)
+        layers = tuple(kept.tolist())
         if bool((lengths == stack.kv.shape[-2]).all()):
-            return cls(kv=kv, gate=gate)
+            return cls(kv=kv, gate=gate, layers=layers)
         slots = torch.arange(stack.kv.shape[-2], device=index.device)  # (P,)
-        return cls(kv=kv, mask=slots[None, :] < lengths[:, None], gate=gate)  # mask (B, P)
+        mask = slots[None, None, :] < lengths[:, :, None]  # (n, B, P)
+        return cls(kv=kv, mask=mask, gate=gate, layers=layers)
 
 
 @dataclass
 class PrefixStack:
-    """Several prompts of possibly different lengths, padded to the longest.
+    """Several prompts of possibly different lengths and layers, padded to the longest and to every layer.
 
-    ``kv`` is ``(T, layers, 2, kv_heads, P_max, head_dim)``, ``lengths`` ``(T,)``; ``gates`` holds each
-    prompt's :data:`PrefixGate` (None for an ungated prompt), or is None when no prompt is gated.
+    ``kv`` is ``(T, layers, 2, kv_heads, P_max, head_dim)``; ``lengths`` ``(T, layers)`` is each prompt's length
+    in each layer (0 where it has none); ``gates`` holds each prompt's :data:`PrefixGate` (None for an ungated
+    prompt), or is None when no prompt is gated.
     """
 
     kv: torch.Tensor
@@ -107,23 +137,39 @@ class PrefixStack:
     gates: tuple[PrefixGate | None, ...] | None = None
 
     @classmethod
-    def build(cls, prefixes: list[torch.Tensor], gates: list[PrefixGate | None] | None = None) -> PrefixStack:
+    def build(
+        cls,
+        prefixes: list[torch.Tensor],
+        gates: list[PrefixGate | None] | None = None,
+        layers: list[range] | None = None,
+        num_layers: int | None = None,
+    ) -> PrefixStack:
+        """``prefixes[t]`` ``(n_t, 2, kv, P_t, hd)`` in the layers ``layers[t]`` (default: all ``n_t`` of them)."""
+        layers = layers or [range(p.shape[0]) for p in prefixes]
+        depth = num_layers or max(r.stop for r in layers)
         longest = max(p.shape[-2] for p in prefixes)
-        padded = [nn.functional.pad(p, (0, 0, 0, longest - p.shape[-2])) for p in prefixes]
-        kv = torch.stack(padded)  # (T, layers, 2, kv, P_max, hd)
+        first = prefixes[0]
+        kv = first.new_zeros(len(prefixes), depth, *first.shape[1:-2], longest, first.shape[-1])  # (T, N, 2, kv, P, hd)
+        lengths = torch.zeros(len(prefixes), depth, dtype=torch.long)  # (T, N)
+        for t, (prefix, span) in enumerate(zip(prefixes, layers, strict=True)):
+            kv[t, span.start : span.stop, ..., : prefix.shape[-2], :] = prefix
+            lengths[t, span.start : span.stop] = prefix.shape[-2]
         gated = gates is not None and any(g is not None for g in gates)
-        return cls(kv=kv, lengths=torch.tensor([p.shape[-2] for p in prefixes]), gates=tuple(gates) if gated else None)
+        return cls(kv=kv, lengths=lengths, gates=tuple(gates) if gated else None)
 
 
 class RowGates:
     """The gate of a mixed batch: each row is scaled by its own prompt's gate, ungated rows by 1.
 
     A prompt's gate sees only its own rows (their hidden states and token mask), so a row's scales do not
-    depend on what else shares the batch. Padding slots of shorter prompts keep scale 1 (they are masked).
+    depend on what else shares the batch, and runs only in the layers its prompt reaches. Padding slots of shorter
+    prompts, and every slot of a layer a row's prompt does not reach, keep scale 1 (they are masked).
     """
 
-    def __init__(self, members: list[tuple[PrefixGate, torch.Tensor, int]], batch_size: int, slots: int) -> None:
-        self.members, self.batch_size, self.slots = members, batch_size, slots  # (gate, rows (n,), P_t)
+    def __init__(
+        self, members: list[tuple[PrefixGate, torch.Tensor, torch.Tensor]], batch_size: int, slots: int
+    ) -> None:
+        self.members, self.batch_size, self.slots = members, batch_size, slots  # (gate, rows (n,), lengths (N,))
 
     @classmethod
     def select(cls, stack: PrefixStack, index: torch.Tensor) -> RowGates | None:
@@ -133,12 +179,15 @@ class RowGates:
         for t, gate in enumerate(stack.gates):
             rows = (index == t).nonzero().flatten()  # (n_t,)
             if gate is not None and rows.numel():
-                members.append((gate, rows, int(stack.lengths[t])))
+                members.append((gate, rows, stack.lengths[t]))
         return cls(members, index.shape[0], stack.kv.shape[-2]) if members else None
 
     def __call__(self, layer: int, hidden: torch.Tensor, token_mask: torch.Tensor | None) -> torch.Tensor:
         scale = torch.ones(self.batch_size, self.slots, device=hidden.device)  # (B, P_max)
-        for gate, rows, length in self.members:
+        for gate, rows, lengths in self.members:
+            length = int(lengths[layer])
+            if length == 0:  # this prompt has no prefix in this layer
+                continue
             mask = None if token_mask is None else token_mask[rows]  # (n_t, L)
             scale[rows, :length] = gate(layer, hidden[rows], mask).to(scale.dtype)  # (n_t, P_t)
         return scale

@@ -187,10 +187,10 @@ def _measure(report: dict, model, tokenizer, task, meta: dict, data: str, option
 
 
 def _attention_json(summary: AttentionSummary) -> dict:
+    count = min(TOP_SLOTS, summary.slot_share.shape[1])
     top = []
-    for row in summary.slot_share:  # (slots,) per layer
-        count = min(TOP_SLOTS, row.shape[0])
-        values, slots = row.nan_to_num(-1.0).topk(count) if count else (row, row.long())
+    for row in summary.slot_share.nan_to_num(-1.0):  # (slots,) per layer; NaN (no probabilities) sorts last
+        values, slots = row.topk(count)
         top.append([{"slot": int(s), "share": float(v)} for v, s in zip(values, slots, strict=True) if v >= 0])
     return {
         "probabilities": summary.probabilities,

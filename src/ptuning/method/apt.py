@@ -38,13 +38,14 @@ from torch import nn
 from ..encoders import Encoder, PrefixBatch, PromptInputs
 from ..heads import pool
 from .base import Method, MethodConfig, check_positive, check_prompt_length, check_rate, decay_groups, register
-from .prefix import REPARAM_LR, PrefixEncoder
+from .layers import ALL, check_layer_spec
+from .prefix import REPARAM_LR, PrefixEncoder, check_prefix_depth, prompted_layers
 
 
 @dataclass
 class AptConfig(MethodConfig):
-    """The prefix as in ptv2 (``prompt_length`` slots per layer, optional reparameterisation MLP); the gates
-    have no setting of their own."""
+    """The prefix as in ptv2 (``prompt_length`` slots per layer, optional reparameterisation MLP, ``prefix_layers``);
+    the gates have no setting of their own and exist in the prompted layers only."""
 
     method: ClassVar[str] = "apt"
     prompt_length: int = 20
@@ -52,25 +53,32 @@ class AptConfig(MethodConfig):
     reparam_hidden: int = 512
     prefix_dropout: float = 0.0
     prefix_init_std: float = 0.02
+    prefix_layers: str = ALL
 
     def validate(self) -> None:
         check_prompt_length(self.prompt_length)
+        check_layer_spec(self.prefix_layers)
         check_rate(self.prefix_dropout, "--prefix-dropout")
         check_positive(self.prefix_init_std, "--prefix-init-std")
         check_positive(self.reparam_hidden, "--reparam-hidden")
 
 
 class AdaptiveGate(nn.Module):
-    """``lambda_i * sigmoid(mean(h_i) W_i + b_i)`` for every layer ``i``: the scale of each row's prefix slots."""
+    """``lambda_i * sigmoid(mean(h_i) W_i + b_i)`` for every prompted layer ``i``: the scale of each row's prefix slots.
 
-    def __init__(self, num_layers: int, hidden_size: int, prompt_length: int) -> None:
+    ``first``: the backbone layer of the gate's entry 0 (a prompt in the top layers has gates there only).
+    """
+
+    def __init__(self, num_layers: int, hidden_size: int, prompt_length: int, first: int = 0) -> None:
         super().__init__()
+        self.first = first
         self.weight = nn.Parameter(torch.zeros(num_layers, hidden_size, prompt_length))  # W_i (H, P)
         self.bias = nn.Parameter(torch.zeros(num_layers, prompt_length))  # b_i (P,)
         self.scale = nn.Parameter(torch.ones(num_layers))  # lambda_i
 
     def forward(self, layer: int, hidden: torch.Tensor, token_mask: torch.Tensor | None) -> torch.Tensor:
         """Slot scales ``(B, P)`` of ``layer`` from the hidden states ``(B, L, H)`` entering its attention."""
+        layer -= self.first
         if token_mask is None:
             token_mask = torch.ones(hidden.shape[:2], device=hidden.device)  # (B, L)
         pooled = pool(hidden.float(), token_mask, "mean")  # (B, H)
@@ -88,10 +96,12 @@ class AdaptivePrefix(Method):
     default_lr: ClassVar[float] = 5e-3
 
     def __init__(self, config: AptConfig, encoder: Encoder) -> None:
+        layers, config = prompted_layers(config, encoder)
         super().__init__(config, encoder)
         g = encoder.geometry
-        self.prefix_encoder = PrefixEncoder.for_config(config, g)
-        self.gate = AdaptiveGate(g.num_layers, g.hidden_size, config.prompt_length)
+        self.layers = layers
+        self.prefix_encoder = PrefixEncoder.for_config(config, g, len(layers))
+        self.gate = AdaptiveGate(len(layers), g.hidden_size, config.prompt_length, first=layers.start)
 
     def attach(self, encoder: Encoder) -> None:
         super().attach(encoder)
@@ -107,7 +117,10 @@ class AdaptivePrefix(Method):
         return [{"params": prompt, "weight_decay": 0.0}, *decay_groups(rest, weight_decay)]
 
     def prompt_inputs(self) -> PromptInputs:
-        return PromptInputs(prefix=replace(PrefixBatch.single(self.prefix_encoder()), gate=self.gate))
+        return PromptInputs(prefix=replace(PrefixBatch.single(self.prefix_encoder(), self.layers), gate=self.gate))
+
+    def frozen_layers(self) -> int:
+        return self.layers.start  # the gates read the input of prompted layers only
 
     def fold(self) -> dict[str, torch.Tensor]:
         gate = {f"gate.{k}": v.detach().clone() for k, v in self.gate.state_dict().items()}
@@ -119,7 +132,7 @@ class AdaptivePrefix(Method):
 
     @torch.no_grad()
     def load_folded(self, tensors: dict[str, torch.Tensor]) -> None:
-        self.prefix_encoder.load(tensors["prefix"])
+        self.prefix_encoder.load(check_prefix_depth(tensors["prefix"], self.layers))
         self.gate.load_state_dict({k.removeprefix("gate."): v for k, v in tensors.items() if k.startswith("gate.")})
 
     def serving_prefix(self) -> torch.Tensor:
@@ -127,3 +140,6 @@ class AdaptivePrefix(Method):
 
     def serving_gate(self) -> AdaptiveGate:
         return self.gate
+
+    def serving_layers(self) -> range:
+        return self.layers

@@ -167,6 +167,21 @@ class Method(nn.Module):
     def input_positions(self) -> int:
         return self.prompt_positions(self.config)
 
+    def frozen_layers(self) -> int:
+        """How many bottom layers (with the embeddings below them) this method never reaches: ``L`` means layers
+        ``[0, L)`` run exactly as the frozen backbone does, whatever the method's parameters.
+
+        The model turns their dropout off while training (when ``L > 0``), runs them without autograd, and may
+        compute their output once per input (the activation cache). 0 (the default) for any method that changes
+        the input or the backbone; ``--prefix-layers top:K`` gives ``layers - K``.
+        """
+        return 0
+
+    def training_frozen_layers(self) -> int:
+        """:meth:`frozen_layers` while training: fewer when a training device changes what enters the bottom
+        layers (PTP's perturbed input embeddings need gradients through them and differ at every step)."""
+        return self.frozen_layers()
+
     # -- artifacts -------------------------------------------------------------------------------
     def fold(self) -> dict[str, torch.Tensor]:
         """The trained prompt as plain tensors, training devices (MLPs, encoders, dropout) applied once."""
@@ -187,6 +202,10 @@ class Method(nn.Module):
         """For :attr:`PoolBatching.SHARED`: the prefix ``(layers, 2, kv_heads, P, head_dim)``, P may be 0."""
         g = self.geometry
         return torch.zeros(g.num_layers, 2, g.num_kv_heads, 0, g.head_dim)
+
+    def serving_layers(self) -> range:
+        """For :attr:`PoolBatching.SHARED`: the backbone layers of :meth:`serving_prefix`'s entries (default: all)."""
+        return range(self.geometry.num_layers)
 
     def serving_gate(self) -> PrefixGate | None:
         """For :attr:`PoolBatching.SHARED`: the prefix's gate (:data:`~ptuning.encoders.PrefixGate`), if it has one.
@@ -218,7 +237,11 @@ class Method(nn.Module):
         inputs = self.prompt_inputs()
         if inputs.prefix is None or inputs.embeds is not None or inputs.late is not None:
             return None
-        return replace(inputs, prefix=replace(inputs.prefix, layers=frozenset(layers)))
+        prefix = inputs.prefix
+        kept = [layer for layer in sorted(layers) if prefix.entry(layer) is not None]  # prompted and kept
+        entries = [prefix.entry(layer) for layer in kept]
+        mask = prefix.mask[entries] if prefix.mask is not None and prefix.mask.dim() == 3 else prefix.mask
+        return replace(inputs, prefix=replace(prefix, kv=prefix.kv[entries], mask=mask, layers=tuple(kept)))
 
 
 REGISTRY: dict[str, type[Method]] = {}

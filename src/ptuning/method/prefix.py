@@ -38,6 +38,7 @@ from .base import (
     decay_groups,
     register,
 )
+from .layers import ALL, canonical, check_layer_spec, resolve_layers
 
 # Through the MLP, one Adam step moves the prefix tens of times further than the same rate on the raw prefix, and
 # 5e-3 collapsed CB and RTE to one class (BENCHMARKS.md, "Why the MLP reparameterisation diverges").
@@ -64,6 +65,8 @@ class Ptv2Config(MethodConfig):
     counts them). ``drop_token_types``: run without ``token_type_ids``, as PEFT's prompt-learning models do.
     Both are part of the prompt (recorded in the artifact): a prefix trained one way gives other outputs the
     other way. ``ptuning import-peft`` sets both, so an imported adapter reproduces PEFT's outputs.
+    ``prefix_layers``: the layers that get a prefix (``all``, ``top:K``, ``A-B``; ``layers.py``). The model made
+    from this config records the range it resolved to (``A-B``, or ``all``).
     """
 
     method: ClassVar[str] = "ptv2"
@@ -76,9 +79,11 @@ class Ptv2Config(MethodConfig):
     perturb_eps: float = ptp.DEFAULT_EPS
     shift_positions: bool = False
     drop_token_types: bool = False
+    prefix_layers: str = ALL
 
     def validate(self) -> None:
         check_prompt_length(self.prompt_length)
+        check_layer_spec(self.prefix_layers)
         check_flag(self.shift_positions, "--shift-positions")
         check_flag(self.drop_token_types, "--drop-token-types")
         check_rate(self.prefix_dropout, "--prefix-dropout")
@@ -92,7 +97,10 @@ class Ptv2Config(MethodConfig):
 
 
 class PrefixEncoder(nn.Module):
-    """Produces the per-layer key/value prefix of one prompt, ``(layers, 2, kv_heads, P, head_dim)``."""
+    """Produces the per-layer key/value prefix of one prompt, ``(layers, 2, kv_heads, P, head_dim)``.
+
+    ``num_layers`` counts the prompted layers only: a prompt in the top ``K`` layers has ``K`` entries.
+    """
 
     def __init__(
         self,
@@ -125,11 +133,12 @@ class PrefixEncoder(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     @classmethod
-    def for_config(cls, config, geometry) -> PrefixEncoder:
-        """The encoder a config with ptv2's prefix fields (ptv2, APT) asks for, on a backbone's geometry."""
+    def for_config(cls, config, geometry, num_layers: int | None = None) -> PrefixEncoder:
+        """The encoder a config with ptv2's prefix fields (ptv2, APT) asks for, on a backbone's geometry
+        (``num_layers``: how many of its layers are prompted; default all)."""
         g = geometry
         return cls(
-            g.num_layers,
+            g.num_layers if num_layers is None else num_layers,
             g.num_kv_heads,
             g.head_dim,
             config.prompt_length,
@@ -182,8 +191,10 @@ class DeepPrompt(Method):
     search_parameter_names: ClassVar[tuple[str, ...]] = ("prefix_encoder.embedding.weight",)
 
     def __init__(self, config: Ptv2Config, encoder: Encoder) -> None:
+        layers, config = prompted_layers(config, encoder)
         super().__init__(config, encoder)
-        self.prefix_encoder = PrefixEncoder.for_config(config, encoder.geometry)
+        self.layers = layers
+        self.prefix_encoder = PrefixEncoder.for_config(config, encoder.geometry, len(layers))
         if config.shift_positions or config.drop_token_types:  # its rows need their own positions / segments
             self.pool_batching = PoolBatching.PER_PROMPT
 
@@ -220,20 +231,47 @@ class DeepPrompt(Method):
 
     def prompt_inputs(self) -> PromptInputs:
         return PromptInputs(
-            prefix=PrefixBatch.single(self.prefix_encoder()),
+            prefix=PrefixBatch.single(self.prefix_encoder(), self.layers),
             position_offset=self.config.prompt_length if self.config.shift_positions else 0,
             drop_token_types=self.config.drop_token_types,
         )
 
+    def frozen_layers(self) -> int:
+        return self.layers.start
+
+    def training_frozen_layers(self) -> int:
+        return 0 if self.config.perturb != "none" else self.frozen_layers()  # PTP perturbs what enters layer 0
+
     def fold(self) -> dict[str, torch.Tensor]:
-        return {"prefix": self.prefix_encoder.fold()}  # (layers, 2, kv, P, hd)
+        return {"prefix": self.prefix_encoder.fold()}  # (prompted layers, 2, kv, P, hd)
 
     @classmethod
     def inference_config(cls, config: Ptv2Config) -> Ptv2Config:
         return replace(config, reparam=False, prefix_dropout=0.0, perturb="none", perturb_eps=ptp.DEFAULT_EPS)
 
     def load_folded(self, tensors: dict[str, torch.Tensor]) -> None:
-        self.prefix_encoder.load(tensors["prefix"])
+        self.prefix_encoder.load(check_prefix_depth(tensors["prefix"], self.layers))
 
     def serving_prefix(self) -> torch.Tensor:
         return self.prefix_encoder.fold()
+
+    def serving_layers(self) -> range:
+        return self.layers
+
+
+def prompted_layers(config, encoder: Encoder) -> tuple[range, MethodConfig]:
+    """The layers ``config.prefix_layers`` names on ``encoder``'s backbone, and the config recording them as a range
+    (what artifacts store: ``top:3`` alone would not say which layers on another backbone)."""
+    num_layers = encoder.geometry.num_layers
+    layers = resolve_layers(config.prefix_layers, num_layers)
+    return layers, replace(config, prefix_layers=canonical(layers, num_layers))
+
+
+def check_prefix_depth(prefix: torch.Tensor, layers: range) -> torch.Tensor:
+    """A saved prefix ``(n, 2, kv, P, hd)`` must have one entry per layer its config names."""
+    if prefix.shape[0] != len(layers):
+        raise PTuningError(
+            f"the saved prefix has {prefix.shape[0]} layers but its config names {len(layers)} "
+            f"(layers {layers.start}-{layers.stop - 1}); the artifact is inconsistent: retrain it"
+        )
+    return prefix

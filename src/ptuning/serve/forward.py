@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -32,18 +32,27 @@ class Sequence:
         return len(self.features["input_ids"])
 
 
-def chunk_prefix(prompts: list, device: torch.device) -> PrefixBatch | None:
-    """The prefix of a sub-batch whose row ``b`` belongs to ``prompts[b]``: None when no row has prefix slots."""
+def chunk_prefix(prompts: list, device: torch.device, num_layers: int) -> PrefixBatch | None:
+    """The prefix of a sub-batch whose row ``b`` belongs to ``prompts[b]``: None when no row has prefix slots.
+
+    Each prompt holds the layers it was trained in (``--prefix-layers``; all when it records none): a layer that no
+    row of the chunk prompts gets no slots at all, one that some rows prompt masks the others' slots."""
     distinct = list({id(p): p for p in prompts}.values())
     if max(p.prefix.shape[-2] for p in distinct) == 0 and all(p.gate is None for p in distinct):
         return None  # head-only rows: the plain backbone
     if len(distinct) == 1:
         only = distinct[0]
-        return PrefixBatch(kv=only.prefix.unsqueeze(2), gate=only.gate)  # (layers, 2, 1, kv, P, hd): broadcast
-    stack = PrefixStack.build([p.prefix for p in distinct], [p.gate for p in distinct])  # padded to this chunk only
+        single = PrefixBatch.single(only.prefix, _layers(only))  # (layers, 2, 1, kv, P, hd): broadcast
+        return replace(single, gate=only.gate)
+    prefixes, gates = [p.prefix for p in distinct], [p.gate for p in distinct]
+    stack = PrefixStack.build(prefixes, gates, [_layers(p) for p in distinct], num_layers)  # padded to this chunk
     position = {id(p): i for i, p in enumerate(distinct)}
     index = torch.tensor([position[id(p)] for p in prompts], device=device)  # (B,)
     return PrefixBatch.from_stack(stack, index)
+
+
+def _layers(prompt) -> range:
+    return prompt.layers if prompt.layers is not None else range(prompt.prefix.shape[0])
 
 
 def run_chunk(encoder: Encoder, collate: Callable, chunk: list[Sequence], device: torch.device) -> list[torch.Tensor]:
@@ -53,7 +62,7 @@ def run_chunk(encoder: Encoder, collate: Callable, chunk: list[Sequence], device
     batch = {k: v.to(device) for k, v in batch.items()}
     first = chunk[0].prompt
     if first.prefix is not None:
-        prompt = PromptInputs(prefix=chunk_prefix([s.prompt for s in chunk], device))
+        prompt = PromptInputs(prefix=chunk_prefix([s.prompt for s in chunk], device, encoder.geometry.num_layers))
     else:
         prompt = first.prompt  # an input-level prompt: the chunk holds this task's rows only
     hidden = encoder(**batch, prompt=prompt)  # (B, L, H)

@@ -7,6 +7,7 @@ checked before torch is even imported.
 
 from __future__ import annotations
 
+import json
 import logging
 import socket
 import time
@@ -25,7 +26,7 @@ if TYPE_CHECKING:  # torch and FastAPI load only once the names are known to be 
 
 @dataclass(frozen=True)
 class ServeRequest:
-    specs: list[str]  # PATH or NAME=PATH
+    specs: list[str]  # PATH or NAME=PATH, each with an optional :TASK (one task of a multi-task artifact)
     host: str
     port: int
     limits: Limits
@@ -37,18 +38,48 @@ class ServeRequest:
     scoring: bool = False  # --scoring: POST /v1/score (scoring.py)
 
 
-def named_artifacts(specs: list[str]) -> list[tuple[str, str]]:
-    """``(name, path)`` per ``PATH`` or ``NAME=PATH``; a name given twice is an error (it would replace the first)."""
-    named: list[tuple[str, str]] = []
+def named_artifacts(specs: list[str]) -> list[tuple[str, str, str | None]]:
+    """``(name, path, task)`` per ``PATH``, ``NAME=PATH``, ``PATH:TASK`` or ``NAME=PATH:TASK``.
+
+    A multi-task artifact given without a task stands for every one of its tasks, each named after its task
+    (``NAME-TASK`` when a name is given); ``PATH:TASK`` without a name is named ``TASK``. A name given twice
+    is an error (it would replace the first).
+    """
+    named: list[tuple[str, str, str | None]] = []
     for spec in specs:
-        name, path = spec.split("=", 1) if "=" in spec else (Path(spec).resolve().name, spec)
-        if not name:
-            raise PTuningError(f"{spec!r}: empty task name; write NAME=PATH")
-        earlier = next((p for n, p in named if n == name), None)
-        if earlier is not None:
-            raise PTuningError(f"task name {name!r} is given twice ({earlier} and {path}); name them apart: NAME=PATH")
-        named.append((name, path))
+        for name, path, task in _expand(spec):
+            if not name:
+                raise PTuningError(f"{spec!r}: empty task name; write NAME=PATH")
+            earlier = next((p for n, p, _ in named if n == name), None)
+            if earlier is not None:
+                raise PTuningError(
+                    f"task name {name!r} is given twice ({earlier} and {path}); name them apart: NAME=PATH"
+                )
+            named.append((name, path, task))
     return named
+
+
+def _expand(spec: str) -> list[tuple[str, str, str | None]]:
+    given, path = spec.split("=", 1) if "=" in spec else (None, spec)
+    task = None
+    head, _, tail = path.rpartition(":")
+    if head and tail and not Path(path).exists() and Path(head).exists():
+        path, task = head, tail
+    tasks = _multitask_names(path) if task is None else None
+    if tasks:
+        return [(f"{given}-{t}" if given else t, path, t) for t in tasks]
+    return [(given if given is not None else (task or Path(path).resolve().name), path, task)]
+
+
+def _multitask_names(path: str) -> list[str] | None:
+    """The tasks of a multi-task artifact, read from its ``ptuning.json`` alone; None for any other path
+    (loading it then says what is wrong, in one line)."""
+    try:
+        meta = json.loads((Path(path) / "ptuning.json").read_text(encoding="utf-8-sig"))
+    except (OSError, ValueError):
+        return None
+    tasks = meta.get("tasks") if isinstance(meta, dict) else None
+    return [str(t.get("name")) for t in tasks if isinstance(t, dict)] if isinstance(tasks, list) else None
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -89,8 +120,8 @@ def serve(request: ServeRequest, echo: Callable[[str], None]) -> None:
         limits=request.load_limits,
         backbone_dtype=request.backbone_dtype,
     )
-    for name, path in named:
-        loaded = pool.load(path, name)
+    for name, path, task in named:
+        loaded = pool.load(path, name, task=task)
         echo(f"loaded {loaded.name} ({loaded.task.name}, {loaded.meta['method']['method']}) from {path}")
     started = time.perf_counter()
     cost = pool.calibrate()

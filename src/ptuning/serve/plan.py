@@ -106,34 +106,65 @@ class Unit:
     prefix: int
 
 
+LENGTH_STEP = 8  # input lengths within a step of each other are planned as one block
+
+
 def plan(units: Sequence[Unit], cost: CostModel, max_batch: int) -> list[list[int]]:
     """Indices of ``units`` cut into sub-batches of at most ``max_batch`` with the least predicted time."""
     if not units:
         return []
+    orders = [lambda u: (units[u].prefix, units[u].length)]
+    if len({u.prefix for u in units}) > 1 and len({u.length for u in units}) > 1:  # else both orders agree
+        orders.append(lambda u: (units[u].length, units[u].prefix))
     best: tuple[float, list[list[int]]] | None = None
-    for key in (lambda u: (units[u].prefix, units[u].length), lambda u: (units[u].length, units[u].prefix)):
-        order = sorted(range(len(units)), key=key)
-        total, batches = _cut(order, units, cost, max_batch)
+    for key in orders:
+        total, batches = _cut(sorted(range(len(units)), key=key), units, cost, max_batch)
         if best is None or total < best[0]:
             best = (total, batches)
     return best[1]
 
 
+def _blocks(order: list[int], units: Sequence[Unit]) -> list[list[int]]:
+    """``order`` in runs of units with the same prefix length and input length (to :data:`LENGTH_STEP`)."""
+    blocks: list[list[int]] = []
+    previous = None
+    for u in order:
+        key = (units[u].prefix, -(-units[u].length // LENGTH_STEP))
+        if key != previous:
+            blocks.append([])
+            previous = key
+        blocks[-1].append(u)
+    return blocks
+
+
 def _cut(order: list[int], units: Sequence[Unit], cost: CostModel, max_batch: int) -> tuple[float, list[list[int]]]:
-    """Optimal cut of ``order`` into contiguous segments: ``total[j]`` is the least time for its first ``j`` units."""
-    n = len(order)
+    """The cheapest cut of ``order`` into contiguous segments of whole blocks, each run as forwards of at most
+    ``max_batch`` rows padded to the segment's longest input and prefix (a dynamic programme over blocks:
+    ``total[j]`` is the least time for the first ``j`` blocks; a few dozen blocks, however many rows)."""
+    blocks = _blocks(order, units)
+    n = len(blocks)
     total = [0.0] + [float("inf")] * n
     start_of = [0] * (n + 1)
+    sizes = [len(b) for b in blocks]
+    lengths = [max(units[u].length for u in b) for b in blocks]
+    prefixes = [max(units[u].prefix for u in b) for b in blocks]
+    fixed, per_token, attention, per_slot = cost.fixed, cost.per_token, cost.attention, cost.prefix
     for end in range(1, n + 1):
-        longest = widest = 0
-        for start in range(end - 1, max(-1, end - 1 - max_batch), -1):  # segment order[start:end]
-            unit = units[order[start]]
-            longest, widest = max(longest, unit.length), max(widest, unit.prefix)
-            candidate = total[start] + cost.seconds(end - start, longest, widest)
+        longest = widest = rows = 0
+        for start in range(end - 1, -1, -1):  # segment blocks[start:end]
+            rows += sizes[start]
+            longest, widest = max(longest, lengths[start]), max(widest, prefixes[start])
+            forwards = -(-rows // max_batch)
+            # cost.seconds summed over the segment's forwards, inlined: this loop runs blocks^2 / 2 times
+            seconds = forwards * fixed + rows * (
+                longest * (per_token + attention * (longest + widest)) + per_slot * widest
+            )
+            candidate = total[start] + seconds
             if candidate <= total[end] + 1e-12:  # a tie goes to the longer segment: fewer forwards
                 total[end], start_of[end] = candidate, start
     batches, end = [], n
     while end > 0:
-        batches.append(order[start_of[end] : end])
+        segment = [u for block in blocks[start_of[end] : end] for u in block]
+        batches += [segment[i : i + max_batch] for i in range(0, len(segment), max_batch)][::-1]
         end = start_of[end]
     return total[n], batches[::-1]

@@ -5,7 +5,9 @@ a server keeps one backbone in memory and any number of prompts beside it. A
 batch whose rows belong to different tasks runs through the backbone **once**:
 each row indexes its own deep prefix (shorter prompts are padded with masked
 slots), then each row gets its own head and post-processing. Head-only
-(linear-probe) artifacts join the same forward with a zero-length prefix. A
+(linear-probe) artifacts join the same forward with a zero-length prefix, and prompts in
+different layers (``--prefix-layers``) too: a row gets no prefix slots in a layer its prompt does not reach
+when no row of the batch has one there, and masked ones when another row does. A
 gated prefix (APT) joins it too: inside each layer every row is scaled by its
 own task's gate (computed from that row's hidden states alone), ungated rows by 1.
 Input-level prompts (prompt-tuning, ptv1) and late prompts (LPT) change the
@@ -77,6 +79,7 @@ class LoadedPrompt:
     meta: dict
     path: str
     gate: PrefixGate | None = None  # the prefix's gate (APT), applied to this prompt's rows of a shared forward
+    layers: range | None = None  # the backbone layers ``prefix`` holds (``--prefix-layers``)
 
     @property
     def prompt_length(self) -> int:
@@ -157,12 +160,17 @@ class PromptPool:
         return self.cost_model
 
     # -- loading ------------------------------------------------------------------
-    def load(self, path: str | Path, name: str | None = None) -> LoadedPrompt:
-        """Load an artifact; memory grows by its prompt and head only. Refuses duplicates and over-limit prompts."""
+    def load(self, path: str | Path, name: str | None = None, task: str | None = None) -> LoadedPrompt:
+        """Load an artifact (``task``: one task of a multi-task one); memory grows by its prompt and head only.
+
+        Refuses duplicates and over-limit prompts. The name defaults to the task's when one is named, else to
+        the directory's name.
+        """
         path = Path(path)
-        name = name or path.resolve().name
+        name = name or task or path.resolve().name
         self._refuse_duplicate(name)
         meta = artifact.read_meta(path)
+        artifact.select_task(meta, path, task)  # a multi-task artifact needs a task, and one it has
         method_class = artifact.inference_method_class(meta)
         batching = method_class.pool_batching
         if batching is PoolBatching.REFUSED:
@@ -170,7 +178,7 @@ class PromptPool:
         self._check_limits(path, meta.get("method", {}).get("prompt_length", 0))
         meta, tensors = artifact.read_verified(path, self.encoder.backbone, self.fingerprint)  # outside the lock
         with self._lock, torch.no_grad():  # building the method may attach hooks to the backbone: not mid-forward
-            parts = artifact.assemble_prompt(meta, tensors, self.encoder)
+            parts = artifact.assemble_prompt(meta, tensors, self.encoder, task, path)
             shared = parts.method.pool_batching is PoolBatching.SHARED  # the instance's: its config may narrow it
             loaded = LoadedPrompt(
                 name=name,
@@ -182,6 +190,7 @@ class PromptPool:
                 meta=parts.meta,
                 path=str(path),
                 gate=_on(parts.method.serving_gate(), self.device) if shared else None,
+                layers=parts.method.serving_layers() if shared else None,
             )
             self._check_limits(path, loaded.prompt_length)  # the tensors, not only what the metadata says
             self._refuse_duplicate(name)
@@ -301,6 +310,7 @@ class PromptPool:
                 "family": p.task.family,
                 "method": p.meta["method"]["method"],
                 "prompt_length": p.meta["method"].get("prompt_length", 0),
+                "prefix_layers": p.meta["method"].get("prefix_layers", "all") if p.prefix is not None else None,
                 "labels": p.meta["task"].get("labels"),
                 "bytes": p.nbytes,
                 **({"path": p.path} if with_paths else {}),

@@ -246,14 +246,17 @@ def _add_task_management(app: FastAPI, pool: PromptPool, limits: Limits, tokens:
 
     @app.post("/v1/tasks", status_code=201)
     async def load(request: Request) -> dict:
-        """Load an artifact (admin token): ``{"path": "...", "name": "optional"}``."""
+        """Load an artifact (admin token): ``{"path": "...", "name": "optional", "task": "optional"}``.
+
+        ``task`` picks one task of a multi-task artifact (its name is then the default name)."""
         require(request, tokens.admin_refusal(request.headers.get("authorization")))
         data = await read_json(request, limits.max_body_bytes, limits.max_json_depth)
-        path, name = data.get("path"), data.get("name")
-        if not isinstance(path, str) or (name is not None and not isinstance(name, str)) or "\x00" in path:
-            raise ApiError(422, "'path' must be a string (and 'name', if given)")
+        path, name, task = data.get("path"), data.get("name"), data.get("task")
+        strings = all(v is None or isinstance(v, str) for v in (name, task))
+        if not isinstance(path, str) or not strings or "\x00" in path:
+            raise ApiError(422, "'path' must be a string (and 'name' and 'task', if given)")
         try:
-            loaded = await asyncio.get_running_loop().run_in_executor(admin_thread, pool.load, path, name)
+            loaded = await asyncio.get_running_loop().run_in_executor(admin_thread, pool.load, path, name, task)
         except DuplicateTask as exc:
             raise ApiError(409, str(exc)) from None
         except LoadLimitExceeded as exc:

@@ -243,6 +243,21 @@ class Task(ABC):
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return nn.functional.cross_entropy(logits, labels)
 
+    def distillation_rows(
+        self, logits: torch.Tensor, labels: torch.Tensor, batch: dict
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """The logits as distributions for distillation's KL (``distill.py``), and which of them count.
+
+        ``(rows (N, K), row_mask (N,) or None, class_mask (N, K) or None)``: a row is one distribution over
+        ``K`` classes; a False row or class takes no part (padding, ignored sub-tokens). The default is one
+        row per feature: a sentence's labels, or a question's choices (padded choices already score -inf).
+        """
+        return logits, None, None
+
+    def distillation_refusal(self) -> str | None:
+        """Why a teacher's soft targets cannot train this task (None: they can)."""
+        return None
+
     # -- outputs ---------------------------------------------------------------------------
     def join_units(self, parts: list[torch.Tensor]) -> torch.Tensor:
         """One example's logits, in the layout :meth:`predictions` reads, from the logits of its units.

@@ -160,6 +160,11 @@ class ClassificationTask(Task):
             return nn.functional.mse_loss(logits.squeeze(-1), labels.to(logits.dtype))
         return nn.functional.cross_entropy(logits, labels)
 
+    def distillation_refusal(self) -> str | None:
+        if self.regression:
+            return f"{self.name} is a regression task: it has no class distribution to distil"
+        return None
+
     # -- outputs ------------------------------------------------------------------------
     def evaluate(self, logits: torch.Tensor, examples: list[Example], alignment: Alignment = ()) -> dict:
         gold = [e.label for e in examples]

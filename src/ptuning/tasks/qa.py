@@ -228,6 +228,13 @@ class QATask(Task):
         start, end = logits.unbind(-1)  # (B, L) each
         return (nn.functional.cross_entropy(start, labels[:, 0]) + nn.functional.cross_entropy(end, labels[:, 1])) / 2
 
+    def distillation_rows(self, logits: torch.Tensor, labels: torch.Tensor, batch: dict):
+        """A start and an end distribution over each window's positions; padding positions take no part."""
+        B, L, _ = logits.shape
+        rows = logits.permute(0, 2, 1).reshape(B * 2, L)  # (B*2, L): start, end of each window
+        real = batch["attention_mask"].bool()[:, None, :].expand(B, 2, L).reshape(B * 2, L)  # (B*2, L)
+        return rows, None, real
+
     # -- post-processing -------------------------------------------------------------------
     def join_units(self, parts: list[torch.Tensor]) -> torch.Tensor:
         return stack_windows(parts)  # (windows, L, 2)

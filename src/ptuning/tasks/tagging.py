@@ -282,6 +282,12 @@ class TaggingTask(Task):
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return nn.functional.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=IGNORE)
 
+    def distillation_rows(self, logits: torch.Tensor, labels: torch.Tensor, batch: dict):
+        """One distribution over tags per token; only labelled ones (a word's first sub-token) count.
+
+        A CRF teacher's scores are its emissions lifted along its Viterbi path: its decoded tags lead."""
+        return logits.flatten(0, 1), labels.flatten() != IGNORE, None  # (B*L, tags), (B*L,)
+
     # -- outputs ----------------------------------------------------------------------
     def join_units(self, parts: list[torch.Tensor]) -> torch.Tensor:
         return stack_windows(parts)  # (windows, L, tags)
