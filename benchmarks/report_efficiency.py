@@ -249,6 +249,7 @@ def update_costs() -> str:
             f"| {tuple(r['cma_batch'])} | {r['generation_per_step']:.1f} |"
         )
     lines += ["", f"```bash\n{data['setup']['command']}\n```"]
+    return "\n".join(lines) + "\n"
 
 
 DEPTH_COMMAND = (
