@@ -100,6 +100,17 @@ def test_cma_run_saves_an_artifact_that_loads(tmp_path, sst2_dir, tiny_bert_dir)
     assert json.loads((out / "ptuning.json").read_text())["method"]["method"] == "ptv2"
 
 
+def test_cma_with_top_layers_prompts_runs_candidates_from_the_activation_cache(tmp_path, sst2_dir, tiny_bert_dir):
+    """--prefix-layers top:1 on a 2-layer BERT: after the first pass, every candidate runs the top layer only."""
+    request = cma_request(sst2_dir, tmp_path / "top", tiny_bert_dir)
+    request.method = method_config("ptv2", prompt_length=4, prefix_layers="top:1")
+    summary = pipeline.train(request)
+    cache = summary["activation_cache"]
+    assert cache["used"] and cache["layers_cached"] == 1
+    assert cache["reused"] > cache["computed"]  # 4 candidates per batch (and evaluations) read what one pass kept
+    assert pipeline.evaluate(tmp_path / "top", str(sst2_dir))["accuracy"] == pytest.approx(summary["best"]["accuracy"])
+
+
 def test_cma_refusals_are_one_line_errors(tmp_path, sst2_dir, tiny_bert_dir, monkeypatch):
     with pytest.raises(PTuningError, match="--method finetune declares none"):
         pipeline.train(cma_request(sst2_dir, tmp_path / "ft", tiny_bert_dir, method="finetune"))

@@ -12,7 +12,7 @@ so a first candidate ``z ~ N(0, sigma0^2 I)`` moves entry ``i`` by about ``s_i``
 entry (BBT's rule, with the word embeddings' std replaced by each block's own scale, below). ``A`` is drawn
 once from the run's seed. CMA-ES (the ``cma`` package) adapts the mean, step size and covariance of ``z`` from
 the losses of ``--cma-popsize`` candidates per batch. Each candidate is scored by one forward pass under
-``torch.inference_mode`` on the same batch, with dropout off (a deterministic objective per batch): no
+``torch.no_grad`` on the same batch, with dropout off (a deterministic objective per batch): no
 backward pass runs and no gradient is ever allocated, so training needs inference memory only. After each step
 the parameters hold ``theta0 + A m``, ``m`` CMA-ES's mean (its recommendation under a noisy mini-batch
 objective); evaluation, the best-dev artifact and early stopping work exactly as with gradient steps.
@@ -113,7 +113,7 @@ class SearchSpace:
 def candidate_loss(model, space: SearchSpace, z, batch: dict, labels: torch.Tensor, loss_fn) -> torch.Tensor:
     """The loss of candidate ``z`` on one batch: a forward pass, nothing recorded for autograd."""
     space.set(z)
-    with torch.inference_mode():
+    with torch.no_grad():  # not inference_mode: an activation cache filled here is written to again outside it
         return loss_fn(model(**batch), labels).float()
 
 
