@@ -195,9 +195,10 @@ def test_search_vs_gradient_commands_are_valid_ptuning_train_commands(tmp_path, 
 
     args = argparse.Namespace(data_root=tmp_path, minutes=2.0, lr=1e-2, cma_dim=500, cma_popsize=20, cma_batch_size=32)
     command = typer.main.get_command(app).commands["train"]
-    for method in harness.METHODS:
-        argv = harness.command("cb", method, 1, args, tmp_path / method)[4:]  # after python -m ptuning.cli train
-        context = command.make_context("train", list(argv))
-        request = request_from_options({**context.params, "output": Path(context.params["output"])})
-        assert request.train.max_minutes == 2.0 and request.method.prompt_length == 20
-        assert request.train.optimizer == ("cma" if method.endswith("cma") else "adamw")
+    for task in harness.TASKS:
+        for method in harness.METHODS:
+            argv = harness.command(task, method, 1, args, tmp_path / method)[4:]  # after python -m ptuning.cli train
+            context = command.make_context("train", list(argv))
+            request = request_from_options({**context.params, "output": Path(context.params["output"])})
+            assert request.task == task and request.train.max_minutes == 2.0 and request.method.prompt_length == 20
+            assert request.train.optimizer == ("cma" if method.endswith("cma") else "adamw")
