@@ -11,6 +11,15 @@ measured there too, so that ratio compares like with like.
     python benchmarks/efficiency.py --out benchmarks/results/cpu/efficiency.json
     python benchmarks/efficiency.py --peft-python .venv-peft/bin/python --out ...
 
+A method name may carry a variant: ``ptv2-reparam``, ``ptv2-checkpointing``, ``ptv2-bf16`` / ``ptv2-fp16`` (the
+frozen backbone stored and run in that dtype, ``--backbone-dtype``), ``finetune-autocast`` (fp32 weights, forward
+under bf16 autocast: ``--mixed-precision bf16``, what fine-tuning can do instead). On a GPU (``--device cuda``)
+rows also carry the peak CUDA memory, and ``--pairs`` chooses the paired ratios:
+
+    python benchmarks/efficiency.py --device cuda --methods finetune,finetune-autocast,ptv2,ptv2-bf16 \
+        --pairs "ptv2,ptv2-bf16;finetune-autocast,ptv2-bf16" --batch-size 32 --length 128 --steps 50 \
+        --out benchmarks/results/gpu-bf16/efficiency.json
+
 `--depth` measures whole epochs instead (``efficiency_depth.py``): fine-tuning, PEFT's prefix and ptv2 in all, the
 top half and the top third of the layers, with and without the activation cache, each trained on a real task in a
 fresh process, in rotated rounds:
@@ -26,6 +35,7 @@ import json
 import os
 import platform
 import resource
+import shlex
 import statistics
 import subprocess
 import sys
@@ -43,9 +53,16 @@ from ptuning.io import atomic_write_text  # noqa: E402
 
 PHASES = ("forward", "backward", "optimizer")
 METHODS = ("finetune", "ptv2", "ptv2-reparam", "ptv2-checkpointing", "prompt-tuning", "ptv1", "linear-probe")
+VARIANTS = ("reparam", "checkpointing", "bf16", "fp16", "autocast")  # METHOD-VARIANT: see the module docstring
 
 
-def build(method: str, prompt_length: int, dropout: float | None = None):
+def split_variant(method: str) -> tuple[str, str]:
+    """``("ptv2", "bf16")`` for ``ptv2-bf16``; ``(method, "")`` when it carries none (``prompt-tuning``)."""
+    base, _, variant = method.rpartition("-")
+    return (base, variant) if variant in VARIANTS else (method, "")
+
+
+def build(method: str, prompt_length: int, dropout: float | None = None, device: str = "cpu"):
     from ptuning import backbones
     from ptuning.heads import SequenceClassificationHead
     from ptuning.method import method_config
@@ -54,14 +71,17 @@ def build(method: str, prompt_length: int, dropout: float | None = None):
     backbone, _, name = backbones.load_backbone(None, dropout=dropout)
     n_backbone = sum(p.numel() for p in backbone.parameters())
     head = SequenceClassificationHead(backbone.config.hidden_size, 2, "mean")
-    base, _, variant = method.partition("-")  # ptv2-reparam, ptv2-checkpointing: ptv2 with that option
-    method = base if variant in ("reparam", "checkpointing") else method
+    method, variant = split_variant(method)
     model = PTuningModel(
         backbone, method_config(method, strict=False, prompt_length=prompt_length, reparam=variant == "reparam"), head
     )
     if variant == "checkpointing":
         model.enable_gradient_checkpointing()
-    return model, n_backbone, name
+    if variant in ("bf16", "fp16"):
+        from ptuning.precision import cast_frozen
+
+        cast_frozen(model.backbone, variant)
+    return model.to(device), n_backbone, name
 
 
 def artifact_bytes(method: str, model, name: str) -> int:
@@ -84,32 +104,57 @@ def artifact_bytes(method: str, model, name: str) -> int:
         return sum(f.stat().st_size for f in Path(tmp).rglob("*") if f.is_file())
 
 
-def timed_step(model, optimizer, ids, mask, labels) -> tuple[float, float, float]:
-    """One training step; its (forward, backward, optimizer) seconds, in PHASES order."""
+def timed_step(model, optimizer, ids, mask, labels, autocast: bool = False) -> tuple[float, float, float]:
+    """One training step; its (forward, backward, optimizer) seconds, in PHASES order.
+
+    ``autocast``: the forward pass under bf16 autocast (``finetune-autocast``). On a GPU each phase ends with a
+    synchronisation, so it is timed, not just queued.
+    """
+    sync = torch.cuda.synchronize if ids.is_cuda else (lambda: None)
     start = time.perf_counter()
-    loss = torch.nn.functional.cross_entropy(model(ids, mask), labels)
+    with torch.autocast(ids.device.type, dtype=torch.bfloat16, enabled=autocast):
+        loss = torch.nn.functional.cross_entropy(model(ids, mask), labels)
+    sync()
     forward = time.perf_counter()
     loss.backward()
+    sync()
     backward = time.perf_counter()
     optimizer.step()
     optimizer.zero_grad()
+    sync()
     end = time.perf_counter()
     return forward - start, backward - forward, end - backward
 
 
-def worker(method: str, prompt_length: int, batch: int, length: int, steps: int, dropout: float | None = None) -> dict:
+def fixed_batch(batch: int, length: int, device: str):
+    """The same random real-token batch for every method (ids up to 30,000: MiniLM's vocabulary)."""
+    generator = torch.Generator().manual_seed(0)
+    ids = torch.randint(1000, 30000, (batch, length), generator=generator)
+    labels = torch.randint(0, 2, (batch,), generator=generator)
+    return ids.to(device), torch.ones_like(ids).to(device), labels.to(device)
+
+
+def worker(
+    method: str,
+    prompt_length: int,
+    batch: int,
+    length: int,
+    steps: int,
+    dropout: float | None = None,
+    device: str = "cpu",
+) -> dict:
     torch.manual_seed(0)
-    model, n_backbone, name = build(method, prompt_length, dropout)
+    model, n_backbone, name = build(method, prompt_length, dropout, device)
     model.train()
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=1e-3)
-    generator = torch.Generator().manual_seed(0)
-    ids = torch.randint(1000, 30000, (batch, length), generator=generator)
-    mask = torch.ones_like(ids)
-    labels = torch.randint(0, 2, (batch,), generator=generator)
+    ids, mask, labels = fixed_batch(batch, length, device)
+    autocast = split_variant(method)[1] == "autocast"
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
     times, phases = [], []  # phases: (forward, backward, optimizer) seconds, to show where a step's time goes
     for i in range(steps + 3):
-        phase = timed_step(model, optimizer, ids, mask, labels)
+        phase = timed_step(model, optimizer, ids, mask, labels, autocast)
         if i >= 3:
             times.append(sum(phase))
             phases.append(phase)
@@ -117,7 +162,7 @@ def worker(method: str, prompt_length: int, batch: int, length: int, steps: int,
     n_trainable = sum(p.numel() for p in trainable)
     import transformers
 
-    return {
+    row = {
         "method": method,
         "prompt_length": model.config.to_dict().get("prompt_length", 0),
         "trainable_params": n_trainable,
@@ -130,25 +175,32 @@ def worker(method: str, prompt_length: int, batch: int, length: int, steps: int,
         "transformers": transformers.__version__,
         "python": sys.executable,
     }
+    if device.startswith("cuda"):
+        row["peak_cuda_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    return row
 
 
 def paired(
-    methods: list[str], prompt_length: int, batch: int, length: int, steps: int, dropout: float | None = None
+    methods: list[str],
+    prompt_length: int,
+    batch: int,
+    length: int,
+    steps: int,
+    dropout: float | None = None,
+    device: str = "cpu",
 ) -> dict:
     """Step times of two methods in ONE process, alternating step by step: a ratio that drift on a shared
     machine cannot bias (the per-process rows above run minutes apart)."""
-    models = {m: build(m, prompt_length, dropout)[0].train() for m in methods}
+    models = {m: build(m, prompt_length, dropout, device)[0].train() for m in methods}
     optimizers = {
         m: torch.optim.AdamW([p for p in x.parameters() if p.requires_grad], lr=1e-3) for m, x in models.items()
     }
-    generator = torch.Generator().manual_seed(0)
-    ids = torch.randint(1000, 30000, (batch, length), generator=generator)
-    mask, labels = torch.ones_like(ids), torch.randint(0, 2, (batch,), generator=generator)
+    ids, mask, labels = fixed_batch(batch, length, device)
     times: dict[str, list[float]] = {m: [] for m in methods}
     phases: dict[str, list[tuple[float, float, float]]] = {m: [] for m in methods}
     for i in range(steps + 2):
         for m, model in models.items():
-            phase = timed_step(model, optimizers[m], ids, mask, labels)
+            phase = timed_step(model, optimizers[m], ids, mask, labels, split_variant(m)[1] == "autocast")
             if i >= 2:
                 times[m].append(sum(phase))
                 phases[m].append(phase)
@@ -164,6 +216,7 @@ def paired(
         },
         "ratio": medians[methods[1]] / medians[methods[0]],
         "backbone_dropout": dropout,
+        "device": device,
         "transformers": transformers.__version__,
     }
 
@@ -173,6 +226,7 @@ def measure(python: str, method: str, args) -> dict:
     command += ["--batch-size", str(args.batch_size), "--length", str(args.length), "--steps", str(args.steps)]
     if args.backbone_dropout is not None:
         command += ["--backbone-dropout", str(args.backbone_dropout)]
+    command += ["--device", args.device]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")}  # the interpreter's own packages
     done = subprocess.run(command, capture_output=True, text=True, env=env)
     if done.returncode:
@@ -181,7 +235,7 @@ def measure(python: str, method: str, args) -> dict:
 
 
 def paired_rows(args) -> list[dict]:
-    pairs = [measure(sys.executable, "finetune,ptv2", args)]
+    pairs = [measure(sys.executable, pair, args) for pair in args.pairs.split(";")]
     if args.peft_python:
         pairs.append(measure(args.peft_python, "peft-prefix,ptv2", args))
     for pair in pairs:
@@ -190,7 +244,16 @@ def paired_rows(args) -> list[dict]:
     return pairs
 
 
-def main() -> None:
+def machine(device: str) -> str:
+    if device.startswith("cuda"):
+        return (
+            f"{torch.cuda.get_device_name(torch.device(device))} (torch {torch.__version__}, CUDA {torch.version.cuda})"
+        )
+    return f"cpu ({platform.machine()}, {os.cpu_count()} cores)"
+
+
+def parse_args() -> argparse.Namespace:
+    """The command line (the module docstring shows it in use)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--prompt-length", type=int, default=20)
@@ -202,6 +265,10 @@ def main() -> None:
     )
     parser.add_argument(
         "--peft-python", default=None, help="Interpreter for the PEFT rows (this one will do on transformers 5.24)."
+    )
+    parser.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N: where the steps run.")
+    parser.add_argument(
+        "--pairs", default="finetune,ptv2", help="Paired ratios, ';'-separated BASE,OTHER (default finetune,ptv2)."
     )
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, default=None)
@@ -219,7 +286,11 @@ def main() -> None:
     depth.add_argument("--max-train-samples", type=int, default=None)
     depth.add_argument("--max-eval-samples", type=int, default=None)
     depth.add_argument("--depth-worker", default=None, help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
     if args.depth_worker:
         print(json.dumps(efficiency_depth.worker(args.depth_worker, args)))
         return
@@ -231,7 +302,7 @@ def main() -> None:
             args.out.parent.mkdir(parents=True, exist_ok=True)
             atomic_write_text(args.out, json.dumps(data, indent=1))
         return
-    shape = (args.prompt_length, args.batch_size, args.length, args.steps, args.backbone_dropout)
+    shape = (args.prompt_length, args.batch_size, args.length, args.steps, args.backbone_dropout, args.device)
     if args.worker and "," in args.worker:
         print(json.dumps(paired(args.worker.split(","), *shape)))
         return
@@ -270,9 +341,9 @@ def main() -> None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         setup = {"batch": args.batch_size, "length": args.length, "prompt_length": args.prompt_length}
         setup.update(steps=args.steps, torch=torch.__version__, threads=torch.get_num_threads())
-        setup.update(backbone_dropout=args.backbone_dropout)
-        setup.update(machine=f"cpu ({platform.machine()}, {os.cpu_count()} cores)", date=time.strftime("%Y-%m-%d"))
-        setup.update(command="python benchmarks/efficiency.py " + " ".join(sys.argv[1:]))
+        setup.update(backbone_dropout=args.backbone_dropout, device=args.device)
+        setup.update(machine=machine(args.device), date=time.strftime("%Y-%m-%d"))
+        setup.update(command="python benchmarks/efficiency.py " + shlex.join(sys.argv[1:]))
         atomic_write_text(
             args.out, json.dumps({"setup": setup, "rows": rows, "peft_rows": peft_rows, "paired": pairs}, indent=1)
         )

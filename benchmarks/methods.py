@@ -141,6 +141,11 @@ def majority_class(task_name: str, data: Path) -> float:
     return max(Counter(labels).values()) / len(labels)
 
 
+def precision(args) -> dict:
+    """How a row's forward passes ran: autocast (``--mixed-precision``) and the backbone's own dtype."""
+    return {"mixed_precision": args.mixed_precision, "backbone_dtype": args.backbone_dtype}
+
+
 def train_config_for(s: dict, batch_size: int, args) -> TrainConfig:
     """The loop's settings for one row: the method's (``s``) and the harness flags."""
     return TrainConfig(
@@ -151,6 +156,7 @@ def train_config_for(s: dict, batch_size: int, args) -> TrainConfig:
         seed=args.seed,
         max_minutes=args.max_minutes,
         mixed_precision=args.mixed_precision,
+        backbone_dtype=args.backbone_dtype,
         group_by_length=args.group_by_length,
         eval_steps=args.eval_steps,
         backbone_dropout=args.backbone_dropout,
@@ -221,7 +227,7 @@ def run_one(task: str, method: str, data: Path, args) -> dict:
         "pooling": summary["pooling"],
         "max_length": max_length,
         "batch_size": batch_size,
-        "mixed_precision": args.mixed_precision,
+        **precision(args),
         "group_by_length": args.group_by_length,
         "max_train_samples": args.max_train_samples,
         "eval_steps": args.eval_steps,
@@ -266,6 +272,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-minutes", type=float, default=None, help="Wall-clock cap per run (reported).")
     parser.add_argument(
         "--mixed-precision", default="no", help="no | bf16 | fp16 (autocast forwards; fp32 weights and prompts)."
+    )
+    parser.add_argument(
+        "--backbone-dtype", default="fp32", help="fp32 | bf16 | fp16 | int8: the frozen backbone's precision (GPU)."
     )
     parser.add_argument("--group-by-length", action="store_true", help="Batch similar lengths (less padding).")
     parser.add_argument("--lr", type=float, default=None, help="Override the method's learning rate.")

@@ -20,7 +20,14 @@ from __future__ import annotations
 import json
 import sys
 
-from report_efficiency import dropout_cost, efficiency, efficiency_details, efficiency_shapes, partial_depth
+from report_efficiency import (
+    dropout_cost,
+    efficiency,
+    efficiency_details,
+    efficiency_shapes,
+    frozen_backbone_speedups,
+    partial_depth,
+)
 from report_fewshot import fewshot_table
 from report_plots import PLOTS, plots
 from report_quality import equal_time, gaps, headline, prompt_lengths, sweep_points, sweep_runs
@@ -112,6 +119,7 @@ def main() -> None:
         "## Efficiency\n",
         efficiency(),
         serve(),
+        frozen_backbone_speedups(),
         "## Low-resource: FewGLUE 32-shot\n",
         "FewGLUE's fixed files (`python benchmarks/methods.py --fewglue`, benchmarks/README.md): 32 training "
         "examples, the 32-example `dev32` split selects the checkpoint, and the full SuperGLUE validation set is "

@@ -150,6 +150,108 @@ def efficiency_shapes() -> str:
     return "\n".join(lines) + "\n"
 
 
+GPU_BF16_COMMAND = (
+    "python benchmarks/efficiency.py --device cuda --methods finetune,finetune-autocast,ptv2,ptv2-bf16 "
+    '--pairs "ptv2,ptv2-bf16;finetune-autocast,ptv2-bf16;finetune-autocast,ptv2" --batch-size 32 --length 128 '
+    "--steps 50 --out benchmarks/results/gpu-bf16/efficiency.json"
+)
+
+
+def frozen_backbone_speedups() -> str:
+    """What only a frozen backbone allows, beyond partial depth: a half-precision backbone, forward-only search."""
+    return backbone_dtype() + search_vs_gradient()
+
+
+def backbone_dtype() -> str:
+    """A bf16 frozen backbone against fp32 ptv2 and autocast fine-tuning on a GPU (``gpu-bf16/efficiency.json``)."""
+    path = results_dir("gpu-bf16", "efficiency.json")
+    intro = (
+        "\n### A half-precision frozen backbone (`--backbone-dtype bf16`)\n\n"
+        "Step time and peak GPU memory of ptv2 on a bf16 backbone against fp32 ptv2 and fine-tuning under bf16 "
+        "autocast (fp32 weights: what fine-tuning can do instead); the dev metric comes from `methods.py "
+        "--backbone-dtype bf16` runs. "
+    )
+    if not path.exists():
+        return intro + f"Not measured yet (it needs a CUDA GPU):\n\n```bash\n{GPU_BF16_COMMAND}\n```\n"
+    data = json.loads(path.read_text())
+    s, rows = data["setup"], {r["method"]: r for r in data["rows"]}
+    base = rows.get("ptv2")
+    lines = [
+        intro + f"{s['machine']}, batch {s['batch']}, length {s['length']}, P={s['prompt_length']}, median of "
+        f"{s['steps']} steps, {s['date']}.\n\n```bash\n{s['command']}\n```\n",
+        "| method | step ms | step / fp32 ptv2 | peak GPU MB | memory / fp32 ptv2 |",
+        "|---|---|---|---|---|",
+    ]
+    for method, r in rows.items():
+        step = f"{r['step_s'] / base['step_s']:.3f}" if base else "-"
+        memory = f"{r['peak_cuda_mb'] / base['peak_cuda_mb']:.3f}" if base and "peak_cuda_mb" in r else "-"
+        lines.append(
+            f"| {method} | {1000 * r['step_s']:.1f} | {step} | {r.get('peak_cuda_mb', float('nan')):.0f} | {memory} |"
+        )
+    lines += [
+        "",
+        *(f"Paired, one process: {p['methods'][1]} / {p['methods'][0]} = {p['ratio']:.3f}  " for p in data["paired"]),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def search_vs_gradient() -> str:
+    """Forward-only prompt search (CMA-ES) against gradient ptv2 at equal wall time (``cpu-search/*.json``)."""
+    paths = [p for p in sorted(results_dir("cpu-search").glob("*.json")) if "comparison" in json.loads(p.read_text())]
+    intro = (
+        "\n### Forward-only prompt search (`--optimizer cma`) against gradient ptv2, equal wall time\n\n"
+        "Black-Box Tuning's CMA-ES (z of 500 numbers, 20 candidates per generation, the prompt and head a random "
+        "projection of z) and AdamW ptv2 (constant rate) each train P=20 on MiniLM for the same `--max-minutes`; "
+        "CPU seconds are each run's own process's. The cap is checked after each epoch, and a FewGLUE epoch is one "
+        "CMA generation (20 forward passes over the 32 training examples), so on a busy machine CMA overshoots a short "
+        "cap (its wall seconds say by how much). "
+    )
+    if not paths:
+        return intro + (
+            "Not measured yet:\n\n```bash\npython benchmarks/search_vs_gradient.py --tasks cb,rte,sst2 --minutes 5 "
+            "--seeds 1,2,3 --out benchmarks/results/cpu-search/all.json\n```\n"
+        )
+    lines = [
+        intro + "\n",
+        "| file | task | method | seed | minutes | steps | selection | reported | CPU s | wall s | load average |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    commands = []
+    for path in paths:
+        data = json.loads(path.read_text())
+        commands.append(data["setup"]["command"])
+        load = data["setup"].get("load_average")
+        for r in data["comparison"]:
+            lines.append(
+                f"| {path.name} | {r['task']} | {r['method']} | {r['seed']} | {r['minutes']:g} | {r['steps']} "
+                f"| {r['selection']:.4f} | {r['reported']:.4f} | {r['cpu_s']:.0f} | {r['wall_s']:.0f} | {load:.1f} |"
+            )
+    lines += ["", "```bash", *dict.fromkeys(commands), "```"]
+    return "\n".join(lines) + "\n" + update_costs()
+
+
+def update_costs() -> str:
+    """What one update costs: a gradient step against a CMA-ES generation (``search_vs_gradient.py --costs``)."""
+    path = results_dir("cpu-search", "costs.json")
+    if not path.exists():
+        return ""
+    data = json.loads(path.read_text())
+    lines = [
+        "\nWhat one update costs, in CPU seconds on a real training batch (one process, "
+        f"{data['costs'][0]['threads']} thread): a gradient step (batch 16, forward and backward) against a CMA "
+        "generation (20 forward passes of batch 32):\n",
+        "| task | gradient step s | its batch (rows, length) | CMA generation s | its batch | generation / step |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in data["costs"]:
+        lines.append(
+            f"| {r['task']} | {r['adamw_cpu_s']:.2f} | {tuple(r['adamw_batch'])} | {r['cma_cpu_s']:.1f} "
+            f"| {tuple(r['cma_batch'])} | {r['generation_per_step']:.1f} |"
+        )
+    lines += ["", f"```bash\n{data['setup']['command']}\n```"]
+    return "\n".join(lines) + "\n"
+
+
 DEPTH_COMMAND = (
     "python benchmarks/efficiency.py --depth --task cb --data ../shared/data/superglue/cb --epochs 3 --rounds 3 "
     "--out benchmarks/results/cpu/partial-depth.json"

@@ -71,17 +71,24 @@ class Predictor:
 
 
 def load(
-    path: str | Path, *, model: str | None = None, device: str = "auto", batch_size: int = 64, task: str | None = None
+    path: str | Path,
+    *,
+    model: str | None = None,
+    device: str = "auto",
+    batch_size: int = 64,
+    task: str | None = None,
+    backbone_dtype: str | None = None,
 ) -> Predictor:
     """The artifact in ``path`` as a :class:`Predictor`, on ``device`` (``auto``: the GPU when there is one).
 
     ``model``: the backbone's path when it moved since training (its fingerprint is checked either way);
-    ``task``: one task of a multi-task artifact.
+    ``task``: one task of a multi-task artifact; ``backbone_dtype``: ``fp32``, ``bf16``, ``fp16`` or ``int8`` for
+    the backbone (default: what it was trained in).
     """
     from .artifact import load_artifact
     from .backbones import resolve_device
 
-    network, tokenizer, chosen, meta = load_artifact(path, model_name=model, task=task)
+    network, tokenizer, chosen, meta = load_artifact(path, model_name=model, task=task, backbone_dtype=backbone_dtype)
     network.to(resolve_device(device))
     return Predictor(network, tokenizer, chosen, meta, batch_size)
 

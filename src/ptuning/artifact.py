@@ -32,6 +32,7 @@ from .heads import MultiTaskHead
 from .io import atomic_save_tensors, atomic_write_json, sha256_file
 from .method import Method, build_method, config_from_dict, method_class
 from .model import PTuningModel
+from .precision import TORCH_DTYPES, cast_frozen, check_backbone_dtype, dtype_name
 from .tasks import Task, get_task
 
 META = "ptuning.json"
@@ -71,6 +72,7 @@ def save_artifact(
             "name": backbones.portable_name(backbone_name),
             "fingerprint": backbone_fingerprint,
             "model_type": model.backbone.config.model_type,
+            "dtype": dtype_name(model.backbone),  # what it was trained in (--backbone-dtype); loaders default to it
         },
         "max_length": max_length,
         "pooling": pooling,
@@ -198,19 +200,35 @@ def assemble_prompt(
     return LoadedArtifact(meta={**meta, "task": entry}, task=chosen, method=method.eval(), head=head.eval())
 
 
+def recorded_dtype(meta: dict) -> str:
+    """The ``--backbone-dtype`` an artifact was trained with (older artifacts: float32)."""
+    return meta["backbone"].get("dtype", "fp32")
+
+
 def load_artifact(
-    directory: str | Path, *, backbone=None, tokenizer=None, model_name: str | None = None, task: str | None = None
+    directory: str | Path,
+    *,
+    backbone=None,
+    tokenizer=None,
+    model_name: str | None = None,
+    task: str | None = None,
+    backbone_dtype: str | None = None,
 ):
     """Rebuild ``(model, tokenizer, task, meta)`` from an artifact (``task``: one task of a multi-task one).
 
     ``backbone``/``tokenizer`` may be passed in; otherwise the recorded backbone (or ``model_name``) is
-    loaded. A backbone whose fingerprint differs from the recorded one is refused.
+    loaded. A backbone whose fingerprint differs from the recorded one is refused. ``backbone_dtype``: how the
+    backbone is stored and run (``precision.py``; default: the dtype the artifact was trained in). The prompt
+    and head stay float32 whatever it is.
     """
     directory = Path(directory)
     meta = read_meta(directory)
     select_task(meta, directory, task)  # refuse a task it has no head for before loading a backbone
+    dtype = check_backbone_dtype(backbone_dtype or recorded_dtype(meta))
     if backbone is None:
-        backbone, tokenizer, _ = backbones.load_recorded_backbone(meta["backbone"]["name"], model_name)
+        backbone, tokenizer, _ = backbones.load_recorded_backbone(
+            meta["backbone"]["name"], model_name, int8=dtype == "int8"
+        )
     if inference_method_class(meta).trains_backbone:
         read_verified(directory, backbone)  # the original weights first: the fingerprint is theirs
         backbone.load_state_dict(load_file(str(directory / BACKBONE_WEIGHTS)))
@@ -220,6 +238,9 @@ def load_artifact(
     encoder = Encoder(backbone)
     loaded = load_prompt(directory, encoder, fingerprint, task)
     model = PTuningModel(encoder, loaded.method, loaded.head).eval()
+    if dtype in TORCH_DTYPES and dtype != "fp32":
+        encoder.requires_grad_(False)  # inference: a fine-tuned backbone is frozen here too
+        cast_frozen(encoder.backbone, dtype)
     return model, tokenizer, loaded.task, loaded.meta
 
 

@@ -125,8 +125,13 @@ def dropout_overrides(config, rate: float) -> dict[str, float]:
     return dict.fromkeys(names, rate)
 
 
-def load_backbone(model: str | None, *, attn_implementation: str = "sdpa", dropout: float | None = None):
+def load_backbone(
+    model: str | None, *, attn_implementation: str = "sdpa", dropout: float | None = None, int8: bool = False
+):
     """Load ``(backbone, tokenizer, name)`` from a local path or a hub id.
+
+    ``int8``: the linear layers in 8 bits through bitsandbytes (``precision.load_int8``; bf16/fp16 are a cast
+    after loading, ``precision.cast_frozen``).
 
     ``dropout``: replace every dropout rate inside the backbone (None keeps the checkpoint's). It matters only in
     training; a frozen backbone's dropout is still active then, and on CPU it is most of a forward pass's time
@@ -140,7 +145,13 @@ def load_backbone(model: str | None, *, attn_implementation: str = "sdpa", dropo
     try:
         tokenizer = AutoTokenizer.from_pretrained(name)
         overrides = {} if dropout is None else dropout_overrides(AutoConfig.from_pretrained(name), dropout)
-        backbone = AutoModel.from_pretrained(name, attn_implementation=attn_implementation, **overrides)
+        overrides["attn_implementation"] = attn_implementation
+        if int8:
+            from .precision import load_int8
+
+            backbone = load_int8(name, overrides)
+        else:
+            backbone = AutoModel.from_pretrained(name, **overrides)
     except (OSError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise PTuningError(f"cannot load model {name!r}: {first}") from exc
@@ -172,8 +183,12 @@ def fingerprint(backbone: nn.Module, samples: int = 256) -> str:
     """A short, stable hash of the backbone's weights (names, shapes and sampled values).
 
     Sampling keeps this fast for large models while any real change of weights
-    (another checkpoint, another size) changes the hash.
+    (another checkpoint, another size) changes the hash. A backbone cast to bf16/fp16 or loaded in int8
+    (``precision.py``) keeps the fingerprint of its float32 weights: the same weights, another storage.
     """
+    recorded = getattr(backbone, "_ptuning_fingerprint", None)
+    if recorded is not None:
+        return recorded
     digest = hashlib.sha256()
     for name, tensor in sorted(backbone.state_dict().items()):
         flat = tensor.detach().flatten()

@@ -113,6 +113,12 @@ def train(
     group_by_length: opts.GroupByLength = TrainConfig.group_by_length,
     mixed_precision: opts.MixedPrecision = TrainConfig.mixed_precision,
     backbone_dropout: opts.BackboneDropout = TrainConfig.backbone_dropout,
+    backbone_dtype: opts.BackboneDtype = TrainConfig.backbone_dtype,
+    optimizer: opts.Optimizer = TrainConfig.optimizer,
+    cma_dim: opts.CmaDim = TrainConfig.cma_dim,
+    cma_popsize: opts.CmaPopsize = TrainConfig.cma_popsize,
+    cma_sigma: opts.CmaSigma = TrainConfig.cma_sigma,
+    shard_backbone: opts.ShardBackbone = TrainConfig.shard_backbone,
     activation_cache: opts.ActivationCache = TrainConfig.activation_cache,
     activation_cache_mb: opts.ActivationCacheMb = TrainConfig.activation_cache_mb,
     pooling: opts.Pooling = "auto",
@@ -178,12 +184,13 @@ def evaluate(
     batch_size: int = typer.Option(64),
     device: str = typer.Option("auto", help=DEVICE_HELP),
     task: Optional[str] = typer.Option(None, help=TASK_HELP),
+    backbone_dtype: opts.LoadedBackboneDtype = None,
 ) -> None:
     """Print the task's metrics on a split as one JSON object (a metric with no value is null)."""
     from .pipeline import evaluate as run
 
     _quiet_weight_loading()
-    typer.echo(dumps(run(artifact, data, split, model, batch_size, device, task)))
+    typer.echo(dumps(run(artifact, data, split, model, batch_size, device, task, backbone_dtype=backbone_dtype)))
 
 
 @app.command()
@@ -197,6 +204,7 @@ def predict(
     batch_size: int = typer.Option(64),
     device: str = typer.Option("auto", help=DEVICE_HELP),
     task: Optional[str] = typer.Option(None, help=TASK_HELP),
+    backbone_dtype: opts.LoadedBackboneDtype = None,
 ) -> None:
     """Predict for a file in the task's format, written in the task's own shape.
 
@@ -207,7 +215,7 @@ def predict(
     from .pipeline import predict as run
 
     _quiet_weight_loading()
-    count = run(artifact, input, output, model, batch_size, device, task)
+    count = run(artifact, input, output, model, batch_size, device, task, backbone_dtype=backbone_dtype)
     typer.echo(f"wrote {count} predictions to {output}")
 
 

@@ -203,3 +203,31 @@ PromptLayer = Annotated[
 ]
 GeneratorHidden = Annotated[Optional[int], typer.Option(help="lpt: bottleneck width of the prompt generator (128).")]
 GeneratorDropout = Annotated[Optional[float], typer.Option(help="lpt: dropout on the generated prompt (0.1).")]
+BackboneDtype = Annotated[
+    str,
+    typer.Option(
+        help="fp32 | bf16 | fp16 | int8: store and run the frozen backbone in this precision; the prompt, head and "
+        "optimizer stay fp32 (fp16 and int8 need a CUDA GPU; int8 needs bitsandbytes). Not for methods that train "
+        "the backbone."
+    ),
+]
+LoadedBackboneDtype = Annotated[
+    Optional[str], typer.Option(help="fp32 | bf16 | fp16 | int8 for the backbone (default: what it was trained in).")
+]
+Optimizer = Annotated[
+    str,
+    typer.Option(
+        help="adamw | cma. cma: Black-Box Tuning, CMA-ES over a random projection of the prompt and head (forward "
+        "passes only, no gradients; ptv2, prompt-tuning); needs the cma package."
+    ),
+]
+CmaDim = Annotated[int, typer.Option(help="--optimizer cma: dimension of the searched vector z.")]
+CmaPopsize = Annotated[int, typer.Option(help="--optimizer cma: candidates scored per batch.")]
+CmaSigma = Annotated[float, typer.Option(help="--optimizer cma: CMA-ES's initial step size in z.")]
+ShardBackbone = Annotated[
+    bool,
+    typer.Option(
+        help="Split the frozen backbone's weights across the launched processes (FSDP2; the prompt and head stay "
+        "whole): for backbones larger than one device. See the README's launch command."
+    ),
+]

@@ -37,6 +37,10 @@ def serve(
     ),
     model: Optional[str] = typer.Option(None, help="Backbone path (default: the one the first artifact names)."),
     device: str = typer.Option("auto", help=DEVICE_HELP),
+    backbone_dtype: str = typer.Option("fp32", help="fp32 | bf16 | fp16 | int8: the shared backbone's precision."),
+    scoring: bool = typer.Option(
+        False, help="Add POST /v1/score (prompt search): the admin token, or without one loopback clients only."
+    ),
 ) -> None:
     """Serve many prompts from one backbone over HTTP (FastAPI; docs at /docs, offline)."""
     from .serve.launch import ServeRequest, named_artifacts
@@ -61,5 +65,7 @@ def serve(
         tokens=Tokens(admin=admin_token or None, predict=predict_token or None),
         model=model,
         device=device,
+        backbone_dtype=backbone_dtype,
+        scoring=scoring,
     )
     run_server(request, typer.echo)

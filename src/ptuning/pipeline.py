@@ -21,16 +21,17 @@ from .errors import DataError, PTuningError
 from .finite import json_safe
 from .heads import POOLINGS, MultiTaskHead
 from .io import atomic_write_bytes, atomic_write_json
-from .method import MethodConfig
+from .method import MethodConfig, method_class
 from .method.prefix import Ptv2Config
 from .mixture import MixtureEntry, check_temperature, entries_from_flags, read_tasks_file
 from .model import PTuningModel
 from .multitask import MultiTaskData, TaskPart, task_scores
+from .precision import TORCH_DTYPES, cast_frozen, check_training_dtype
 from .splits import plan_splits
 from .stopping import Interrupted, TrainingDiverged
 from .tasks import Task, get_task
 from .tasks.readers import read_records
-from .train import TrainConfig, TrainData, predict_logits
+from .train import UPDATES, TrainConfig, TrainData, predict_logits
 from .train import train as run_loop
 from .trainconfig import check_count, check_precision
 
@@ -140,6 +141,7 @@ def train(request: TrainRequest, on_evaluation: Callable[[dict], str | None] | N
     sweep's pruner stops a trial there.
     """
     check_precision(request.train.mixed_precision)
+    check_training_dtype(request.train, method_class(request.method.method))
     entries = request.mixture()
     parts = task_parts(request, entries)
     output = Path(request.output)
@@ -152,15 +154,12 @@ def train(request: TrainRequest, on_evaluation: Callable[[dict], str | None] | N
 
     set_seed(request.train.seed)  # the head and prompt initialisation depend on it
     max_length = request.max_length or max(part.task.default_max_length for part in parts)
-    backbone, tokenizer, name = backbones.load_backbone(request.model, dropout=request.train.backbone_dropout)
-    fingerprint = backbones.fingerprint(backbone)
-    pooling = _pooling(request.pooling, backbone, name)
-    model = PTuningModel(backbone, request.method, _heads(parts, entries, backbone.config.hidden_size, pooling))
-    if request.init_from is not None:
+    model, tokenizer, name, fingerprint, pooling = _build_model(request, parts, entries)
+    if request.init_from is not None:  # --optimizer cma then searches around this prompt (search.py)
         for line in warmstart.start_from(request.init_from, model, [part.task for part in parts], fingerprint):
             print(line, flush=True)
     data = _train_data(request, parts, entries is not None, model, tokenizer, max_length, (name, fingerprint))
-    lr = request.train.lr or model.learning_rate()
+    lr = UPDATES[request.train.optimizer].planned_lr(model, request.train)
     options = runfile.options_of(request, lr=lr, max_length=max_length, pooling=pooling, backbone=name)
     run = {**options, "backbone_fingerprint": fingerprint}
     if entries is not None:
@@ -206,6 +205,22 @@ def train(request: TrainRequest, on_evaluation: Callable[[dict], str | None] | N
         summary["mixture"] = _mixture_summary(entries, data)
     summary["reported"] = _score_reported(output, parts, request, summary, entries is not None)
     return _finish(summary, output)
+
+
+def _build_model(request: TrainRequest, parts: list[TaskPart], entries):
+    """``(model, tokenizer, backbone name, fingerprint, pooling)``: the backbone in ``--backbone-dtype``, checked
+    against ``--optimizer`` before anything is written."""
+    dtype = request.train.backbone_dtype
+    backbone, tokenizer, name = backbones.load_backbone(
+        request.model, dropout=request.train.backbone_dropout, int8=dtype == "int8"
+    )
+    fingerprint = backbones.fingerprint(backbone)  # the float32 weights' (kept on the module by a cast)
+    pooling = _pooling(request.pooling, backbone, name)
+    model = PTuningModel(backbone, request.method, _heads(parts, entries, backbone.config.hidden_size, pooling))
+    if dtype in TORCH_DTYPES:  # after the method froze it; int8 was chosen at load time
+        cast_frozen(model.backbone, dtype)
+    UPDATES[request.train.optimizer].check(model, request.train)
+    return model, tokenizer, name, fingerprint, pooling
 
 
 def _selection_split(parts: list[TaskPart], entries) -> str | dict:
@@ -315,10 +330,13 @@ def evaluate(
     device: str = "auto",
     task: str | None = None,
     record: bool = True,
+    backbone_dtype: str | None = None,
 ) -> dict:
     """The artifact's metrics on ``split`` of ``data`` (``task``: one task of a multi-task artifact); ``record``
-    adds them (and the command) to its model card."""
-    model, tokenizer, task, meta = artifact.load_artifact(artifact_dir, model_name=model_name, task=task)
+    adds them (and the command) to its model card. ``backbone_dtype`` None: the dtype it was trained in."""
+    model, tokenizer, task, meta = artifact.load_artifact(
+        artifact_dir, model_name=model_name, task=task, backbone_dtype=backbone_dtype
+    )
     model.to(backbones.resolve_device(device))
     scores = score_split(model, tokenizer, task, data, split, meta["max_length"], batch_size)
     if record:
@@ -362,12 +380,15 @@ def predict(
     batch_size: int = 64,
     device: str = "auto",
     task: str | None = None,
+    backbone_dtype: str | None = None,
 ) -> int:
     """Predictions for ``input_file`` in the task's own format; ``task`` picks one task of a multi-task artifact."""
     input_file = Path(input_file)
     if not input_file.is_file():
         raise DataError("input file not found", input_file)
-    model, tokenizer, task, meta = artifact.load_artifact(artifact_dir, model_name=model_name, task=task)
+    model, tokenizer, task, meta = artifact.load_artifact(
+        artifact_dir, model_name=model_name, task=task, backbone_dtype=backbone_dtype
+    )
     model.to(backbones.resolve_device(device))
     examples = task.records_to_examples(read_records(input_file, header=task.files.header), labelled=False)
     featurized = task.featurize(examples, tokenizer, model.token_budget(meta["max_length"]))

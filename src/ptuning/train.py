@@ -35,9 +35,13 @@ from .batches import (  # noqa: F401 (re-exported)
 )
 from .finite import dumps
 from .model import PTuningModel
-from .optim import adamw, lr_lambda, lr_scheduler  # noqa: F401 (re-exported)
+from .optim import GradientUpdate, adamw, lr_lambda, lr_scheduler  # noqa: F401 (re-exported)
+from .search import CmaUpdate
+from .shard import shard_frozen_backbone
 from .stopping import InterruptGuard
 from .trainconfig import PRECISIONS, SCHEDULERS, TrainConfig, check_precision, use_precision  # noqa: F401 (re-exported)
+
+UPDATES = {"adamw": GradientUpdate, "cma": CmaUpdate}  # --optimizer: how one batch changes the trained parameters
 
 
 class JsonlLog:
@@ -118,26 +122,28 @@ class Trainer:
         set_seed(config.seed)
         self.data, self.config, self.output_dir = data, config, output_dir
         self.save_best, self.settings, self.main = save_best, settings, self.accelerator.is_main_process
-        self.lr = config.lr or model.learning_rate()
+        self.update = UPDATES[config.optimizer](model, config, len(data))
+        self.lr = self.update.lr  # None for forward-only search
         if config.gradient_checkpointing:
             model.enable_gradient_checkpointing()
         self.trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-        optimizer = adamw(model.parameter_groups(config.weight_decay), self.lr)
-        scheduler = lr_scheduler(optimizer, config, len(data))
         self.loop = {"epoch": 0, "batches_done": 0, "step": 0, "best": None, "best_metrics": None, "bad_evals": 0}
         self.loop.update({"best_epoch": None, "history": [], "elapsed_s": 0.0})
         self.saved_step: int | None = None  # the step of the newest checkpoint on disk: what --resume continues
         if config.resume and checkpoint.exists(output_dir):
-            self.loop = checkpoint.load(output_dir, model, optimizer, scheduler)
+            self.loop = self.update.resume(output_dir, model)
             self.saved_step = self.loop["step"]
             where = f"epoch {self.loop['epoch']} step {self.loop['step']}"
             self.accelerator.print(f"resumed from {output_dir / checkpoint.CHECKPOINT} at {where}")
-        self.model, self.optimizer, self.scheduler = self.accelerator.prepare(model, optimizer, scheduler)
+        if config.shard_backbone:  # before Accelerate wraps the model for data parallelism
+            self.accelerator.print(shard_frozen_backbone(model, self.accelerator))
+        self.model = self.update.prepare(self.accelerator, model)
         self.unwrapped = unwrapped = self.accelerator.unwrap_model(self.model)  # the method's training_loss
         self.n_train, self.n_backbone = unwrapped.trainable_parameters(), unwrapped.backbone_parameters()
         share = f"{100 * self.n_train / self.n_backbone:.3f}% of the {self.n_backbone:,}-parameter backbone"
         self.accelerator.print(
-            f"method {unwrapped.config.method}: {self.n_train:,} trainable parameters ({share}); lr {self.lr:g}"
+            f"method {unwrapped.config.method}: {self.n_train:,} trainable parameters ({share}); "
+            + self.update.describe()
         )
         self.data, self.activations, self.cache_line = activations.attach(
             unwrapped, data, config, output_dir, settings, self.accelerator
@@ -209,19 +215,11 @@ class Trainer:
         return None if config.eval_steps else self._evaluate_and_keep(float(epoch + 1))
 
     def _step(self, batch: dict) -> float:
-        """Forward, backward and (at accumulation boundaries) an optimizer step; the batch's loss."""
+        """One update on one batch (``--optimizer``: a gradient step, or a generation of prompt search)."""
         self.consistent = False
         labels = batch.pop("labels")
         loss_fn = self.data.loss_for(batch, self.unwrapped.head)  # takes out what is not a model input
-        with self.accelerator.accumulate(self.model):
-            loss = self.unwrapped.training_loss(batch, labels, loss_fn, forward=self.model)
-            self.accelerator.backward(loss)
-            if self.accelerator.sync_gradients:
-                self.accelerator.clip_grad_norm_([p for _, p in self.trainable], self.config.max_grad_norm)
-            self.optimizer.step()
-            self.scheduler.step()
-            self.optimizer.zero_grad()
-        return loss.item()
+        return self.update.step(self.accelerator, self.model, self.unwrapped, batch, labels, loss_fn)
 
     def _after_batch(self, loss: float, batches: int) -> str | None:
         """Advance the counters, then apply the stop rules that are checked after every batch."""
@@ -237,7 +235,7 @@ class Trainer:
             shown = f"{loss}" if not math.isfinite(loss) else "non-finite"
             self.failure = (
                 f"the training loss became {shown} at step {step_in_progress} (epoch {loop['epoch'] + 1}); "
-                f"lower --lr (this run used {self.lr:g}); {self._what_was_kept()}"
+                f"{self.update.remedy()}; {self._what_was_kept()}"
             )
             return "nonfinite_loss"
         if interrupted:
@@ -269,7 +267,7 @@ class Trainer:
         if scores is None:
             self.failure = (
                 f"the model's outputs on the evaluation set became NaN or infinite at step {loop['step']}; "
-                f"lower --lr (this run used {self.lr:g}); {self._what_was_kept()}"
+                f"{self.update.remedy()}; {self._what_was_kept()}"
             )
             return "nonfinite_outputs"
         train_loss = self.running[0] / self.running[1] if self.running[1] else None  # None: no batch this run
@@ -309,18 +307,12 @@ class Trainer:
 
     def _checkpoint(self) -> None:
         self.loop["elapsed_s"] = time.perf_counter() - self.started
-        self.saved_step = self.loop["step"]
         if self.activations is not None:
             self.activations.persist()  # the units a resumed run may reuse (after re-checking them)
-        if self.main:
-            checkpoint.save(
-                self.output_dir,
-                dict(self.trainable),
-                self.optimizer.optimizer,
-                self.scheduler.scheduler,
-                self.loop,
-                run=self.settings,
-            )
+        if self.update.checkpoints:  # forward-only search keeps no resumable state
+            self.saved_step = self.loop["step"]
+            if self.main:
+                self.update.save(self.output_dir, dict(self.trainable), self.loop, self.settings)
         self.accelerator.wait_for_everyone()
 
     def _unscored(self) -> bool:

@@ -19,6 +19,9 @@ SCHEDULERS = ("linear", "exponential", "constant")
 # (lr / (1 - beta1), about 10 x lr) cannot overflow into a raw RuntimeError.
 MAX_LR = 1e30
 PRECISIONS = ("no", "bf16", "fp16")
+BACKBONE_DTYPES = ("fp32", "bf16", "fp16", "int8")  # precision.py: what each means and needs
+OPTIMIZERS = ("adamw", "cma")  # gradient steps (optim.GradientUpdate) or forward-only search (search.CmaUpdate)
+MAX_CMA_DIM = 100_000  # CMA-ES keeps a dim x dim covariance matrix: 1e5 is already 40 GB
 
 
 @dataclass
@@ -41,6 +44,12 @@ class TrainConfig:
     group_by_length: bool = False  # batch similar lengths together (less padding; changes batch composition)
     mixed_precision: str = "no"  # no | bf16 | fp16: autocast for forward passes (training and evaluation)
     backbone_dropout: float | None = None  # every dropout rate inside the backbone; None keeps the checkpoint's
+    backbone_dtype: str = "fp32"  # fp32 | bf16 | fp16 | int8: how the frozen backbone is stored and run
+    optimizer: str = "adamw"  # adamw | cma (Black-Box Tuning: CMA-ES over a projected prompt, forward passes only)
+    cma_dim: int = 500  # --optimizer cma: dimension of the searched vector z (BBT's d)
+    cma_popsize: int = 20  # --optimizer cma: candidates scored per step (BBT's population)
+    cma_sigma: float = 1.0  # --optimizer cma: CMA-ES's initial step size in z
+    shard_backbone: bool = False  # split the frozen backbone's weights across processes (shard.py, FSDP2)
     activation_cache: bool = True  # keep the frozen bottom layers' output per input (activations.py) where it applies
     activation_cache_mb: float = 1024.0  # kept in memory up to this size, else memory-mapped under OUT/activation-cache
     resume: bool = False
@@ -51,6 +60,8 @@ class TrainConfig:
         (``scheduler="cosine"`` used to train at a constant rate)."""
         _choice("--scheduler", self.scheduler, SCHEDULERS)
         _choice("--mixed-precision", self.mixed_precision, PRECISIONS)
+        _choice("--backbone-dtype", self.backbone_dtype, BACKBONE_DTYPES)
+        _choice("--optimizer", self.optimizer, OPTIMIZERS)
         for flag, value in (
             ("--epochs", self.epochs),
             ("--batch-size", self.batch_size),
@@ -73,6 +84,7 @@ class TrainConfig:
             raise PTuningError(f"--weight-decay must be >= 0, got {self.weight_decay:g}")
         _in_range("--warmup-ratio", self.warmup_ratio, 0.0, 1.0, "[0, 1)", low_open=False)
         _in_range("--decay-gamma", self.decay_gamma, 0.0, 1.0, "(0, 1]", low_open=True)
+        self._check_search()
         if not isinstance(self.activation_cache, bool):
             raise PTuningError(f"--activation-cache must be true or false, got {self.activation_cache!r}")
         _number("--activation-cache-mb", self.activation_cache_mb)
@@ -86,6 +98,25 @@ class TrainConfig:
                 raise PTuningError(
                     f"--backbone-dropout {self.backbone_dropout:g} is not a rate: give a value in [0, 1)"
                 )
+
+    def _check_search(self) -> None:
+        """``--optimizer cma``'s own numbers, and the gradient settings it cannot honour."""
+        check_count("--cma-dim", self.cma_dim)
+        check_count("--cma-popsize", self.cma_popsize, minimum=2)
+        _positive("--cma-sigma", self.cma_sigma)
+        if self.cma_dim > MAX_CMA_DIM:
+            raise PTuningError(f"--cma-dim {self.cma_dim} is beyond what CMA-ES can search; give at most {MAX_CMA_DIM}")
+        if self.optimizer != "cma":
+            return
+        for flag, given in (
+            ("--lr", self.lr is not None),
+            ("--grad-accum", self.grad_accum != 1),
+            ("--gradient-checkpointing", self.gradient_checkpointing),
+        ):
+            if given:
+                raise PTuningError(f"{flag} does not apply to --optimizer cma (no gradients; its step is --cma-sigma)")
+        if self.resume:
+            raise PTuningError("--resume does not apply to --optimizer cma: CMA-ES's state is not checkpointed")
 
 
 def field_defaults(cls) -> dict:

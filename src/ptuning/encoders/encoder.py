@@ -18,6 +18,7 @@ from torch import nn
 
 from .. import backbones
 from ..errors import PTuningError
+from ..precision import as_float32
 from .attention import AttentionInterfaceInjector
 from .base import FamilySupport, Injector
 from .deberta import DebertaInjector
@@ -171,6 +172,7 @@ class Encoder(nn.Module):
     ) -> torch.Tensor:
         """Hidden states ``(B, L, H)`` for ``input_ids`` ``(B, L)``, input-level and late prompt slots stripped.
 
+        Always float32 for the head, also from a bf16/fp16 backbone (``--backbone-dtype``, ``precision.py``).
         ``plan`` runs part of the depth (:class:`DepthPlan`; :meth:`run_lower`, :meth:`run_upper`).
         """
         prompt = prompt or PromptInputs()
@@ -208,7 +210,7 @@ class Encoder(nn.Module):
         inputs.update(self.injector.forward_kwargs(prefix, late))
         with self.injector.context(prefix, late), planned(plan):
             out = self.backbone(**inputs)
-        return out.last_hidden_state[:, strip : strip + input_ids.shape[1]]  # (B, L, H)
+        return as_float32(out.last_hidden_state[:, strip : strip + input_ids.shape[1]])  # (B, L, H)
 
     def _check_plan(self, plan: DepthPlan, prompt: PromptInputs, late) -> None:
         """A plan that would silently drop part of the prompt is a bug in the caller: refuse it."""

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 
 import torch
 
+from ..precision import as_float32
+
 # (layer, hidden (B, L, H) entering that layer's attention, token mask (B, L) or None) -> slot scales (B, P)
 PrefixGate = Callable[[int, torch.Tensor, "torch.Tensor | None"], torch.Tensor]
 
@@ -90,7 +92,7 @@ class PrefixBatch:
             return pk, pv
         if hidden is None:
             raise RuntimeError("a gated prefix reached attention without the layer's input: attach_layer_hooks()")
-        scale = self.gate(index, hidden, self.token_mask)[:, None, :, None]  # (B, P) -> (B, 1, P, 1)
+        scale = self.gate(index, as_float32(hidden), self.token_mask)[:, None, :, None]  # (B, P) -> (B, 1, P, 1)
         return pk * scale.to(pk.dtype), pv * scale.to(pv.dtype)  # (B, kv_heads, P, hd)
 
     @classmethod
@@ -210,7 +212,7 @@ class LatePrompt:
     def insert(self, hidden: torch.Tensor) -> torch.Tensor:
         """``hidden`` ``(B, L + P, H)`` entering layer ``layer``, its last ``P`` placeholders replaced by the prompt."""
         real = hidden[:, : hidden.shape[1] - self.length]  # (B, L, H)
-        prompt = self.generator(real.detach(), self.token_mask)  # (B, P, H): nothing below flows back
+        prompt = self.generator(as_float32(real.detach()), self.token_mask)  # (B, P, H): nothing below flows back
         return torch.cat([real, prompt.to(hidden.dtype)], dim=1)  # (B, L + P, H)
 
     def visibility(self, mask: torch.Tensor, layer: int, causal: bool) -> torch.Tensor:

@@ -100,6 +100,8 @@ class Method(nn.Module):
     trains_backbone: ClassVar[bool] = False
     pool_batching: ClassVar[PoolBatching] = PoolBatching.SHARED  # an instance may narrow it (its config decides)
     pool_refusal: ClassVar[str] = ""
+    # The parameters that ARE the prompt, by name: what forward-only search (--optimizer cma, search.py) moves.
+    search_parameter_names: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config: MethodConfig, encoder: Encoder) -> None:
         super().__init__()
@@ -153,6 +155,22 @@ class Method(nn.Module):
         itself, and must leave no gradients behind other than through the returned loss.
         """
         return loss_fn(forward(**batch), labels)
+
+    def search_parameters(self) -> list[nn.Parameter]:
+        """The prompt itself (:attr:`search_parameter_names`), for forward-only search; empty: nothing to search."""
+        named = dict(self.named_parameters())
+        return [named[name] for name in self.search_parameter_names]
+
+    def search_scale(self) -> float:
+        """The typical size (RMS) of one prompt entry in the space the prompt acts in.
+
+        Forward-only search scales its random projection to it, so that one step moves the prompt by a
+        comparable amount in every method. Default: the RMS of the prompt's current values (an input-level
+        prompt drawn from the vocabulary is at the word embeddings' scale, Black-Box Tuning's choice).
+        """
+        values = torch.cat([p.detach().flatten().float() for p in self.search_parameters()])
+        rms = float(values.pow(2).mean().sqrt()) if values.numel() else 0.0
+        return rms if math.isfinite(rms) and rms > 0 else 1.0
 
     # -- forward ---------------------------------------------------------------------------------
     def prompt_inputs(self) -> PromptInputs:

@@ -44,6 +44,9 @@ from .space import Param, learning_rates, prompt_lengths, training_params
 # Through the MLP, one Adam step moves the prefix tens of times further than the same rate on the raw prefix, and
 # 5e-3 collapsed CB and RTE to one class (BENCHMARKS.md, "Why the MLP reparameterisation diverges").
 REPARAM_LR = 5e-4
+# The RMS of a BERT-like backbone's keys and values, the space a prefix acts in (measured on the bundled MiniLM:
+# 0.47-1.22 per layer): the scale forward-only search (--optimizer cma) moves the prefix at, not its 0.02 init.
+KEY_VALUE_SCALE = 1.0
 
 
 def prefix_search_space(prompt_range: tuple[int, int]) -> tuple[Param, ...]:
@@ -202,6 +205,8 @@ class DeepPrompt(Method):
     )
     config_class: ClassVar[type[MethodConfig]] = Ptv2Config
     default_lr: ClassVar[float] = 5e-3
+    # the prefix table (with --reparam: the MLP's input), what --optimizer cma searches
+    search_parameter_names: ClassVar[tuple[str, ...]] = ("prefix_encoder.embedding.weight",)
 
     def __init__(self, config: Ptv2Config, encoder: Encoder) -> None:
         layers, config = prompted_layers(config, encoder)
@@ -215,6 +220,9 @@ class DeepPrompt(Method):
     def prompt_positions(cls, config: Ptv2Config) -> int:
         """A shifted prefix takes the first ``P`` positions, so the text gets ``P`` fewer."""
         return config.prompt_length if config.shift_positions else 0
+
+    def search_scale(self) -> float:
+        return KEY_VALUE_SCALE
 
     def attach(self, encoder: Encoder) -> None:
         super().attach(encoder)

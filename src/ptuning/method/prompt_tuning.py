@@ -103,6 +103,7 @@ class PromptTuning(InputPromptMethod):
     )
     config_class: ClassVar[type[MethodConfig]] = PromptTuningConfig
     default_lr: ClassVar[float] = 3e-2
+    search_parameter_names: ClassVar[tuple[str, ...]] = ("weight",)  # searched at the word embeddings' scale
 
     def __init__(self, config: PromptTuningConfig, encoder: Encoder) -> None:
         super().__init__(config, encoder)

@@ -34,6 +34,8 @@ class ServeRequest:
     tokens: Tokens
     model: str | None
     device: str
+    backbone_dtype: str = "fp32"  # --backbone-dtype: the shared backbone's precision (precision.py)
+    scoring: bool = False  # --scoring: POST /v1/score (scoring.py)
 
 
 def named_artifacts(specs: list[str]) -> list[tuple[str, str, str | None]]:
@@ -116,6 +118,7 @@ def serve(request: ServeRequest, echo: Callable[[str], None]) -> None:
         max_batch=request.limits.max_batch,
         device=resolve_device(request.device),
         limits=request.load_limits,
+        backbone_dtype=request.backbone_dtype,
     )
     for name, path, task in named:
         loaded = pool.load(path, name, task=task)
@@ -127,7 +130,8 @@ def serve(request: ServeRequest, echo: Callable[[str], None]) -> None:
     _log_to_stderr()
     url = address(sock)
     echo(f"serving {len(pool.prompts)} task(s) on {url} (API docs: {url}/docs); task management {management}")
-    config = uvicorn.Config(create_app(pool, request.limits, request.tokens), log_level="warning")
+    app = create_app(pool, request.limits, request.tokens, scoring=request.scoring)
+    config = uvicorn.Config(app, log_level="warning")
     uvicorn.Server(config).run(sockets=[sock])
 
 

@@ -36,6 +36,7 @@ from .. import artifact, backbones
 from ..encoders import Encoder, PrefixGate, PromptInputs
 from ..errors import InputError, PTuningError
 from ..method import PoolBatching
+from ..precision import cast_frozen, check_backbone_dtype
 from ..tasks import Example, Task
 from ..tasks.base import pad_collate
 from .forward import Sequence, run_chunk, synthetic_forward
@@ -123,13 +124,18 @@ class PromptPool:
         device: str | torch.device = "cpu",
         limits: LoadLimits | None = None,
         cost_model: CostModel | None = None,
+        backbone_dtype: str = "fp32",
     ) -> None:
+        """``backbone_dtype``: how the shared backbone is stored and run (``--backbone-dtype``, ``precision.py``);
+        prompts and heads stay float32, and prompts trained in any dtype load (the fingerprint is the weights')."""
         self.device = torch.device(device)
         self.encoder = Encoder(backbone.to(self.device)).eval()
         self.encoder.enable_prefix()
         self.encoder.requires_grad_(False)
         self.tokenizer = tokenizer
         self.fingerprint = backbones.fingerprint(backbone)
+        if check_backbone_dtype(backbone_dtype) in ("bf16", "fp16"):  # int8 is chosen when the backbone is loaded
+            cast_frozen(backbone, backbone_dtype)
         self.max_batch = max_batch
         self.limits = limits or LoadLimits()
         self.cost_model = cost_model  # measured on first need (calibrate()), unless given
@@ -141,7 +147,8 @@ class PromptPool:
     def from_artifact(cls, path: str | Path, model_name: str | None = None, **kwargs) -> PromptPool:
         """A pool on the backbone recorded in ``path`` (or ``model_name``)."""
         meta = artifact.read_meta(Path(path))
-        backbone, tokenizer, _ = backbones.load_recorded_backbone(meta["backbone"]["name"], model_name)
+        int8 = check_backbone_dtype(kwargs.get("backbone_dtype", "fp32")) == "int8"
+        backbone, tokenizer, _ = backbones.load_recorded_backbone(meta["backbone"]["name"], model_name, int8=int8)
         return cls(backbone, tokenizer, **kwargs)
 
     def calibrate(self, repeats: int = 3) -> CostModel:

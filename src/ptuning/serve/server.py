@@ -159,10 +159,13 @@ class Executors:
             executor.shutdown(wait=False)
 
 
-def create_app(pool: PromptPool, limits: Limits | None = None, tokens: Tokens | None = None) -> FastAPI:
+def create_app(
+    pool: PromptPool, limits: Limits | None = None, tokens: Tokens | None = None, *, scoring: bool = False
+) -> FastAPI:
     """The FastAPI app: one micro-batcher and one model thread over ``pool``; routes added by the helpers below.
 
-    ``tokens``: without an admin token, loading and unloading prompts over HTTP is off.
+    ``tokens``: without an admin token, loading and unloading prompts over HTTP is off. ``scoring`` adds
+    ``POST /v1/score`` (``scoring.py``: forward-only prompt search, for the admin or loopback clients).
     """
     limits, tokens = limits or Limits(), tokens or Tokens()
     metrics = Metrics()
@@ -183,6 +186,10 @@ def create_app(pool: PromptPool, limits: Limits | None = None, tokens: Tokens | 
     _add_predict(app, pool, limits, tokens, metrics, batcher, executors.inputs)
     _add_task_management(app, pool, limits, tokens, executors.admin)
     _add_operations(app, pool, metrics)
+    if scoring:
+        from .scoring import add_scoring  # imports this module: not at the top
+
+        add_scoring(app, pool, limits, tokens, executors.model)
     return app
 
 
