@@ -213,3 +213,20 @@ def test_artifacts_record_their_layers_and_the_pool_mixes_them(tmp_path, tiny_be
         for row, want in zip(got, alone, strict=True):
             assert row["label"] == want["label"]
             assert max(abs(row["scores"][k] - v) for k, v in want["scores"].items()) < 1e-5
+
+
+def test_a_spec_beyond_the_backbone_stops_the_run_before_anything_is_written(tmp_path, sst2_dir, tiny_bert_dir):
+    from ptuning.train import TrainConfig
+
+    request = pipeline.TrainRequest(
+        task="sst2",
+        data=str(sst2_dir),
+        output=tmp_path / "out",
+        model=str(tiny_bert_dir),
+        method=method_config("ptv2", prefix_layers="top:3"),
+        train=TrainConfig(epochs=1),
+        max_length=32,
+    )
+    with pytest.raises(PTuningError, match="has 2 layers; give K <= 2"):
+        pipeline.train(request)
+    assert not (tmp_path / "out").exists()
