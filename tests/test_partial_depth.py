@@ -230,3 +230,22 @@ def test_a_spec_beyond_the_backbone_stops_the_run_before_anything_is_written(tmp
     with pytest.raises(PTuningError, match="has 2 layers; give K <= 2"):
         pipeline.train(request)
     assert not (tmp_path / "out").exists()
+
+
+def test_a_checkpoint_older_than_prefix_layers_resumes_at_the_default_only(tmp_path):
+    """A checkpoint whose settings predate --prefix-layers ran with every layer prompted."""
+    import json
+
+    from safetensors.torch import save_file
+
+    from ptuning import checkpoint
+
+    model = build("bert", layers="all")
+    trainable = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    (tmp_path / "checkpoint").mkdir()
+    save_file(trainable, str(tmp_path / "checkpoint" / "trainable.safetensors"))
+    old = {"method": "ptv2", "prompt_length": 3, "lr": 0.01}
+    (tmp_path / "checkpoint" / "state.json").write_text(json.dumps({"run": old}))
+    checkpoint.check_resumable(tmp_path, {**old, "prefix_layers": "all"}, model)
+    with pytest.raises(PTuningError, match="--prefix-layers \\(unset\\), not top:2"):
+        checkpoint.check_resumable(tmp_path, {**old, "prefix_layers": "top:2"}, model)
