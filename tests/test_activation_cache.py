@@ -177,8 +177,9 @@ def test_a_memory_mapped_cache_is_rechecked_before_reuse_and_rebuilt_when_stale(
     assert third.note.startswith("rebuilt") and not third.filled.any()
     assert not (tmp_path / "k.p0.json").exists()  # no manifest describes a file being rewritten
 
+    (tmp_path / "k.p1.bin").write_bytes(b"")  # another data-parallel process's file: never touched by process 0
     cache("other")  # another backbone, max length or data: the old key's files go
-    assert not data.exists()
+    assert not data.exists() and (tmp_path / "k.p1.bin").exists()
 
 
 def train(data, out, model_dir, task: str = "cb", layers: str = "top:1", cache: bool = True, **kw):

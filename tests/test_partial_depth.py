@@ -213,3 +213,39 @@ def test_artifacts_record_their_layers_and_the_pool_mixes_them(tmp_path, tiny_be
         for row, want in zip(got, alone, strict=True):
             assert row["label"] == want["label"]
             assert max(abs(row["scores"][k] - v) for k, v in want["scores"].items()) < 1e-5
+
+
+def test_a_spec_beyond_the_backbone_stops_the_run_before_anything_is_written(tmp_path, sst2_dir, tiny_bert_dir):
+    from ptuning.train import TrainConfig
+
+    request = pipeline.TrainRequest(
+        task="sst2",
+        data=str(sst2_dir),
+        output=tmp_path / "out",
+        model=str(tiny_bert_dir),
+        method=method_config("ptv2", prefix_layers="top:3"),
+        train=TrainConfig(epochs=1),
+        max_length=32,
+    )
+    with pytest.raises(PTuningError, match="has 2 layers; give K <= 2"):
+        pipeline.train(request)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_checkpoint_older_than_prefix_layers_resumes_at_the_default_only(tmp_path):
+    """A checkpoint whose settings predate --prefix-layers ran with every layer prompted."""
+    import json
+
+    from safetensors.torch import save_file
+
+    from ptuning import checkpoint
+
+    model = build("bert", layers="all")
+    trainable = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    (tmp_path / "checkpoint").mkdir()
+    save_file(trainable, str(tmp_path / "checkpoint" / "trainable.safetensors"))
+    old = {"method": "ptv2", "prompt_length": 3, "lr": 0.01}
+    (tmp_path / "checkpoint" / "state.json").write_text(json.dumps({"run": old}))
+    checkpoint.check_resumable(tmp_path, {**old, "prefix_layers": "all"}, model)
+    with pytest.raises(PTuningError, match="--prefix-layers \\(unset\\), not top:2"):
+        checkpoint.check_resumable(tmp_path, {**old, "prefix_layers": "top:2"}, model)

@@ -15,6 +15,7 @@ training setting. Only :data:`MAY_CHANGE` may differ.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 import shutil
@@ -152,10 +153,13 @@ def check_resumable(directory: Path, run: dict, model: torch.nn.Module) -> None:
         keys = [*run, *(k for k in recorded if k not in run)]
         if recorded.get("method") != run.get("method"):  # each method has its own options: name the method only
             keys = [k for k in keys if k in recorded and k in run]
+        newer = _method_defaults(model)  # options added since: a checkpoint that predates one ran with its default
         differences = [
             f"{_name(key)} {_shown(recorded.get(key))}, not {_shown(run.get(key))}"
             for key in keys
-            if key not in MAY_CHANGE and recorded.get(key) != run.get(key)
+            if key not in MAY_CHANGE
+            and recorded.get(key) != run.get(key)
+            and not (key not in recorded and key in newer and newer[key] == run.get(key))
         ]
         if differences:
             raise PTuningError(
@@ -170,6 +174,14 @@ def check_resumable(directory: Path, run: dict, model: torch.nn.Module) -> None:
     with safe_open(str(path / "trainable.safetensors"), framework="pt") as handle:
         shapes = {name: tuple(handle.get_slice(name).get_shape()) for name in handle.keys()}
     _check_shapes(shapes, model)
+
+
+def _method_defaults(model: torch.nn.Module) -> dict:
+    """``{option: default}`` of the model's method (``--prefix-layers all`` ...), or nothing for another module."""
+    config = getattr(getattr(model, "method", None), "config", None)
+    if config is None or not dataclasses.is_dataclass(config):
+        return {}
+    return {f.name: f.default for f in dataclasses.fields(config)}
 
 
 def _check_shapes(saved: dict[str, tuple[int, ...]], model: torch.nn.Module) -> None:
