@@ -130,7 +130,7 @@ def load_prompt(directory: str | Path, encoder: Encoder, fingerprint: str | None
     method = build_method(method_class(config.method).inference_config(config), encoder)
     method.load_folded(tensors)
     task = get_task(meta["task"]["name"]).from_state(meta["task"])
-    head = task.build_head(encoder.geometry.hidden_size, meta["pooling"])
+    head = task.head_for(encoder, meta["pooling"])
     head.load_state_dict(head_state(tensors))
     return LoadedArtifact(meta=meta, task=task, method=method.eval(), head=head.eval())
 
@@ -144,7 +144,8 @@ def load_artifact(directory: str | Path, *, backbone=None, tokenizer=None, model
     directory = Path(directory)
     meta = read_meta(directory)
     if backbone is None:
-        backbone, tokenizer, _ = backbones.load_recorded_backbone(meta["backbone"]["name"], model_name)
+        lm_head = get_task(meta["task"]["name"]).uses_lm_head
+        backbone, tokenizer, _ = backbones.load_recorded_backbone(meta["backbone"]["name"], model_name, lm_head=lm_head)
     if inference_method_class(meta).trains_backbone:
         read_verified(directory, backbone)  # the original weights first: the fingerprint is theirs
         backbone.load_state_dict(load_file(str(directory / BACKBONE_WEIGHTS)))

@@ -1,4 +1,4 @@
-"""``ptuning`` command line: train, eval, predict, tasks, demo.
+"""``ptuning`` command line: train, eval, predict, generate, tasks, methods, demo, serve.
 
 Flag names follow Hugging Face ``run_glue.py`` where one exists. Errors the
 user can fix print one line and exit with status 2; nothing else is written.
@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Optional
 
 import typer
 
+from . import cli_generate
 from . import cli_options as opts
 from .errors import PTuningError
 from .finite import dumps
@@ -111,6 +112,7 @@ def train(
     text_column: opts.TextColumn = None,
     text_pair_column: opts.TextPairColumn = None,
     label_column: opts.LabelColumn = None,
+    target_column: opts.TargetColumn = None,
     labels: opts.Labels = None,
     crf: opts.Crf = False,
     doc_stride: opts.DocStride = None,
@@ -178,6 +180,7 @@ def _train_request(options: dict) -> TrainRequest:
             "text_column": options["text_column"],
             "text_pair_column": options["text_pair_column"],
             "label_column": options["label_column"],
+            "target_column": options["target_column"],
             "labels": labels.split(",") if labels else None,
             "crf": options["crf"] or None,
             "doc_stride": options["doc_stride"],
@@ -214,12 +217,16 @@ def evaluate(
     model: Optional[str] = typer.Option(None, help="Backbone path, when it moved since training."),
     batch_size: int = typer.Option(64),
     device: str = typer.Option("auto", help=DEVICE_HELP),
+    max_eval_samples: opts.MaxEvalSamples = None,
+    max_new_tokens: opts.MaxNewTokens = None,
+    num_beams: opts.NumBeams = None,
 ) -> None:
     """Print the task's metrics on a split as one JSON object (a metric with no value is null)."""
     from .pipeline import evaluate as run
 
     _quiet_weight_loading()
-    typer.echo(dumps(run(artifact, data, split, model, batch_size, device)))
+    decoding = {k: v for k, v in {"max_new_tokens": max_new_tokens, "num_beams": num_beams}.items() if v is not None}
+    typer.echo(dumps(run(artifact, data, split, model, batch_size, device, max_eval_samples, decoding)))
 
 
 @app.command()
@@ -244,6 +251,9 @@ def predict(
     _quiet_weight_loading()
     count = run(artifact, input, output, model, batch_size, device)
     typer.echo(f"wrote {count} predictions to {output}")
+
+
+cli_generate.register(app, _quiet_weight_loading, DEVICE_HELP)
 
 
 @app.command()

@@ -41,3 +41,29 @@ class SequenceClassificationHead(nn.Module):
     def forward(self, hidden: torch.Tensor, attention_mask: torch.Tensor, **_) -> torch.Tensor:
         pooled = pool(hidden, attention_mask, self.pooling)  # (B, H)
         return self.classifier(self.dropout(pooled))  # (B, num_labels)
+
+
+class LanguageModelHead(nn.Module):
+    """The backbone's own LM head as a task head (generation): next-token logits ``(B, L, vocab)``.
+
+    It is the backbone's, not the task's: it starts frozen and is never saved with a prompt (an artifact would
+    otherwise carry the whole vocabulary matrix). With tied embeddings it is the input embedding matrix itself,
+    so fine-tuning trains it with the backbone and saves it there; a separate LM head stays frozen.
+    """
+
+    def __init__(self, output_embeddings: nn.Module) -> None:
+        super().__init__()
+        self.output = output_embeddings
+        self.output.requires_grad_(False)
+
+    def forward(self, hidden: torch.Tensor, attention_mask: torch.Tensor, **_) -> torch.Tensor:
+        return self.output(hidden)  # (B, L, H) -> (B, L, vocab)
+
+    def state_dict(self, *args, **kwargs) -> dict:
+        """Nothing of its own to save: the weights are the backbone's."""
+        return {}
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        if state_dict:
+            raise ValueError(f"an LM head loads nothing from an artifact, got {sorted(state_dict)[:3]}")
+        return nn.modules.module._IncompatibleKeys([], [])

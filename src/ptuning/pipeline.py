@@ -10,7 +10,10 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
+
 from . import artifact, backbones, checkpoint, runfile
+from .encoders import Encoder
 from .errors import DataError, PTuningError
 from .finite import json_safe
 from .heads import POOLINGS
@@ -22,7 +25,7 @@ from .splits import SplitPlan, plan_splits
 from .stopping import Interrupted, TrainingDiverged
 from .tasks import Task, get_task
 from .tasks.readers import read_records
-from .train import TrainConfig, predict_logits
+from .train import TrainConfig, predict_logits  # noqa: F401 (re-exported)
 from .train import train as run_loop
 from .trainconfig import check_count, check_precision
 
@@ -106,10 +109,13 @@ def train(request: TrainRequest) -> dict:
 
     set_seed(request.train.seed)  # the head and prompt initialisation depend on it
     max_length = request.max_length or task.default_max_length
-    backbone, tokenizer, name = backbones.load_backbone(request.model, dropout=request.train.backbone_dropout)
+    backbone, tokenizer, name = backbones.load_backbone(
+        request.model, dropout=request.train.backbone_dropout, lm_head=task.uses_lm_head
+    )
     fingerprint = backbones.fingerprint(backbone)
     pooling = _pooling(request.pooling, backbone, name)
-    model = PTuningModel(backbone, request.method, task.build_head(backbone.config.hidden_size, pooling))
+    encoder = Encoder(backbone)
+    model = PTuningModel(encoder, request.method, task.head_for(encoder, pooling))
     budget = model.token_budget(max_length)
     train_features = task.featurize(train_examples, tokenizer, budget).features
     eval_set = task.featurize(eval_examples, tokenizer, budget)
@@ -204,14 +210,28 @@ def evaluate(
     model_name: str | None = None,
     batch_size: int = 64,
     device: str = "auto",
+    max_eval_samples: int | None = None,
+    decoding: dict | None = None,
 ) -> dict:
+    """The artifact's metrics on ``split`` (its first ``max_eval_samples`` examples); ``decoding``: generation's."""
+    check_count("--max-eval-samples", max_eval_samples)
+    _decoding_task(artifact_dir, decoding)  # refused before the backbone loads
     model, tokenizer, task, meta = artifact.load_artifact(artifact_dir, model_name=model_name)
+    task = task.with_decoding(**decoding) if decoding else task
     model.to(backbones.resolve_device(device))
-    return score_split(model, tokenizer, task, data, split, meta["max_length"], batch_size)
+    return score_split(model, tokenizer, task, data, split, meta["max_length"], batch_size, max_eval_samples)
+
+
+def _decoding_task(artifact_dir: Path, decoding: dict | None, required: bool = False) -> None:
+    """Refuse decoding options for an artifact whose task does not generate (``required``: even without options)."""
+    if decoding or required:
+        get_task(artifact.read_meta(Path(artifact_dir))["task"]["name"]).with_decoding(**(decoding or {}))
 
 
 def _finite_logits(logits):
     """Refuse outputs with NaN or infinity: they would become ``"score": NaN`` (not JSON) or meaningless metrics."""
+    if not torch.is_tensor(logits):  # generated texts
+        return logits
     bad = int((~logits.isfinite()).reshape(len(logits), -1).any(dim=1).sum()) if logits.numel() else 0
     if bad:
         raise PTuningError(
@@ -221,9 +241,11 @@ def _finite_logits(logits):
     return logits
 
 
-def score_split(model, tokenizer, task: Task, data: str, split: str, max_length: int, batch_size: int = 64) -> dict:
-    """The task's metrics on one labelled split of ``data``, for a model in memory (an artifact's, or any other)."""
-    examples = task.records_to_examples(task.load_split(data, split), labelled=True)
+def score_split(
+    model, tokenizer, task: Task, data: str, split: str, max_length: int, batch_size: int = 64, limit: int | None = None
+) -> dict:
+    """The task's metrics on one labelled split of ``data`` (its first ``limit`` examples), for a model in memory."""
+    examples = task.records_to_examples(task.load_split(data, split), labelled=True)[:limit]
     scores = score_examples(model, tokenizer, task, examples, {"max_length": max_length}, batch_size)
     return {"task": task.name, "split": split, "examples": len(examples), **scores}
 
@@ -231,7 +253,7 @@ def score_split(model, tokenizer, task: Task, data: str, split: str, max_length:
 def score_examples(model, tokenizer, task: Task, examples: list, meta: dict, batch_size: int = 64) -> dict:
     """The task's metrics on labelled ``examples`` at the artifact's ``max_length``."""
     featurized = task.featurize(examples, tokenizer, model.token_budget(meta["max_length"]))
-    logits = _finite_logits(predict_logits(model, featurized.features, task.collator(tokenizer), batch_size))
+    logits = _finite_logits(task.outputs(model, featurized.features, task.collator(tokenizer), batch_size))
     return task.evaluate(logits, examples, featurized.alignment)
 
 
@@ -242,16 +264,26 @@ def predict(
     model_name: str | None = None,
     batch_size: int = 64,
     device: str = "auto",
+    decoding: dict | None = None,
 ) -> int:
+    """Predictions for ``input_file`` in the task's own format (generation: ``{"generated": ...}`` lines)."""
     input_file = Path(input_file)
     if not input_file.is_file():
         raise DataError("input file not found", input_file)
+    _decoding_task(artifact_dir, decoding)
     model, tokenizer, task, meta = artifact.load_artifact(artifact_dir, model_name=model_name)
+    task = task.with_decoding(**decoding) if decoding else task
     model.to(backbones.resolve_device(device))
     examples = task.records_to_examples(read_records(input_file, header=task.files.header), labelled=False)
     featurized = task.featurize(examples, tokenizer, model.token_budget(meta["max_length"]))
-    logits = _finite_logits(predict_logits(model, featurized.features, task.collator(tokenizer), batch_size))
+    logits = _finite_logits(task.outputs(model, featurized.features, task.collator(tokenizer), batch_size))
     rows = task.predictions(logits, examples, featurized.alignment)
     text = task.write_predictions(rows, examples, input_file, Path(output_file))  # JSONL, CoNLL, SQuAD's map
     atomic_write_bytes(Path(output_file), text.encode("utf-8"))
     return len(rows)
+
+
+def generate(artifact_dir: Path, input_file: Path, output_file: Path, decoding: dict | None = None, **kwargs) -> int:
+    """``ptuning generate``: :func:`predict` for a generation artifact, with decoding options; others are refused."""
+    _decoding_task(artifact_dir, decoding, required=True)
+    return predict(artifact_dir, input_file, output_file, decoding=decoding, **kwargs)

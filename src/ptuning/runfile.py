@@ -19,7 +19,16 @@ from .io import atomic_write_text
 
 CONFIG_FILE = "config.yaml"
 # Task options, by their command-line names (TrainRequest.task_options keys).
-TASK_OPTIONS = ("text_column", "text_pair_column", "label_column", "labels", "crf", "doc_stride", "split_by_article")
+TASK_OPTIONS = (
+    "text_column",
+    "text_pair_column",
+    "label_column",
+    "target_column",
+    "labels",
+    "crf",
+    "doc_stride",
+    "split_by_article",
+)
 # Keys a config file may not set: they say what to do with OUTPUT, not what the run is.
 NOT_IN_FILES = ("config",)
 

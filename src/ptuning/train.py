@@ -262,7 +262,7 @@ class Trainer:
         loop, metric, config = self.loop, self.metric, self.config
         loop["pending_eval"] = epoch_float  # a Ctrl-C in the forward passes leaves it to the resumed run
         with self.guard.immediate():  # stopping at once loses nothing: the last step's state is intact
-            logits = predict_logits(
+            logits = self.task.outputs(  # the head's logits; generated texts for a generation task
                 self.model,
                 self.data.eval_features,
                 self.data.collate,
@@ -272,7 +272,7 @@ class Trainer:
             )
         del loop["pending_eval"]
         self.model.train()
-        if not torch.isfinite(logits).all():
+        if torch.is_tensor(logits) and not torch.isfinite(logits).all():
             self.failure = (
                 f"the model's outputs on the evaluation set became NaN or infinite at step {loop['step']}; "
                 f"lower --lr (this run used {self.lr:g}); {self._what_was_kept()}"
