@@ -223,5 +223,6 @@ def fingerprint(backbone: nn.Module, samples: int = 256) -> str:
         digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
         if flat.numel() and flat.is_floating_point():
             idx = torch.linspace(0, flat.numel() - 1, min(samples, flat.numel())).long()
+            idx = idx.clamp(max=flat.numel() - 1)  # float32 rounds the last index up past 2**24 elements
             digest.update(flat[idx].float().cpu().numpy().tobytes())
     return digest.hexdigest()[:16]

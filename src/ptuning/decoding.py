@@ -203,4 +203,15 @@ def generate_ids(
         pad_token_id=pad_token_id,
         **config.generate_kwargs(),
     )
-    return out[:, input_ids.shape[1] :] if "input_ids" in inputs else out  # (B, T): the new tokens only
+    new = out[:, input_ids.shape[1] :] if "input_ids" in inputs else out  # (B, T): the new tokens only
+    return after_eos(new, eos_token_id, pad_token_id)
+
+
+def after_eos(ids: torch.Tensor, eos_token_id: int | None, pad_token_id: int) -> torch.Tensor:
+    """``ids`` ``(B, T)`` with every token after a row's first EOS set to ``pad_token_id`` (beam search may fill
+    a finished row with EOS instead), so a row's output never depends on what else was in its batch."""
+    if eos_token_id is None:
+        return ids
+    ended = (ids == eos_token_id).long().cumsum(dim=1)  # (B, T): EOS seen up to and including t
+    past = nn.functional.pad(ended[:, :-1], (1, 0)) > 0  # (B, T): an EOS strictly before t
+    return ids.masked_fill(past, pad_token_id)

@@ -24,6 +24,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 
 from ..errors import InputError, PTuningError
 from ..finite import all_finite
+from .generation import add_generate_route
 from .metrics import Metrics
 from .pool import PromptPool, UnknownTask
 
@@ -156,6 +157,7 @@ def create_app(pool: PromptPool, limits: Limits | None = None) -> FastAPI:
     app.state.pool, app.state.metrics, app.state.limits = pool, metrics, limits
     _add_error_handling(app, metrics)
     _add_predict(app, pool, limits, metrics, batcher)
+    add_generate_route(app, pool, limits, metrics)  # POST /v1/generate (generation.py)
     _add_task_management(app, pool, limits, executor)
     _add_operations(app, pool, metrics)
     return app

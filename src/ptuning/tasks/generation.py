@@ -272,5 +272,6 @@ class GenerationTask(Task):
             for e, text in zip(examples, outputs, strict=True)
         ]
 
-    def join_units(self, parts: list) -> list:
-        return parts
+    def join_units(self, parts: list[torch.Tensor]) -> torch.Tensor:
+        """The server's forward-pass route cannot generate (its route is ``POST /v1/generate``)."""
+        raise InputError(f"task {self.name} generates text: use POST /v1/generate")
