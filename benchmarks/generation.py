@@ -9,6 +9,9 @@ prompts with the trained prefix and without any (tokens/s), the prefix's overhea
 
     python benchmarks/generation.py --task e2e --data ../shared/data/e2e --methods zero-shot,ptv2 \
         --seeds 1 --max-train-samples 64 --max-eval-samples 16 --test-samples 24 --epochs 1 --out /tmp/gen.json
+
+Results saved under ``benchmarks/results/generation*/`` make the "Generation" section of BENCHMARKS.md
+(``report_generation.py``).
 """
 
 from __future__ import annotations
@@ -126,7 +129,8 @@ def main() -> None:
                 for seed in [int(s) for s in args.seeds.split(",")]:
                     rows.append(trained(args, method, seed, Path(tmp) / f"{method}-{seed}"))
             print(json.dumps(rows[-1]), flush=True)
-            result = {"task": args.task, "args": {k: str(v) for k, v in vars(args).items()}, "rows": rows}
+            args_text = {k: str(v) for k, v in vars(args).items()}
+            result = {"kind": "generation", "task": args.task, "args": args_text, "results": rows}
             result["machine"] = {"platform": platform.platform(), "threads": torch.get_num_threads()}
             atomic_write_text(args.out, json.dumps(result, indent=1) + "\n")
 

@@ -10,7 +10,7 @@ make the headline table is configuration (``HEADLINE``); their numbers are read.
 This file is the entry point and the page's prose; the sections come from sibling modules:
 ``report_runs`` (result files read into runs), ``report_quality`` (headline, gaps, equal time, prompt length),
 ``report_studies`` (reparameterisation, PEFT, dropout), ``report_efficiency`` (step cost, serving),
-``report_plots`` and ``report_rounds`` (the per-round appendix). The section functions are re-exported here; the
+``report_plots`` and ``report_rounds`` (the per-round appendix), ``report_generation`` (generation runs). The section functions are re-exported here; the
 configuration is not (``HEADLINE``, ``SAME_SETUP``, ``SWEEP_JOIN`` in report_quality, ``RESULTS`` in
 report_runs): patch it on the module that reads it, as a copy bound here would change nothing.
 """
@@ -22,6 +22,7 @@ import sys
 
 from report_efficiency import dropout_cost, efficiency, efficiency_shapes, serve
 from report_fewshot import fewshot_table
+from report_generation import generation
 from report_plots import PLOTS, plots
 from report_quality import equal_time, gaps, headline, prompt_lengths, sweep_points, sweep_runs
 from report_rounds import detail, round_sections
@@ -134,6 +135,7 @@ def main() -> None:
         "fine-tunes for 250), prompts 60 epochs with patience 10; read the fine-tuning rows as a lower bound until "
         "a few-shot schedule is run.\n",
         fewshot_table(runs),
+        generation(),
         "## Efficiency\n",
         efficiency(),
         dropout_section(runs),

@@ -197,3 +197,42 @@ def test_real_e2e_and_dialogsum_splits():
     assert len(e2e.load_split(DATA / "e2e", "validation")) == 547
     dialogsum = get_task("dialogsum")
     assert [len(dialogsum.load_split(DATA / "dialogsum", s)) for s in ("train", "validation", "test")] == [450, 50, 500]
+
+
+@pytest.mark.parametrize("method, message", [("linear-probe", "trains nothing"), ("apt", "cannot generate")])
+def test_methods_that_cannot_generate_are_refused_before_training(tmp_path, decoder_dir, method, message):
+    data = write_e2e(tmp_path / "e2e")
+    request = pipeline.TrainRequest(
+        task="e2e",
+        data=str(data),
+        output=tmp_path / "out",
+        model=str(decoder_dir),
+        method=method_config(method, strict=False, prompt_length=2),
+        max_length=64,
+    )
+    with pytest.raises(PTuningError, match=message):
+        pipeline.train(request)
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_report_renders_generation_results(tmp_path, monkeypatch):
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import report_generation
+    import report_runs
+
+    monkeypatch.setattr(report_runs, "RESULTS", tmp_path)
+    assert report_generation.generation() == ""  # no file: no section
+    rows = [
+        {"method": "zero-shot", "task": "e2e", "examples": 16, "bleu": 5.0, "rougeL": 30.0, "chrf": 40.0},
+        *(
+            {"method": "ptv2", "seed": s, "task": "e2e", "examples": 16, "bleu": b, "rougeL": 50.0, "chrf": 60.0,
+             "trainable_params": 115, "backbone_params": 115_000, "artifact_bytes": 4096, "step_time_s": 2.5}
+            for s, b in ((1, 40.0), (2, 44.0))
+        ),
+    ]  # fmt: skip
+    (tmp_path / "generation").mkdir()
+    data = {"kind": "generation", "task": "e2e", "args": {"max_train_samples": "48", "epochs": "1"}, "results": rows}
+    (tmp_path / "generation" / "e2e.json").write_text(json.dumps(data))
+    text = report_generation.generation()
+    assert "| ptv2 | 2 | 16 | 42.0 ± 2.8 | 50.0 ± 0.0 | 60.0 ± 0.0 | 0.100 | 4 | 2.50 | - |" in text
+    assert "| zero-shot | 1 | 16 | 5.0 | 30.0 | 40.0 |" in text

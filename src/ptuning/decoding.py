@@ -147,7 +147,7 @@ def expand_prompt(prompt: PromptInputs, times: int) -> PromptInputs:
     return replace(prompt, prefix=prefix, embeds=embeds)
 
 
-def _check_decodable(prompt: PromptInputs) -> None:
+def check_decodable(prompt: PromptInputs) -> None:
     if prompt.late is not None or (prompt.prefix is not None and prompt.prefix.gate is not None):
         raise PTuningError(
             "this method's prompt is computed from the whole input (a gated prefix or a late prompt), which changes "
@@ -187,7 +187,7 @@ def generate_ids(
     view: nn.Module | None = None,
 ) -> torch.Tensor:
     """New token ids ``(B, T)`` (after EOS: ``pad_token_id``) for left-padded prompts ``input_ids`` ``(B, L)``."""
-    _check_decodable(prompt)
+    check_decodable(prompt)
     if prompt.prefix is not None and not encoder.prefix_enabled:
         raise PTuningError("a deep prefix was given to an encoder without prefix support: call enable_prefix()")
     view = view if view is not None else causal_lm_view(encoder, output_embeddings)

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from . import artifact, backbones, checkpoint, runfile
+from .decoding import check_decodable
 from .encoders import Encoder
 from .errors import DataError, PTuningError
 from .finite import json_safe
@@ -116,6 +117,7 @@ def train(request: TrainRequest) -> dict:
     pooling = _pooling(request.pooling, backbone, name)
     encoder = Encoder(backbone)
     model = PTuningModel(encoder, request.method, task.head_for(encoder, pooling))
+    _check_trainable(model, task)
     budget = model.token_budget(max_length)
     train_features = task.featurize(train_examples, tokenizer, budget).features
     eval_set = task.featurize(eval_examples, tokenizer, budget)
@@ -158,6 +160,18 @@ def train(request: TrainRequest) -> dict:
     summary.update(backbone_dropout=request.train.backbone_dropout, pooling=pooling, splits=plan.roles)
     summary["reported"] = _score_reported(output, plan, request, summary)
     return _finish(summary, output)
+
+
+def _check_trainable(model: PTuningModel, task: Task) -> None:
+    """Refuse, before any work, a run with nothing to train or whose prompt cannot decode (a generation task)."""
+    if model.trainable_parameters() == 0:
+        raise PTuningError(
+            f"--method {model.config.method} trains nothing on task {task.name} (its head is the backbone's frozen "
+            "LM head): use ptv2, prompt-tuning or finetune"
+        )
+    if task.uses_lm_head:
+        with torch.no_grad():
+            check_decodable(model.method.prompt_inputs())
 
 
 def _write_run_files(output: Path, options: dict, plan: SplitPlan) -> None:
