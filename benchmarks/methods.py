@@ -169,7 +169,8 @@ def run_one(task: str, method: str, data: Path, args) -> dict:
     max_length = args.max_length or task_settings.get("max_length", 256)
     batch_size = args.batch_size or task_settings.get("batch_size", 16)
     base, variant = VARIANTS.get(method, (method, {}))
-    config = method_config(base, strict=False, prompt_length=s.get("prompt_length", 0))
+    shift = {"shift_positions": True} if args.shift_positions and method == "ptv2" else {}
+    config = method_config(base, strict=False, prompt_length=s.get("prompt_length", 0), **shift)
     max_length += method_class(base).prompt_positions(config)  # an input prompt's positions: same text budget
     with tempfile.TemporaryDirectory() as tmp:
         started = time.perf_counter()
@@ -178,8 +179,7 @@ def run_one(task: str, method: str, data: Path, args) -> dict:
         options = {"max_length": max_length, "max_train_samples": args.max_train_samples}
         options.update(max_eval_samples=args.max_eval_samples, task_options=task_settings.get("task_options", {}))
         options.update(few_shot=args.few_shot, few_shot_seed=args.seed)  # each seed draws its own K examples
-        registered = "ptv2-shifted" if args.shift_positions and method == "ptv2" else base
-        prompt = {"prompt_length": s.get("prompt_length", 0), **variant}
+        prompt = {"prompt_length": s.get("prompt_length", 0), **variant, **shift}
         prompt["reparam"] = args.reparam or variant.get("reparam", False)
         summary = train(
             TrainRequest(
@@ -188,7 +188,7 @@ def run_one(task: str, method: str, data: Path, args) -> dict:
                 output=run_dir,
                 overwrite=True,
                 model=args.model,
-                method=method_config(registered, strict=False, **prompt, prefix_init_std=args.prefix_init_std),
+                method=method_config(base, strict=False, **prompt, prefix_init_std=args.prefix_init_std),
                 train=train_config,
                 pooling=args.pooling,
                 **options,
@@ -266,7 +266,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--shift-positions",
         action="store_true",
-        help="ptv2, diagnostic: number real tokens from P, as PEFT's cache-based prefix does (BERT-family models).",
+        help="ptv2, diagnostic: number real tokens from P, as PEFT's cache-based prefix does (ptv2 --shift-positions).",
     )
     parser.add_argument("--patience", type=int, default=None, help="Override every method's patience.")
     parser.add_argument(

@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -50,7 +51,7 @@ def compare(backbone_loader, tokenizer, prompt_length: int = 20, seed: int = 0) 
     from ptuning.tasks import get_task
 
     sys.path.insert(0, str(HERE))
-    from peft_prefix import peft_wrap, shift_positions
+    from peft_prefix import peft_wrap
 
     torch.manual_seed(seed)
     backbone = backbone_loader()
@@ -62,15 +63,16 @@ def compare(backbone_loader, tokenizer, prompt_length: int = 20, seed: int = 0) 
     batch = tokenizer([a for a, _ in PAIRS], [b for _, b in PAIRS], padding=True, return_tensors="pt")
     ids, mask = batch["input_ids"], batch["attention_mask"]
 
-    def ours_forward() -> tuple[torch.Tensor, torch.Tensor]:
+    def ours_forward(offset: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Our hidden states and prefix gradient, real tokens numbered from ``offset`` (ptv2 --shift-positions: P)."""
         values.grad = None
-        hidden = ours.encode(ids, mask)  # (B, L, H); no token_type_ids: PEFT drops them
+        prompt = replace(ours.method.prompt_inputs(), position_offset=offset)
+        hidden = ours.encode(ids, mask, prompt=prompt)  # (B, L, H); no token_type_ids: PEFT drops them
         (hidden * mask[..., None]).pow(2).mean().backward()
         return hidden.detach(), values.grad.detach().clone()
 
-    plain, plain_grad = ours_forward()
-    shift_positions(backbone, prompt_length)
-    shifted, shifted_grad = ours_forward()
+    plain, plain_grad = ours_forward(0)
+    shifted, shifted_grad = ours_forward(prompt_length)
 
     wrapped = peft_wrap(backbone_loader(), prompt_length).eval()
     peft_values = wrapped.prompt_encoder["default"].embedding.weight  # (P, layers * 2 * heads * head_dim)

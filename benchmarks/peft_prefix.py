@@ -14,7 +14,8 @@ passes it through 5.24's deprecation shim. If a transformers release drops that 
 ``token_type_ids``: otherwise its numbers equal our ptv2's exactly (``peft_parity.py``).
 
 ``ptv2-shifted``: our ptv2 with the real tokens numbered ``P..P+L-1``, as a cache-based prefix (PEFT, the
-official code) numbers them: the diagnostic that isolates the position shift.
+official code) numbers them: the diagnostic that isolates the position shift. The shift is now a library option
+(``ptv2 --shift-positions``, recorded in the artifact); this name is its alias for earlier runs.
 """
 
 from __future__ import annotations
@@ -107,38 +108,22 @@ class PeftPrefix(Method):
         )
 
 
-def shift_positions(backbone, prompt_length: int) -> None:
-    """Number ``backbone``'s real tokens P..P+L-1, as a cache-based prefix (PEFT, the official code) does, instead
-    of our 0..L-1 (BERT-family embeddings; explicit position ids, so any transformers version takes it)."""
-
-    def shift(module, args, kwargs):
-        if kwargs.get("position_ids") is None:
-            tokens = kwargs.get("input_ids") if kwargs.get("input_ids") is not None else kwargs.get("inputs_embeds")
-            start = torch.arange(prompt_length, prompt_length + tokens.shape[1], device=tokens.device)
-            kwargs["position_ids"] = start[None, :]  # (1, L)
-        return args, kwargs
-
-    backbone.embeddings.register_forward_pre_hook(shift, with_kwargs=True)
-
-
 @dataclass
 class ShiftedPtv2Config(Ptv2Config):
+    """ptv2 with ``shift_positions`` on by default: the name earlier runs of ``methods.py --shift-positions`` used."""
+
     method: ClassVar[str] = "ptv2-shifted"
+    shift_positions: bool = True
 
 
 @register
 class ShiftedDeepPrompt(DeepPrompt):
-    """ptv2 with PEFT's position numbering (diagnostic). Its artifacts load only where this module is imported."""
+    """ptv2 with PEFT's position numbering (diagnostic): now the library's ``ptv2 --shift-positions``, kept under
+    this name so that artifacts made under it still load where this module is imported."""
 
     name: ClassVar[str] = "ptv2-shifted"
-    description: ClassVar[str] = "ptv2 with real tokens numbered from P, as PEFT does (diagnostic)"
+    description: ClassVar[str] = "ptv2 with real tokens numbered from P, as PEFT does (= ptv2 --shift-positions)"
     config_class: ClassVar[type[MethodConfig]] = ShiftedPtv2Config
-    pool_batching: ClassVar[PoolBatching] = PoolBatching.REFUSED
-    pool_refusal: ClassVar[str] = "ptv2-shifted is a benchmark diagnostic"
-
-    def attach(self, encoder: Encoder) -> None:
-        super().attach(encoder)
-        shift_positions(encoder.backbone, self.config.prompt_length)
 
     @classmethod
     def inference_config(cls, config: Ptv2Config) -> ShiftedPtv2Config:

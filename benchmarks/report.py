@@ -9,8 +9,9 @@ make the headline table is configuration (``HEADLINE``); their numbers are read.
 
 This file is the entry point and the page's prose; the sections come from sibling modules:
 ``report_runs`` (result files read into runs), ``report_quality`` (headline, gaps, equal time, prompt length),
-``report_studies`` (reparameterisation, PEFT, dropout), ``report_efficiency`` (step cost, serving),
-``report_plots`` and ``report_rounds`` (the per-round appendix), ``report_generation`` (generation runs). The section functions are re-exported here; the
+``report_studies`` (reparameterisation, PEFT, dropout), ``report_efficiency`` (step cost), ``report_serve`` (serving),
+``report_plots`` and ``report_rounds`` (the per-round appendix), ``report_generation`` (generation).
+The section functions are re-exported here; the
 configuration is not (``HEADLINE``, ``SAME_SETUP``, ``SWEEP_JOIN`` in report_quality, ``RESULTS`` in
 report_runs): patch it on the module that reads it, as a copy bound here would change nothing.
 """
@@ -20,14 +21,16 @@ from __future__ import annotations
 import json
 import sys
 
-from report_efficiency import dropout_cost, efficiency, efficiency_shapes, serve
+from report_efficiency import dropout_cost, efficiency, efficiency_details, efficiency_shapes
 from report_fewshot import fewshot_table
 from report_generation import generation
 from report_plots import PLOTS, plots
 from report_quality import equal_time, gaps, headline, prompt_lengths, sweep_points, sweep_runs
 from report_rounds import detail, round_sections
 from report_runs import HERE, Run, load_runs, results_dir
+from report_serve import serve
 from report_studies import dropout_accuracy, dropout_section, peft_parity, peft_settings, reparam_steps
+from report_summary import summary_table
 
 from ptuning.io import atomic_write_text
 
@@ -49,6 +52,7 @@ __all__ = [
     "serve",
     "settings_text",
     "sweep_points",
+    "summary_table",
     "sweep_runs",
 ]
 
@@ -97,16 +101,35 @@ def main() -> None:
         "its best-dev checkpoint; SuperGLUE has no labelled test set, so dev selects and is reported (as in the "
         "paper); CoNLL-2003 reports its test file and SQuAD the held-out test articles (`--split-by-article 0.4` of "
         "the 1.1 dev file: 7,492 train / 1,334 validation / 1,744 test questions) with the best-dev checkpoint.\n",
+        "## Summary: fine-tuning against deep prompts\n",
+        summary_table(runs),
+        "## Efficiency\n",
+        efficiency(),
+        serve(),
+        "## Low-resource: FewGLUE 32-shot\n",
+        "FewGLUE's fixed files (`python benchmarks/methods.py --fewglue`, benchmarks/README.md): 32 training "
+        "examples, the 32-example `dev32` split selects the checkpoint, and the full SuperGLUE validation set is "
+        "scored once with the selected artifact (`reported`). Mean ± std over training seeds; the majority class "
+        "of the validation set is the floor. This table is being filled: rows are added as runs finish, and a "
+        "row with fewer than 5 seeds is not yet a result. The runs use the harness's full-data settings: fine-tuning "
+        "at most 20 epochs with patience 4, which at 32 examples and batch 16 is at most 40 optimizer steps (PET "
+        "fine-tunes for 250), prompts 60 epochs with patience 10; read the fine-tuning rows as a lower bound until "
+        "a few-shot schedule is run.\n",
+        fewshot_table(runs),
+        generation(),
+        "# Lab notebook\n",
+        "Everything below is the evidence the tables above are drawn from, and the studies that shaped the harness: "
+        "every converged row, the per-round run lists with their dev curves, and the cost studies.\n",
         f"Harness defaults (benchmarks/methods.py): {settings_text()}; AdamW, 6 % warmup, linear decay. "
         "The GPU rounds ran on one NVIDIA H200 (`h200-*`) or H100 (`h100-*`) lent for 15 minutes per session, many runs "
         "sharing it, so wall times are "
         "inflated and several runs were stopped by the time cap before dev stopped improving: the `stopped by` column "
         "says which.\n",
-        "## Headline: best dev (and test) metric per task and method\n",
+        "## Every converged row: best dev (and test) metric per task and method\n",
         headline(runs) + "\n",
         *(f"![{p}]({p})\n" for p in images),
         "## P-Tuning v2 against fine-tuning\n",
-        "The best ptv2 row of the headline table per task against fine-tuning (means over the seeds run; test where "
+        "The best ptv2 row of the table above per task against fine-tuning (means over the seeds run; test where "
         "both have a test figure, else dev). Several prompt runs were stopped by the time cap while still improving "
         "(see `stopped by` above): where ptv2 trails there, longer training may narrow the gap.\n",
         gaps(runs) + "\n",
@@ -125,19 +148,7 @@ def main() -> None:
         "min as its description says) PEFT's rows led ptv2's; these rows give ptv2 PEFT's two settings one at a time "
         "and together:\n",
         peft_settings(runs) + "\n",
-        "## Low-resource: FewGLUE 32-shot\n",
-        "FewGLUE's fixed files (`python benchmarks/methods.py --fewglue`, benchmarks/README.md): 32 training "
-        "examples, the 32-example `dev32` split selects the checkpoint, and the full SuperGLUE validation set is "
-        "scored once with the selected artifact (`reported`). Mean ± std over training seeds; the majority class "
-        "of the validation set is the floor. This table is being filled: rows are added as runs finish, and a "
-        "row with fewer than 5 seeds is not yet a result. The runs use the harness's full-data settings: fine-tuning "
-        "at most 20 epochs with patience 4, which at 32 examples and batch 16 is at most 40 optimizer steps (PET "
-        "fine-tunes for 250), prompts 60 epochs with patience 10; read the fine-tuning rows as a lower bound until "
-        "a few-shot schedule is run.\n",
-        fewshot_table(runs),
-        generation(),
-        "## Efficiency\n",
-        efficiency(),
+        efficiency_details(),
         dropout_section(runs),
         reparam_steps(),
         "## Quick mode (CPU)\n",
@@ -146,7 +157,7 @@ def main() -> None:
         quick(runs),
         "## Every run outside quick mode\n",
     ]
-    parts += [*round_sections(runs), serve()]
+    parts += round_sections(runs)
     text = "\n".join(p for p in parts if p)
     if check:
         if not OUT.exists() or OUT.read_text() != text:

@@ -1,4 +1,4 @@
-"""The cost sections: training-step time and memory per method (efficiency.py's files) and serving (serve_bench.py).
+"""The cost sections: training-step time and memory per method (efficiency.py's files); serving is report_serve.py.
 
 Each reads one script's JSON file and prints its ratios against the goals the issue set; a missing file leaves its
 section out (or says how to produce it), so the page can be generated before every measurement exists.
@@ -58,10 +58,21 @@ def efficiency() -> str:
             f"({1000 * pair['step_s'][second]:.0f} vs {1000 * pair['step_s'][first]:.0f} ms{parts})"
         )
     lines.append("\nGoals set by the issue: step ptv2/finetune ≤ 0.65, peak RSS ptv2/finetune ≤ 0.75.")
+    return "\n".join(lines) + "\n"
+
+
+def efficiency_details() -> str:
+    """The lab notebook's cost studies: where a step's time goes, what dropout costs, other input shapes."""
+    path = results_dir("cpu", "efficiency.json")
+    if not path.exists():
+        return ""
+    data = json.loads(path.read_text())
+    base = next(r for r in data["rows"] if r["method"] == "finetune")
+    lines = ["## Where a training step's time goes\n"]
     phased = [r for r in data["rows"] + data.get("peft_rows", []) if "forward_s" in r]
     if phased:
         lines.append(
-            "\nWhere a step's time goes (medians of the same timed steps, so the parts need not add up to the step). "
+            "The Efficiency table's steps split into phases (medians of the same timed steps, so the parts need not add up to the step). "
             "A frozen backbone saves the weight gradients (about half of fine-tuning's backward) and the optimizer, "
             "not the forward pass:\n"
         )
@@ -137,33 +148,3 @@ def efficiency_shapes() -> str:
         )
     lines += ["", "```bash", *(c for c in commands if c), "```"] if any(commands) else []
     return "\n".join(lines) + "\n"
-
-
-def serve() -> str:
-    """Serving many prompts on one backbone (serve.json) against the goals: mixed batches, prefix cost, RSS, HTTP."""
-    path = results_dir("cpu", "serve.json")
-    if not path.exists():
-        return ""
-    r = json.loads(path.read_text())
-    t, m, h = r["throughput"], r["memory"], r["http"]
-    clean, dirty = h["clean"], h["with_malformed"]
-    five = sum(n for s, n in dirty["statuses"].items() if str(s).startswith("5"))
-    return f"""## Serving many prompts from one backbone
-
-CPU, 2 cores, torch {r["torch"]} ({r["threads"]} threads), MiniLM, random P=20 prompts (speed and memory do not
-depend on the values), inputs: {t["inputs"]}.
-
-```bash
-python benchmarks/serve_bench.py --rounds 20 --requests 10000 --out benchmarks/results/cpu/serve.json
-```
-
-| measure | value | goal |
-|---|---|---|
-| pool throughput, batches of 64 from one task | {t["single_task"]["examples_per_s"]} ex/s | |
-| same load over 8 tasks in mixed batches | {t["mixed_8_tasks"]["examples_per_s"]} ex/s | |
-| mixed / single throughput | **{t["mixed_over_single"]}** | ≥ 0.95 |
-| time with P=20 prefix / plain backbone | **{t["prefix20_time_over_plain"]}** | ≤ 1.10 |
-| RSS ratio at 1 / 20 / 100 prompts | {m["ratio_1"]} / **{m["ratio_20"]}** / {m["ratio_100"]} | ≤ 1.2 at 20 |
-| HTTP: {clean["requests"]} requests, {clean["clients"]} clients | {clean["requests_per_s"]} req/s, statuses {clean["statuses"]} | 0 errors |
-| HTTP, every third request malformed ({dirty["requests"]}) | statuses {dirty["statuses"]}, 5xx: **{five}** | no 5xx |
-"""

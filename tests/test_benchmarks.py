@@ -244,7 +244,7 @@ def test_efficiency_backbone_dropout_reaches_the_loaded_backbone(monkeypatch):
 
 
 def test_shift_positions_numbers_real_tokens_from_the_prompt_length():
-    """The PEFT-comparison diagnostic (method ptv2-shifted): real tokens at P..P+L-1, as a cache-based prefix."""
+    """The PEFT-comparison diagnostic (method ptv2-shifted, now ptv2 --shift-positions): real tokens at P..P+L-1."""
     import torch
     from conftest import tiny_backbone
 
@@ -252,12 +252,23 @@ def test_shift_positions_numbers_real_tokens_from_the_prompt_length():
     from ptuning.method import method_config
     from ptuning.model import PTuningModel
 
-    head = SequenceClassificationHead(32, 2, "cls")
-    backbone = PTuningModel(tiny_backbone("bert"), method_config("ptv2-shifted", prompt_length=5), head).backbone
+    def run(method: str) -> tuple[torch.Tensor, torch.Tensor]:
+        head = SequenceClassificationHead(32, 2, "cls")
+        model = PTuningModel(tiny_backbone("bert"), method_config(method, prompt_length=5), head).eval()
+        seen = []
+        model.backbone.embeddings.register_forward_pre_hook(
+            lambda module, args, kwargs: seen.append(kwargs.get("position_ids")), with_kwargs=True
+        )
+        with torch.no_grad():
+            hidden = model.encode(ids, torch.ones_like(ids))
+        return hidden, seen[-1]
+
     ids = torch.randint(0, 128, (2, 7))
-    shifted = backbone.embeddings(input_ids=ids)
-    assert torch.allclose(shifted, backbone.embeddings(input_ids=ids, position_ids=torch.arange(5, 12)[None]))
-    assert not torch.allclose(shifted, backbone.embeddings(input_ids=ids, position_ids=torch.arange(7)[None]))
+    shifted, positions = run("ptv2-shifted")
+    assert torch.equal(positions, torch.arange(5, 12).expand(2, 7))
+    plain, positions = run("ptv2")
+    assert positions is None  # the model numbers them itself, from 0
+    assert not torch.allclose(shifted, plain, atol=1e-4)
 
 
 def test_efficiency_at_other_shapes_reports_each_files_ratios(tmp_path, monkeypatch):
@@ -391,3 +402,42 @@ def test_learning_curves_average_each_k_over_draws(tmp_path):
     assert [(k, round(m, 1), n) for k, m, _, n in points] == [(16, 55.0, 2), (32, 70.0, 1), ("full", 80.0, 1)]
     assert report_fewshot.plot_learning_curves(runs, plt, tmp_path / "curves.png")
     assert (tmp_path / "curves.png").stat().st_size > 1000
+
+
+def test_summary_table_reports_test_metric_seeds_trainable_share_and_gap(monkeypatch):
+    """The opening table: test F1 where the task has one, one-seed and time-cap marks, trainable %, the gap."""
+    import report_summary
+
+    def run(label, seed, dev, test, stopped="patience", trainable=100):
+        row = {"test": {"f1": test}, "stopped_by": stopped, "trainable_params": trainable, "backbone_params": 1000}
+        row.update(epochs_run=3, epochs=30)
+        return report.Run("r", "conll03", label, seed, [{"epoch": 1, "f1": dev}], row)
+
+    config = [("conll03", "1k subset", {"finetune": ("r", "ft"), "ptv2": ("r", "p2"), "ptv1": ("r", "missing")})]
+    monkeypatch.setattr(report_summary, "SUMMARY", config)
+    runs = [run("ft", 1, 0.9, 0.80, trainable=1000), run("ft", 2, 0.9, 0.82, trainable=1000)]
+    runs.append(run("p2", 1, 0.99, 0.75, stopped="time"))
+    table = report.summary_table(runs)
+    row = next(line for line in table.splitlines() if line.startswith("| conll03"))
+    assert row == (
+        "| conll03 | 1k subset | f1 (test) | 81.0 ± 1.4 (100.00 %) | 75.0 (1 seed) † (10.00 %) | — | — | — | — "
+        "| -6.0 | — |"
+    )
+    assert "finetune r/ft, ptv2 r/p2" in table and "r/missing" not in table
+
+
+def test_reproduce_plans_every_cell_and_estimates_from_earlier_runs_of_that_machine(tmp_path, monkeypatch):
+    import reproduce
+
+    cells = reproduce.plan("cpu", tmp_path, tmp_path / "out")
+    assert len(cells) == len(reproduce.PLANS["cpu"]) * len(reproduce.METHODS)
+    task, method, command, out = next(c for c in cells if c[:2] == ("sst2", "ptv2"))
+    assert command[command.index("--max-train-samples") + 1] == "4000" and out == tmp_path / "out" / "sst2-ptv2.json"
+
+    def run(round_name, wall, **row):
+        return report.Run(round_name, "cb", "x", 1, [], {"method": "ptv2", "wall_s": wall, **row})
+
+    runs = [run("cpu-a", 100), run("cpu-b", 200), run("h100-x", 5), run("cpu-c", 9, reported={"accuracy": 1})]
+    assert reproduce.estimate("cb", "ptv2", "cpu", runs) == 3 * 150
+    assert reproduce.estimate("cb", "ptv2", "gpu", runs) == 15
+    assert reproduce.estimate("cb", "finetune", "cpu", runs) is None

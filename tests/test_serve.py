@@ -14,6 +14,8 @@ from ptuning.model import PTuningModel
 from ptuning.serve.pool import PromptPool, UnknownTask
 from ptuning.tasks import get_task
 
+ADMIN = "admin-token-for-tests-0123456789"
+AUTH = {"Authorization": f"Bearer {ADMIN}"}
 INPUTS = {
     "sst2": ["good film", "a very dull and weak plot , the end", "superb cast", "bad"],
     "cb": [["the movie was good", "the plot is good"], {"premise": "it was awful", "hypothesis": "it is fine"}],
@@ -110,7 +112,7 @@ def test_mixed_batch_on_minilm_three_real_tasks(tmp_path):
     expected = {name: single_task(paths[name], values) for name, values in inputs_of.items()}
     for (name, i, _), got in zip(keyed, mixed, strict=True):
         for label, score in expected[name][i]["scores"].items():
-            assert abs(got["scores"][label] - score) < 1e-5
+            assert abs(got["scores"][label] - score) < 5e-5  # fp32: rows may be padded to other lengths here
 
 
 def test_load_unload_and_memory_grows_by_prompt_only(artifacts):
@@ -158,11 +160,13 @@ def client(artifacts):
     from fastapi.testclient import TestClient
 
     from ptuning.serve.server import Limits, create_app
+    from ptuning.serve.tokens import Tokens
 
     pool = PromptPool.from_artifact(artifacts["sst2"])
     pool.load(artifacts["sst2"], "sst2")
     pool.load(artifacts["cb"], "cb")
-    with TestClient(create_app(pool, Limits(max_body_bytes=4000, max_inputs=8, max_input_chars=500))) as c:
+    limits = Limits(max_body_bytes=4000, max_inputs=8, max_input_chars=500)
+    with TestClient(create_app(pool, limits, Tokens(admin=ADMIN))) as c:
         yield c
 
 
@@ -173,10 +177,11 @@ def test_server_endpoints(client, artifacts):
     expected = single_task(artifacts["sst2"], INPUTS["sst2"])
     assert [p["label"] for p in predictions] == [e["label"] for e in expected]
     assert {t["name"] for t in client.get("/v1/tasks").json()["tasks"]} == {"sst2", "cb"}
-    assert client.post("/v1/tasks", json={"path": str(artifacts["probe"]), "name": "probe"}).status_code == 201
+    load = {"path": str(artifacts["probe"]), "name": "probe"}
+    assert client.post("/v1/tasks", json=load, headers=AUTH).status_code == 201
     assert client.post("/v1/predict", json={"task": "probe", "inputs": ["good"]}).status_code == 200
-    assert client.delete("/v1/tasks/probe").status_code == 200
-    assert client.delete("/v1/tasks/probe").status_code == 404
+    assert client.delete("/v1/tasks/probe", headers=AUTH).status_code == 200
+    assert client.delete("/v1/tasks/probe", headers=AUTH).status_code == 404
     assert client.get("/healthz").json() == {"status": "ok", "tasks": 2}
     metrics = client.get("/metrics").text
     assert 'ptuning_requests_total{path="/v1/predict",status="200"} 2' in metrics
@@ -202,15 +207,16 @@ def test_server_endpoints(client, artifacts):
 )
 def test_bad_requests_get_4xx_with_one_line(client, body, status, needle):
     url = "/v1/tasks" if b'"path"' in body else "/v1/predict"
-    response = client.post(url, content=body, headers={"content-type": "application/json"})
+    response = client.post(url, content=body, headers={"content-type": "application/json", **AUTH})
     assert response.status_code == status, response.text
     message = response.json()["error"]
     assert needle in message and "\n" not in message
 
 
 def test_loading_a_missing_artifact_is_a_400_and_duplicates_409(client, tmp_path, artifacts):
-    assert client.post("/v1/tasks", json={"path": str(tmp_path / "none")}).status_code == 400
-    assert client.post("/v1/tasks", json={"path": str(artifacts["sst2"]), "name": "sst2"}).status_code == 409
+    assert client.post("/v1/tasks", json={"path": str(tmp_path / "none")}, headers=AUTH).status_code == 400
+    duplicate = {"path": str(artifacts["sst2"]), "name": "sst2"}
+    assert client.post("/v1/tasks", json=duplicate, headers=AUTH).status_code == 409
 
 
 def test_concurrent_requests_for_different_tasks_share_batches(client):
@@ -238,14 +244,14 @@ def test_concurrent_requests_for_different_tasks_share_batches(client):
 
 def test_one_failing_request_does_not_fail_the_others(client, monkeypatch):
     pool = client.app.state.pool
-    real = pool.predict
+    real = pool.predict_prepared
 
     def flaky(rows):
-        if any(example.texts[0] == "boom" for _, example in rows):
+        if any(row.example.texts[0] == "boom" for row in rows):
             raise RuntimeError("model exploded")
         return real(rows)
 
-    monkeypatch.setattr(pool, "predict", flaky)
+    monkeypatch.setattr(pool, "predict_prepared", flaky)
     statuses = {}
 
     def call(value):
@@ -260,50 +266,39 @@ def test_one_failing_request_does_not_fail_the_others(client, monkeypatch):
     assert client.get("/healthz").status_code == 200
 
 
-def test_serve_command_on_loopback(artifacts):
+def test_serve_command_prints_its_address_and_serves_there(artifacts):
+    """``--port 0``: any free port; the printed address is the one to use (main printed none)."""
     import os
-    import socket
+    import queue
+    import re
     import subprocess
     import sys
-    import time
 
     import httpx
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "ptuning.cli",
-            "serve",
-            f"sentiment={artifacts['sst2']}",
-            str(artifacts["cb"]),
-            "--port",
-            str(port),
-        ],
+        [sys.executable, "-m", "ptuning.cli", "serve", f"sentiment={artifacts['sst2']}", str(artifacts["cb"])]
+        + ["--port", "0"],
         env={**os.environ, "HF_HUB_OFFLINE": "1"},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
+    lines: queue.Queue = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in server.stdout], daemon=True).start()
     try:
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).json()["tasks"] == 2:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.3)
-        response = httpx.post(
-            f"http://127.0.0.1:{port}/v1/predict",
-            json={"task": "sentiment", "inputs": ["good film", "dull plot"]},
-            timeout=30,
-        )
+        url = None
+        while url is None:
+            line = lines.get(timeout=120)
+            match = re.match(r"serving 2 task\(s\) on (http://127\.0\.0\.1:\d+) \(API docs: \1/docs\)", line)
+            url = match and match.group(1)
+        response = httpx.post(f"{url}/v1/predict", json={"task": "sentiment", "inputs": ["good", "dull"]}, timeout=60)
         assert response.status_code == 200 and len(response.json()["predictions"]) == 2
-        names = {t["name"] for t in httpx.get(f"http://127.0.0.1:{port}/v1/tasks").json()["tasks"]}
+        names = {t["name"] for t in httpx.get(f"{url}/v1/tasks").json()["tasks"]}
         assert names == {"sentiment", "cb"}
+        refused = httpx.post(f"{url}/v1/tasks", json={"path": str(artifacts["probe"])})
+        assert refused.status_code == 403 and "--admin-token" in refused.json()["error"]
     finally:
         server.terminate()
-        server.wait(timeout=30)
+        _, stderr = server.communicate(timeout=30)
+    assert "refused POST /v1/tasks from 127.0.0.1" in stderr

@@ -84,8 +84,8 @@ def test_generate_route_mixes_tasks_in_one_batch_and_equals_each_alone(generatio
     for name, path in generation_artifacts.items():
         pool.load(path, name)
     rows = [("e2e", e) for e in E2E] + [("dialogsum", d) for d in DIALOGUE] + [("soft", E2E[0])]
-    examples = [(name, pool.to_example(name, value)) for name, value in rows]
-    mixed = generate_rows(pool, examples, DecodingConfig(max_new_tokens=6, num_beams=2))
+    prepared = [pool.prepare(name, value) for name, value in rows]
+    mixed = generate_rows(pool, prepared, DecodingConfig(max_new_tokens=6, num_beams=2))
     expected = (
         alone(generation_artifacts["e2e"], E2E, tmp_path, num_beams=2)
         + alone(generation_artifacts["dialogsum"], DIALOGUE, tmp_path, num_beams=2)

@@ -1,5 +1,7 @@
 """Prompt artifacts: a directory with ``prompt.safetensors`` and ``ptuning.json``.
 
+Every artifact directory also gets a generated model card, ``README.md`` (``card.py``).
+
 ``prompt.safetensors`` holds what the method folds (:meth:`Method.fold`: the reparameterisation MLP or
 prompt encoder already applied, so inference needs none of it) and the head; ``ptuning.json`` says how
 to rebuild the model: the method's config, the task and its labels, the backbone's portable name and
@@ -21,7 +23,7 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from . import __version__, backbones
+from . import __version__, backbones, card
 from .encoders import Encoder
 from .errors import PTuningError
 from .io import atomic_save_tensors, atomic_write_json, sha256_file
@@ -67,6 +69,16 @@ def save_artifact(
         meta["backbone_sha256"] = atomic_save_tensors(directory / BACKBONE_WEIGHTS, model.backbone.state_dict())
     meta["weights_sha256"] = atomic_save_tensors(directory / WEIGHTS, tensors)
     atomic_write_json(directory / META, meta)
+    card.write_card(directory, meta)
+
+
+def write_card(directory: str | Path) -> Path:
+    """(Re)generate the model card of an artifact from its files (``ptuning card``; older artifacts have none)."""
+    directory = Path(directory)
+    meta = read_meta(directory)
+    summary_path = directory / "metrics.json"
+    summary = json.loads(summary_path.read_text(encoding="utf-8-sig")) if summary_path.is_file() else None
+    return card.write_card(directory, meta, summary)
 
 
 def read_meta(directory: Path) -> dict:
@@ -126,6 +138,12 @@ def inference_method_class(meta: dict) -> type[Method]:
 def load_prompt(directory: str | Path, encoder: Encoder, fingerprint: str | None = None) -> LoadedArtifact:
     """The artifact's prompt and head on ``encoder`` (which must be the backbone it was trained on)."""
     meta, tensors = read_verified(directory, encoder.backbone, fingerprint)
+    return assemble_prompt(meta, tensors, encoder)
+
+
+def assemble_prompt(meta: dict, tensors: dict[str, torch.Tensor], encoder: Encoder) -> LoadedArtifact:
+    """The prompt and head from an artifact's verified ``(meta, tensors)``: the part of loading that touches
+    ``encoder`` (a server reads and verifies files first, then assembles under its model lock)."""
     config = config_from_dict(meta["method"])
     method = build_method(method_class(config.method).inference_config(config), encoder)
     method.load_folded(tensors)

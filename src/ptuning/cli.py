@@ -1,4 +1,4 @@
-"""``ptuning`` command line: train, eval, predict, generate, tasks, methods, demo, serve.
+"""``ptuning`` command line: train, eval, predict, generate, tasks, methods, demo, inspect, card, serve.
 
 Flag names follow Hugging Face ``run_glue.py`` where one exists. Errors the
 user can fix print one line and exit with status 2; nothing else is written.
@@ -17,10 +17,11 @@ from typing import TYPE_CHECKING, Optional
 
 import typer
 
-from . import cli_generate
+from . import cli_generate, cli_inspect, cli_peft
 from . import cli_options as opts
 from .errors import PTuningError
 from .finite import dumps
+from .serve.tokens import ADMIN_ENV, PREDICT_ENV, Tokens
 from .trainconfig import TrainConfig
 
 if TYPE_CHECKING:
@@ -80,6 +81,8 @@ def train(
     prefix_init_std: opts.PrefixInitStd = None,
     perturb: opts.Perturb = None,
     perturb_eps: opts.PerturbEps = None,
+    shift_positions: opts.ShiftPositions = None,
+    drop_token_types: opts.DropTokenTypes = None,
     residual: opts.Residual = None,
     residual_hidden: opts.ResidualHidden = None,
     prompt_layer: opts.PromptLayer = None,
@@ -327,30 +330,53 @@ def demo(
 def serve(
     artifacts: list[str] = typer.Argument(..., help="Artifact directories to load, each PATH or NAME=PATH."),
     host: str = typer.Option("127.0.0.1", help="Interface to bind (loopback by default)."),
-    port: int = typer.Option(8000),
+    port: int = typer.Option(8000, help="Port to listen on (0: any free port; the address is printed)."),
     max_batch: int = typer.Option(64, help="Most inputs in one backbone forward."),
     max_wait_ms: float = typer.Option(5.0, help="Longest wait to gather a batch."),
     max_body_bytes: int = typer.Option(1_000_000, help="Largest accepted request body."),
     max_inputs: int = typer.Option(256, help="Most inputs in one request."),
+    max_prompt_length: int = typer.Option(512, help="Longest prompt (slots) that may be loaded."),
+    max_artifact_mb: float = typer.Option(64.0, help="Largest prompt weights file that may be loaded (MiB)."),
+    admin_token: Optional[str] = typer.Option(
+        None, envvar=ADMIN_ENV, show_default=False, help="Token for POST/DELETE /v1/tasks (none: they are off)."
+    ),
+    predict_token: Optional[str] = typer.Option(
+        None, envvar=PREDICT_ENV, show_default=False, help="Token for /v1/predict (none: prediction is open)."
+    ),
     model: Optional[str] = typer.Option(None, help="Backbone path (default: the one the first artifact names)."),
     device: str = typer.Option("auto", help=DEVICE_HELP),
 ) -> None:
-    """Serve many prompts from one backbone over HTTP (FastAPI; docs at /docs)."""
-    import uvicorn
+    """Serve many prompts from one backbone over HTTP (FastAPI; docs at /docs, offline)."""
+    from .serve.launch import ServeRequest, named_artifacts
+    from .serve.launch import serve as run_server
 
-    from .backbones import resolve_device
-    from .serve.pool import PromptPool
-    from .serve.server import Limits, create_app
+    named_artifacts(artifacts)  # a name given twice: one line, before anything heavy loads
+    from .serve.pool import LoadLimits
+    from .serve.server import Limits
 
     _quiet_weight_loading()
-    specs = [spec.split("=", 1) if "=" in spec else (None, spec) for spec in artifacts]
+    if not (math.isfinite(max_artifact_mb) and max_artifact_mb > 0) or max_prompt_length < 1:
+        raise PTuningError("--max-artifact-mb must be a finite number > 0 and --max-prompt-length >= 1")
+    request = ServeRequest(
+        specs=artifacts,
+        host=host,
+        port=port,
+        limits=Limits(
+            max_batch=max_batch, max_wait_ms=max_wait_ms, max_body_bytes=max_body_bytes, max_inputs=max_inputs
+        ),
+        load_limits=LoadLimits(max_prompt_length, int(max_artifact_mb * 2**20)),
+        tokens=Tokens(admin=admin_token or None, predict=predict_token or None),
+        model=model,
+        device=device,
+    )
+    run_server(request, typer.echo)
 
-    pool = PromptPool.from_artifact(specs[0][1], model_name=model, max_batch=max_batch, device=resolve_device(device))
-    for name, path in specs:
-        loaded = pool.load(path, name)
-        typer.echo(f"loaded {loaded.name} ({loaded.task.name}, {loaded.meta['method']['method']}) from {path}")
-    limits = Limits(max_batch=max_batch, max_wait_ms=max_wait_ms, max_body_bytes=max_body_bytes, max_inputs=max_inputs)
-    uvicorn.run(create_app(pool, limits), host=host, port=port, log_level="warning")
+
+# Commands kept in their own module (cli_inspect.py): `inspect` and `card`.
+app.command("inspect")(cli_inspect.inspect_artifacts)
+app.command()(cli_inspect.card)
+app.command("import-peft")(cli_peft.import_peft)
+app.command("export-peft")(cli_peft.export_peft)
 
 
 def main() -> None:

@@ -105,6 +105,20 @@ PrefixInitStd = Annotated[
     Optional[float],
     typer.Option(help="ptv2 without --reparam: std of the prefix's initial values (0.02; 1.0 = the official code's)."),
 ]
+ShiftPositions = Annotated[
+    Optional[bool],
+    typer.Option(
+        "--shift-positions/--no-shift-positions",
+        help="ptv2: number real tokens from P, as PEFT's cache-based prefix does (the prefix takes P positions).",
+    ),
+]
+DropTokenTypes = Annotated[
+    Optional[bool],
+    typer.Option(
+        "--drop-token-types/--keep-token-types",
+        help="ptv2: run without token_type_ids (segment ids), as PEFT's prompt-learning models do.",
+    ),
+]
 Perturb = Annotated[
     Optional[str],
     typer.Option(

@@ -10,6 +10,9 @@ import torch
 from torch import nn
 
 POOLINGS = ("auto", "cls", "mean", "last")
+# The first token through a dense layer and tanh: BERT's pooler, RoBERTa's classification head. Only sequence
+# classification heads take it, and only imported heads use it (``ptuning import-peft``), not ``--pooling``.
+DENSE_POOLING = "pooler"
 
 
 def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, how: str) -> torch.Tensor:
@@ -30,16 +33,25 @@ def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, how: str) -> torch.
 
 
 class SequenceClassificationHead(nn.Module):
-    """Pool, dropout, linear. ``num_labels == 1`` is regression."""
+    """Pool, dropout, linear. ``num_labels == 1`` is regression.
+
+    ``pooling`` :data:`DENSE_POOLING` pools the first token through ``dense`` and tanh, as BERT's and RoBERTa's
+    own sequence-classification models do, so a classifier trained on top of those (a PEFT adapter's) gives
+    the same logits here.
+    """
 
     def __init__(self, hidden_size: int, num_labels: int, pooling: str, dropout: float = 0.1) -> None:
         super().__init__()
         self.pooling = pooling
+        self.dense = nn.Linear(hidden_size, hidden_size) if pooling == DENSE_POOLING else None
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(hidden_size, num_labels)
 
     def forward(self, hidden: torch.Tensor, attention_mask: torch.Tensor, **_) -> torch.Tensor:
-        pooled = pool(hidden, attention_mask, self.pooling)  # (B, H)
+        if self.dense is not None:
+            pooled = torch.tanh(self.dense(hidden[:, 0]))  # (B, H)
+        else:
+            pooled = pool(hidden, attention_mask, self.pooling)  # (B, H)
         return self.classifier(self.dropout(pooled))  # (B, num_labels)
 
 

@@ -6,13 +6,14 @@ checked before the output directory is touched.
 
 from __future__ import annotations
 
+import shlex
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from . import artifact, backbones, checkpoint, runfile
+from . import artifact, backbones, card, checkpoint, runfile
 from .decoding import check_decodable
 from .encoders import Encoder
 from .errors import DataError, PTuningError
@@ -139,6 +140,7 @@ def train(request: TrainRequest) -> dict:
             backbone_fingerprint=fingerprint,
             max_length=max_length,
             pooling=pooling,
+            extra={"selection": {"split": plan.roles["selection"], "metrics": scores}},  # for the model card
         )
 
     summary = run_loop(
@@ -199,6 +201,8 @@ def _finish(summary: dict, output: Path) -> dict:
     """Write ``metrics.json`` (also for a run that stopped on Ctrl-C or a diverged loss), then say how it ended."""
     summary["artifact_bytes"] = artifact_size(output)
     atomic_write_json(output / "metrics.json", json_safe(summary))
+    if (output / artifact.META).is_file():
+        artifact.write_card(output)  # now with the run's summary (epochs, reported split, parameters)
     if summary["stopped_by"] == "interrupted":
         saved = summary["checkpoint_step"]
         if saved is None:
@@ -226,14 +230,23 @@ def evaluate(
     device: str = "auto",
     max_eval_samples: int | None = None,
     decoding: dict | None = None,
+    record: bool = True,
 ) -> dict:
-    """The artifact's metrics on ``split`` (its first ``max_eval_samples`` examples); ``decoding``: generation's."""
+    """The artifact's metrics on ``split`` of ``data`` (its first ``max_eval_samples`` examples; ``decoding``: a
+    generation task's options); ``record`` adds them (and the command) to its model card."""
     check_count("--max-eval-samples", max_eval_samples)
     _decoding_task(artifact_dir, decoding)  # refused before the backbone loads
     model, tokenizer, task, meta = artifact.load_artifact(artifact_dir, model_name=model_name)
     task = task.with_decoding(**decoding) if decoding else task
     model.to(backbones.resolve_device(device))
-    return score_split(model, tokenizer, task, data, split, meta["max_length"], batch_size, max_eval_samples)
+    scores = score_split(model, tokenizer, task, data, split, meta["max_length"], batch_size, max_eval_samples)
+    if record:
+        name = shlex.quote(Path(artifact_dir).resolve().name)
+        command = f"ptuning eval {name} --data {shlex.quote(runfile.local_path(data))} --split {split}"
+        if max_eval_samples:
+            command += f" --max-eval-samples {max_eval_samples}"
+        card.record_evaluation(Path(artifact_dir), meta, scores, command)
+    return scores
 
 
 def _decoding_task(artifact_dir: Path, decoding: dict | None, required: bool = False) -> None:

@@ -78,8 +78,8 @@ def options_of(request, *, lr: float, max_length: int, pooling: str, backbone: s
     ``max_length``, ``auto`` pooling, the bundled backbone's path) are written as resolved,
     so the file reproduces the run even where a default changes.
     """
-    options = {"task": request.task, "data": _local(request.data), "output": str(Path(request.output).resolve())}
-    options["model"] = _local(backbone)
+    options = {"task": request.task, "data": local_path(request.data), "output": str(Path(request.output).resolve())}
+    options["model"] = local_path(backbone)
     options.update(request.method.to_dict())
     train = asdict(request.train)
     for key in ("resume", "stop_after_steps"):  # how this invocation runs, not what the run is
@@ -95,6 +95,6 @@ def options_of(request, *, lr: float, max_length: int, pooling: str, backbone: s
     return options
 
 
-def _local(name: str) -> str:
+def local_path(name: str) -> str:
     """An existing local path made absolute (the file may be used from another directory); a hub id as is."""
     return str(Path(name).resolve()) if Path(name).exists() else name

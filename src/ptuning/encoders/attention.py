@@ -20,12 +20,18 @@ receives to that call's keywords (``ptuning_gate_input``) when the call's prefix
 layer block replaces the placeholder slots of a :class:`LatePrompt` by the generated prompt at its layer.
 Both read only the call's own keywords (so checkpointing replays them too), and are registered only by
 methods that need them: a plain deep prompt runs no hook at all.
+
+Inspection (``ptuning inspect``, ``encoders/probe.py``): every call of the attention function reports the
+keys and values it attended over and the kernel's probabilities to a probe, when one listens. Only the eager
+kernels return probabilities, so :meth:`AttentionInterfaceInjector.probe_context` switches to them for as
+long as the probe listens.
 """
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import partial
 from typing import ClassVar
 
@@ -34,6 +40,7 @@ from torch import nn
 
 from ..errors import PTuningError
 from .base import FamilySupport, Injector
+from .probe import AttentionProbe, listening, report
 from .prompts import LatePrompt, PrefixBatch
 
 PREFIX_KWARG = "ptuning_prefix"
@@ -116,10 +123,13 @@ def _make_prefix_attention(base: str) -> Callable:
         layer = getattr(module, "layer_idx", None)
         if layer is None or getattr(module, "is_cross_attention", False):
             prefix = late = None
-        if prefix is not None and prefix.length == 0:
+        if prefix is not None and (prefix.length == 0 or not prefix.enters(layer)):
             prefix = None
         if prefix is None and late is None:
-            return kernel(module, query, key, value, attention_mask, **kwargs)
+            output = kernel(module, query, key, value, attention_mask, **kwargs)
+            if layer is not None:
+                report(layer, key, value, output[1], 0)  # (B, kv_heads, Lk, hd); weights (B, heads, Lq, Lk) or None
+            return output
         B, _, q_len, _ = query.shape
         k_len = key.shape[2]
         causal = kwargs.pop("is_causal", None)
@@ -133,7 +143,9 @@ def _make_prefix_attention(base: str) -> Callable:
             key = torch.cat([pk.to(key.dtype), key], dim=2)  # (B, kv_heads, P + Lk, hd)
             value = torch.cat([pv.to(value.dtype), value], dim=2)  # (B, kv_heads, P + Lk, hd)
             mask = widen_mask(mask, prefix.mask, B, q_len, k_len, prefix.length, causal, query.device)
-        return kernel(module, query, key, value, mask, is_causal=False, **kwargs)
+        output = kernel(module, query, key, value, mask, is_causal=False, **kwargs)
+        report(layer, key, value, output[1], 0 if prefix is None else prefix.length)  # probs (B, heads, Lq, P + Lk)
+        return output
 
     return prefix_attention
 
@@ -243,6 +255,19 @@ class AttentionInterfaceInjector(Injector):
         register_attention()
         current = (backbone.config._attn_implementation or "sdpa").removeprefix("ptuning_")
         backbone.set_attn_implementation(ATTENTION_NAMES.get(current, ATTENTION_NAMES["sdpa"]))
+
+    @contextmanager
+    def probe_context(self, backbone: nn.Module, probe: AttentionProbe) -> Iterator[None]:
+        """The eager kernels return their attention probabilities (SDPA's do not): switch to them while ``probe``
+        listens, then back. Both compute the same attention; only the kernel differs."""
+        self.attach(backbone)
+        previous = backbone.config._attn_implementation
+        backbone.set_attn_implementation(ATTENTION_NAMES["eager"])
+        try:
+            with listening(probe):
+                yield
+        finally:
+            backbone.set_attn_implementation(previous)
 
     rotary: bool = False
 

@@ -12,9 +12,11 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import ClassVar
 
+import torch
 from torch import nn
 
 from ..errors import PTuningError
+from .probe import AttentionProbe
 from .prompts import LatePrompt, PrefixBatch
 
 
@@ -60,3 +62,25 @@ class Injector:
     def context(self, prefix: PrefixBatch | None, late: LatePrompt | None = None) -> AbstractContextManager:
         """A context the backbone's forward call runs in (for families that cannot take a keyword)."""
         return nullcontext()
+
+    def probe_context(self, backbone: nn.Module, probe: AttentionProbe) -> AbstractContextManager:
+        """A context in which every self-attention layer of ``backbone`` reports its keys, values and attention
+        probabilities to ``probe`` (``encoders/probe.py``: the injector calls :func:`~ptuning.encoders.probe.report`
+        where it puts the prefix in). Inference only; outputs must not change. A family that cannot refuses in one
+        line, and ``ptuning inspect`` then says so."""
+        raise PTuningError(f"{type(backbone).__name__}: this backbone family cannot report its attention")
+
+    def shifted_positions(self, backbone: nn.Module, input_ids: torch.Tensor, offset: int) -> dict:
+        """Forward keywords that number the real tokens of ``input_ids`` ``(B, L)`` as a key/value cache of
+        ``offset`` slots would: what a model computes itself when given ``past_key_values`` of that length.
+
+        Absolute and rotary positions alike: ``offset .. offset + L - 1``. Families whose embeddings count real
+        tokens from the padding index (RoBERTa, XLM-R: ``create_position_ids_from_input_ids``) use their own rule
+        with the cache length, so padding keeps its padding position.
+        """
+        embeddings = getattr(backbone, "embeddings", None)
+        padded = getattr(type(embeddings), "create_position_ids_from_input_ids", None)
+        if padded is not None and getattr(embeddings, "padding_idx", None) is not None:
+            return {"position_ids": padded(input_ids, embeddings.padding_idx, offset)}  # (B, L)
+        B, L = input_ids.shape
+        return {"position_ids": torch.arange(offset, offset + L, device=input_ids.device).expand(B, L)}  # (B, L)

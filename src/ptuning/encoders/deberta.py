@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from .base import FamilySupport, Injector
+from .probe import AttentionProbe, listening, probing, report
 from .prompts import LatePrompt, PrefixBatch
 
 _ACTIVE: ContextVar[tuple[PrefixBatch | None, LatePrompt | None]] = ContextVar(
@@ -84,6 +85,12 @@ class DebertaInjector(Injector):
     def context(self, prefix: PrefixBatch | None, late: LatePrompt | None = None):
         return active_prefix(prefix, late)
 
+    def probe_context(self, backbone: nn.Module, probe: AttentionProbe):
+        """The prefix-aware forward computes the probabilities itself; it takes that path, prefix or not, while
+        ``probe`` listens."""
+        self.attach(backbone)
+        return listening(probe)
+
 
 def _forward_with_prefix(
     self,
@@ -95,9 +102,9 @@ def _forward_with_prefix(
     rel_embeddings=None,
 ):
     prefix, late = _ACTIVE.get()
-    if prefix is not None and prefix.length == 0:
+    if prefix is not None and (prefix.length == 0 or not prefix.enters(self.layer_idx)):
         prefix = None
-    if prefix is None and late is None:
+    if prefix is None and late is None and not probing():
         return self._ptuning_plain_forward(
             hidden_states, attention_mask, output_attentions, query_states, relative_pos, rel_embeddings
         )
@@ -124,7 +131,7 @@ def _forward_with_prefix(
     real = real.expand(B, 1, N, real.shape[-1]) if real.dim() == 4 else real[:, None]
     if late is not None:
         real = late.visibility(real, self.layer_idx, causal=False)  # (B, 1, N, N)
-    values = v
+    values, keys, P = v, k, 0
     if prefix is not None:
         pk, pv = prefix.layer(self.layer_idx, B, hidden_states)  # each (B, heads, P, hd)
         P = pk.shape[2]
@@ -137,9 +144,12 @@ def _forward_with_prefix(
             cols = prefix.mask[:, None, None, :].expand(B, 1, N, P)  # (B, 1, N, P)
         real = torch.cat([cols, real], dim=-1)  # (B, 1, N, P + N)
         values = torch.cat([pv, v], dim=1)  # (B*heads, P + N, hd)
+        keys = torch.cat([pk, k], dim=1)  # (B*heads, P + N, hd)
     K = scores.shape[-1]
     scores = scores.masked_fill(~real, torch.finfo(q.dtype).min)
     probs = self.dropout(nn.functional.softmax(scores, dim=-1))  # (B, heads, N, K)
+    if probing():
+        report(self.layer_idx, keys.view(B, heads, K, -1), values.view(B, heads, K, -1), probs, P)  # (B, h, K, hd)
     context = torch.bmm(probs.view(B * heads, N, K), values)  # (B*heads, N, hd)
     context = context.view(B, heads, N, -1).permute(0, 2, 1, 3).reshape(B, N, -1)  # (B, N, heads*hd)
     return (context, probs if output_attentions else None)

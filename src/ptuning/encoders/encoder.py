@@ -9,6 +9,7 @@ vectors, or nothing), what the family supports, and how many input tokens a prom
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import replace
 
 import torch
@@ -19,6 +20,7 @@ from ..errors import PTuningError
 from .attention import AttentionInterfaceInjector
 from .base import FamilySupport, Injector
 from .deberta import DebertaInjector
+from .probe import AttentionProbe
 from .prompts import PromptInputs, prepend_prompt
 
 # First match wins: families with their own attention code first, the attention interface last.
@@ -72,6 +74,13 @@ class Encoder(nn.Module):
             self.injector.attach_layer_hooks(self.backbone)
             self.layer_hooks_enabled = True
 
+    def probe(self, probe: AttentionProbe) -> AbstractContextManager:
+        """A context in which every forward call reports each self-attention layer's keys, values and attention
+        probabilities to ``probe`` (``ptuning inspect``); outputs do not change. Refused in one line by a family
+        that cannot (:meth:`Injector.probe_context`)."""
+        self.enable_prefix()  # the injector's attention is where the probe is called
+        return self.injector.probe_context(self.backbone, probe)
+
     def wrap(self, wrapper: Callable[[nn.Module], nn.Module]) -> None:
         """Replace the backbone by ``wrapper(backbone)``: for methods that bring their own injection (PEFT)."""
         self.backbone = wrapper(self.backbone)
@@ -112,7 +121,7 @@ class Encoder(nn.Module):
         if late is not None and prompt.embeds is not None:
             raise PTuningError("a late prompt cannot be combined with an input-level prompt")
         inputs: dict = {"attention_mask": attention_mask}
-        if token_type_ids is not None:
+        if token_type_ids is not None and not prompt.drop_token_types:
             inputs["token_type_ids"] = token_type_ids
         strip = prompt.input_positions
         if strip:
@@ -126,6 +135,10 @@ class Encoder(nn.Module):
             late = replace(late, token_mask=attention_mask)
         else:
             inputs["input_ids"] = input_ids
+        if prompt.position_offset:
+            if strip or late is not None:
+                raise PTuningError("shifted positions apply to a deep prefix alone, not to input-level or late prompts")
+            inputs.update(self.injector.shifted_positions(self.backbone, input_ids, prompt.position_offset))
         prefix = prompt.prefix
         if prefix is not None and not self.prefix_enabled:
             raise PTuningError("a deep prefix was given to an encoder without prefix support: call enable_prefix()")

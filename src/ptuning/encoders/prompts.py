@@ -36,16 +36,24 @@ class PrefixBatch:
     ``gate`` (optional, see :data:`PrefixGate`) scales layer ``l``'s keys and values of every row and slot
     by ``gate(l, hidden, token_mask)``, computed from the hidden states entering that layer; the encoder
     sets ``token_mask`` (the call's attention mask) before the call. Without a gate nothing of this runs.
+
+    ``layers`` (optional): the only layers the prefix enters; every other layer runs as the plain backbone
+    (``ptuning inspect``'s per-layer ablation). None: every layer.
     """
 
     kv: torch.Tensor
     mask: torch.Tensor | None = None
     gate: PrefixGate | None = None
     token_mask: torch.Tensor | None = None
+    layers: frozenset[int] | None = None
 
     @property
     def length(self) -> int:
         return self.kv.shape[-2]
+
+    def enters(self, layer: int) -> bool:
+        """Whether layer ``layer`` gets this prefix (see ``layers``)."""
+        return self.layers is None or layer in self.layers
 
     def layer(
         self, index: int, batch_size: int, hidden: torch.Tensor | None = None
@@ -181,11 +189,18 @@ class PromptInputs:
     ``prefix``: per-layer key/value slots (deep prompts). ``embeds``: vectors put in front of the
     word embeddings, ``(P, H)`` shared by all rows or ``(B, P, H)`` per row (input-level prompts).
     ``late``: tokens inserted into the sequence at an intermediate layer (:class:`LatePrompt`).
+
+    ``position_offset``: number the real tokens from this position instead of 0, as a prefix held in a
+    key/value cache of that many slots is numbered (PEFT, the official code); the injector says how its
+    family takes it (:meth:`~ptuning.encoders.Injector.shifted_positions`). ``drop_token_types``: run
+    without ``token_type_ids`` (every token segment 0), as PEFT's prompt-learning models do.
     """
 
     prefix: PrefixBatch | None = None
     embeds: torch.Tensor | None = None
     late: LatePrompt | None = None
+    position_offset: int = 0
+    drop_token_types: bool = False
 
     @property
     def input_positions(self) -> int:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from enum import Enum
 from typing import ClassVar
 
@@ -56,6 +56,11 @@ def check_rate(value: float, flag: str) -> None:
         raise PTuningError(f"{flag} {value!r} is not a rate: give a value in [0, 1)")
 
 
+def check_flag(value: bool, flag: str) -> None:
+    if not isinstance(value, bool):
+        raise PTuningError(f"{flag} is on or off: give true or false, got {value!r}")
+
+
 def check_positive(value: float, flag: str) -> None:
     if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
         raise PTuningError(f"{flag} must be a finite number > 0, got {value!r}")
@@ -92,7 +97,7 @@ class Method(nn.Module):
     config_class: ClassVar[type[MethodConfig]] = MethodConfig
     default_lr: ClassVar[float] = 5e-3
     trains_backbone: ClassVar[bool] = False
-    pool_batching: ClassVar[PoolBatching] = PoolBatching.SHARED
+    pool_batching: ClassVar[PoolBatching] = PoolBatching.SHARED  # an instance may narrow it (its config decides)
     pool_refusal: ClassVar[str] = ""
 
     def __init__(self, config: MethodConfig, encoder: Encoder) -> None:
@@ -171,6 +176,31 @@ class Method(nn.Module):
         The pool then scales each of this prompt's rows by it inside the shared forward (APT).
         """
         return None
+
+    # -- inspection (`ptuning inspect`) ----------------------------------------------------------
+    # What the prompt *is*, for tools that look inside it. The defaults read :meth:`prompt_inputs`, so a method
+    # whose prompt is a shared deep prefix or input-level vectors needs to override nothing.
+    def deep_prefix(self) -> torch.Tensor | None:
+        """The per-layer key/value prefix ``(layers, 2, kv_heads, P, head_dim)`` this prompt puts into attention
+        (before a gate scales it), or None when it has none or it differs per input."""
+        prefix = self.prompt_inputs().prefix
+        if prefix is None or prefix.kv.shape[2] != 1:
+            return None
+        return prefix.kv[:, :, 0]  # (layers, 2, 1, kv, P, hd) -> (layers, 2, kv, P, hd)
+
+    def input_prompt(self) -> torch.Tensor | None:
+        """The input-level prompt vectors ``(P, H)``, in the word-embedding space, or None when there are none."""
+        embeds = self.prompt_inputs().embeds
+        return embeds if embeds is not None and embeds.dim() == 2 else None
+
+    def prompt_in_layers(self, layers: frozenset[int]) -> PromptInputs | None:
+        """This prompt entering only ``layers``, every other layer running as the plain backbone (the per-layer
+        ablation of ``ptuning inspect``); None when the prompt is not made of per-layer parts (input-level and
+        late prompts). Default: :meth:`prompt_inputs`' prefix restricted to ``layers``."""
+        inputs = self.prompt_inputs()
+        if inputs.prefix is None or inputs.embeds is not None or inputs.late is not None:
+            return None
+        return replace(inputs, prefix=replace(inputs.prefix, layers=frozenset(layers)))
 
 
 REGISTRY: dict[str, type[Method]] = {}

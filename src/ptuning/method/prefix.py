@@ -7,6 +7,8 @@ The whole method is this file:
   (Embedding -> Linear -> Tanh -> Linear).
 * :class:`DeepPrompt` hands that prefix to the encoder on every forward call; the encoder's family
   injector puts it into each layer's attention (``encoders/``), so real tokens keep positions ``0..L-1``.
+  ``--shift-positions`` numbers them ``P..P+L-1`` instead, as a prefix held in a key/value cache is
+  numbered (PEFT, the official code): what an adapter imported from PEFT needs to give PEFT's outputs.
 
 Only the prefix (and the head) train; the MLP is a training device, folded away before saving. So is
 ``--perturb noise|adversarial``, PTP's perturbation-based regulariser (``perturb.py``): it changes the
@@ -25,7 +27,17 @@ from torch import nn
 from ..encoders import Encoder, PrefixBatch, PromptInputs
 from ..errors import PTuningError
 from . import perturb as ptp
-from .base import Method, MethodConfig, check_positive, check_prompt_length, check_rate, decay_groups, register
+from .base import (
+    Method,
+    MethodConfig,
+    PoolBatching,
+    check_flag,
+    check_positive,
+    check_prompt_length,
+    check_rate,
+    decay_groups,
+    register,
+)
 
 # Through the MLP, one Adam step moves the prefix tens of times further than the same rate on the raw prefix, and
 # 5e-3 collapsed CB and RTE to one class (BENCHMARKS.md, "Why the MLP reparameterisation diverges").
@@ -43,6 +55,12 @@ class Ptv2Config(MethodConfig):
     ``perturb``: PTP's regulariser while training (Chen et al., EMNLP 2023): ``noise`` (PTP-RN) or
     ``adversarial`` (PTP-ADV) perturbations of the input's word embeddings, of per-token size
     ``perturb_eps``; ``none`` trains plain ptv2. What is perturbed and how is in ``perturb.py``.
+
+    ``shift_positions``: number the real tokens ``P..P+L-1``, as a cache-based prefix (PEFT, the official code)
+    does, instead of ``0..L-1``; the prefix then takes ``P`` of the backbone's positions (``--max-length``
+    counts them). ``drop_token_types``: run without ``token_type_ids``, as PEFT's prompt-learning models do.
+    Both are part of the prompt (recorded in the artifact): a prefix trained one way gives other outputs the
+    other way. ``ptuning import-peft`` sets both, so an imported adapter reproduces PEFT's outputs.
     """
 
     method: ClassVar[str] = "ptv2"
@@ -53,9 +71,13 @@ class Ptv2Config(MethodConfig):
     prefix_init_std: float = 0.02
     perturb: str = "none"
     perturb_eps: float = ptp.DEFAULT_EPS
+    shift_positions: bool = False
+    drop_token_types: bool = False
 
     def validate(self) -> None:
         check_prompt_length(self.prompt_length)
+        check_flag(self.shift_positions, "--shift-positions")
+        check_flag(self.drop_token_types, "--drop-token-types")
         check_rate(self.prefix_dropout, "--prefix-dropout")
         check_positive(self.prefix_init_std, "--prefix-init-std")
         check_positive(self.reparam_hidden, "--reparam-hidden")
@@ -157,6 +179,13 @@ class DeepPrompt(Method):
     def __init__(self, config: Ptv2Config, encoder: Encoder) -> None:
         super().__init__(config, encoder)
         self.prefix_encoder = PrefixEncoder.for_config(config, encoder.geometry)
+        if config.shift_positions or config.drop_token_types:  # its rows need their own positions / segments
+            self.pool_batching = PoolBatching.PER_PROMPT
+
+    @classmethod
+    def prompt_positions(cls, config: Ptv2Config) -> int:
+        """A shifted prefix takes the first ``P`` positions, so the text gets ``P`` fewer."""
+        return config.prompt_length if config.shift_positions else 0
 
     def attach(self, encoder: Encoder) -> None:
         super().attach(encoder)
@@ -182,7 +211,11 @@ class DeepPrompt(Method):
         return [table, *decay_groups(rest, weight_decay)]
 
     def prompt_inputs(self) -> PromptInputs:
-        return PromptInputs(prefix=PrefixBatch.single(self.prefix_encoder()))
+        return PromptInputs(
+            prefix=PrefixBatch.single(self.prefix_encoder()),
+            position_offset=self.config.prompt_length if self.config.shift_positions else 0,
+            drop_token_types=self.config.drop_token_types,
+        )
 
     def fold(self) -> dict[str, torch.Tensor]:
         return {"prefix": self.prefix_encoder.fold()}  # (layers, 2, kv, P, hd)

@@ -45,6 +45,7 @@ class Metrics:
         self.inputs = 0
         self.latency = Histogram(LATENCY_BUCKETS)
         self.batch_size = Histogram(BATCH_BUCKETS)
+        self.batch_seconds = Histogram(LATENCY_BUCKETS)
         self._lock = threading.Lock()
 
     def observe_request(self, path: str, status: int, seconds: float) -> None:
@@ -55,9 +56,11 @@ class Metrics:
             if path == "/v1/predict":
                 self.latency.observe(seconds)
 
-    def observe_batch(self, rows: int) -> None:
+    def observe_batch(self, rows: int, seconds: float | None = None) -> None:
         with self._lock:
             self.batch_size.observe(rows)
+            if seconds is not None:
+                self.batch_seconds.observe(seconds)
 
     def render(self, loaded_tasks: int) -> str:
         with self._lock:
@@ -75,6 +78,7 @@ class Metrics:
                 "# TYPE ptuning_loaded_tasks gauge",
                 f"ptuning_loaded_tasks {loaded_tasks}",
             ]
-            lines += self.batch_size.render("ptuning_batch_size", "Rows per backbone forward.")
+            lines += self.batch_size.render("ptuning_batch_size", "Rows per gathered batch.")
+            lines += self.batch_seconds.render("ptuning_batch_seconds", "Model time of a gathered batch.")
             lines += self.latency.render("ptuning_request_latency_seconds", "Latency of /v1/predict.")
             return "\n".join(lines) + "\n"

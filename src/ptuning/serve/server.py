@@ -2,31 +2,40 @@
 
 Concurrent requests, whatever their task, are gathered for at most
 ``max_wait_ms`` (or until ``max_batch`` inputs) and run as one backbone
-forward on a single worker thread, so the event loop keeps accepting requests.
-Bad input never reaches the model: it is refused with a 4xx and a one-line
-reason. If a gathered batch fails, its requests are retried one by one so only
-the faulty one fails. A prediction holding NaN or infinity is answered with a
-500 naming it, never with ``null`` (a score that would look valid) or ``NaN``
-(which is not JSON).
+forward on a single model thread, so the event loop keeps accepting requests.
+Inputs are validated and tokenized on a thread of their own before they join a
+batch: bad input never reaches the model and is refused with a JSON 4xx and a
+one-line reason (``guard.py``). If a gathered batch fails, its requests are
+retried one by one so only the faulty one fails. A prediction holding NaN or
+infinity is answered with a 500 naming it, never with ``null`` (a score that
+would look valid) or ``NaN`` (which is not JSON).
+
+Loading and unloading prompts (admin token only) run on a third thread: the
+files are read and verified there, and the model thread waits only for the
+moment the prompt is inserted. API docs (``/docs``, ``/redoc``) are served
+from bundled assets (``fastapi-offline``), so they work without internet.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
-import time
+import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import PlainTextResponse
+from fastapi_offline import FastAPIOffline
 
 from ..errors import InputError, PTuningError
 from ..finite import all_finite
 from .generation import add_generate_route
+from .guard import ApiError, add_error_handling, chars, read_json, require
 from .metrics import Metrics
-from .pool import PromptPool, UnknownTask
+from .pool import DuplicateTask, LoadLimitExceeded, PromptPool, UnknownTask
+from .tokens import Tokens
+
+log = logging.getLogger("ptuning.serve")
 
 
 @dataclass
@@ -36,6 +45,8 @@ class Limits:
     max_body_bytes: int = 1_000_000
     max_inputs: int = 256
     max_input_chars: int = 20_000
+    max_json_depth: int = 32
+    max_sequences: int = 64  # per input: choices x windows
 
 
 @dataclass
@@ -46,12 +57,6 @@ class Job:
 
     def __post_init__(self) -> None:
         self.size = len(self.rows)
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status, self.message = status, message
 
 
 class MicroBatcher:
@@ -95,11 +100,13 @@ class MicroBatcher:
     async def _run(self, jobs: list[Job]) -> None:
         loop = asyncio.get_running_loop()
         rows = [row for job in jobs for row in job.rows]
-        self.metrics.observe_batch(len(rows))
+        started = loop.time()
         try:
-            results = await loop.run_in_executor(self.executor, self.pool.predict, rows)
+            results = await loop.run_in_executor(self.executor, self.pool.predict_prepared, rows)
+            self.metrics.observe_batch(len(rows), loop.time() - started)
         except Exception:
             if len(jobs) == 1:
+                log.exception("prediction failed for a request of %d inputs", len(rows))
                 results = None
             else:  # isolate the faulty request: retry one by one
                 for job in jobs:
@@ -110,7 +117,7 @@ class MicroBatcher:
             if job.future.done():
                 continue
             if results is None:
-                job.future.set_exception(ApiError(500, "prediction failed for this request"))
+                job.future.set_exception(ApiError(500, "prediction failed for this request; the server log says why"))
             else:
                 job.future.set_result(results[offset : offset + job.size])
             offset += job.size
@@ -140,76 +147,53 @@ PREDICT_SCHEMA = {
 }
 
 
-def create_app(pool: PromptPool, limits: Limits | None = None) -> FastAPI:
-    """The FastAPI app: one micro-batcher and one model thread over ``pool``; routes added by the helpers below."""
-    limits = limits or Limits()
+@dataclass
+class Executors:
+    """The model thread (forwards), the input thread (validation, tokenization), the admin thread (loads)."""
+
+    model: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(1, "ptuning-model"))
+    inputs: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(1, "ptuning-inputs"))
+    admin: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(1, "ptuning-admin"))
+
+    def shutdown(self) -> None:
+        for executor in (self.model, self.inputs, self.admin):
+            executor.shutdown(wait=False)
+
+
+def create_app(pool: PromptPool, limits: Limits | None = None, tokens: Tokens | None = None) -> FastAPI:
+    """The FastAPI app: one micro-batcher and one model thread over ``pool``; routes added by the helpers below.
+
+    ``tokens``: without an admin token, loading and unloading prompts over HTTP is off.
+    """
+    limits, tokens = limits or Limits(), tokens or Tokens()
     metrics = Metrics()
-    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ptuning-model")
-    batcher = MicroBatcher(pool, limits, metrics, executor)
+    executors = Executors()
+    batcher = MicroBatcher(pool, limits, metrics, executors.model)
 
     async def lifespan(app: FastAPI):
         batcher.start()
         yield
         await batcher.stop()
-        executor.shutdown(wait=False)
+        executors.shutdown()
 
-    app = FastAPI(title="ptuning", description="P-Tuning v2 prompts served from one backbone.", lifespan=lifespan)
-    app.state.pool, app.state.metrics, app.state.limits = pool, metrics, limits
-    _add_error_handling(app, metrics)
-    _add_predict(app, pool, limits, metrics, batcher)
-    add_generate_route(app, pool, limits, metrics)  # POST /v1/generate (generation.py)
-    _add_task_management(app, pool, limits, executor)
+    app = FastAPIOffline(
+        title="ptuning", description="P-Tuning v2 prompts served from one backbone.", lifespan=lifespan
+    )
+    app.state.pool, app.state.metrics, app.state.limits, app.state.tokens = pool, metrics, limits, tokens
+    add_error_handling(app, metrics)
+    _add_predict(app, pool, limits, tokens, metrics, batcher, executors.inputs)
+    add_generate_route(app, pool, limits, tokens, metrics)  # POST /v1/generate (generation.py)
+    _add_task_management(app, pool, limits, tokens, executors.admin)
     _add_operations(app, pool, metrics)
     return app
 
 
-def _add_error_handling(app: FastAPI, metrics: Metrics) -> None:
-    """Count every request; answer errors as one-line ``{"error": ...}`` objects, unknown routes too."""
-
-    @app.middleware("http")
-    async def count(request: Request, call_next):
-        started = time.perf_counter()
-        response = await call_next(request)
-        metrics.observe_request(request.url.path, response.status_code, time.perf_counter() - started)
-        return response
-
-    @app.exception_handler(ApiError)
-    async def api_error(request: Request, exc: ApiError):
-        return JSONResponse({"error": exc.message}, status_code=exc.status)
-
-    @app.exception_handler(404)
-    async def not_found(request: Request, exc):
-        return JSONResponse({"error": f"no route {request.method} {request.url.path}"}, status_code=404)
-
-    @app.exception_handler(405)
-    async def not_allowed(request: Request, exc):
-        return JSONResponse({"error": f"{request.method} is not allowed on {request.url.path}"}, status_code=405)
-
-
-async def read_json(request: Request, limits: Limits) -> dict:
-    """The body as a JSON object, refused early when it is over ``max_body_bytes`` (declared or streamed)."""
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limits.max_body_bytes:
-        raise ApiError(413, f"request body over {limits.max_body_bytes} bytes")
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limits.max_body_bytes:
-            raise ApiError(413, f"request body over {limits.max_body_bytes} bytes")
-    try:
-        data = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ApiError(400, f"malformed JSON body: {exc}") from None
-    if not isinstance(data, dict):
-        raise ApiError(422, "the body must be a JSON object")
-    return data
-
-
-def _add_predict(app: FastAPI, pool: PromptPool, limits: Limits, metrics: Metrics, batcher: MicroBatcher) -> None:
+def _add_predict(app: FastAPI, pool, limits: Limits, tokens: Tokens, metrics: Metrics, batcher, inputs_thread) -> None:
     @app.post("/v1/predict", openapi_extra=PREDICT_SCHEMA)
     async def predict(request: Request) -> dict:
         """Predict for a list of inputs of one task."""
-        data = await read_json(request, limits)
+        require(request, tokens.predict_refusal(request.headers.get("authorization")))
+        data = await read_json(request, limits.max_body_bytes, limits.max_json_depth)
         name, inputs = data.get("task"), data.get("inputs")
         if not isinstance(name, str):
             raise ApiError(422, "'task' must be a string naming a loaded task")
@@ -217,18 +201,27 @@ def _add_predict(app: FastAPI, pool: PromptPool, limits: Limits, metrics: Metric
             raise ApiError(422, "'inputs' must be a non-empty list")
         if len(inputs) > limits.max_inputs:
             raise ApiError(413, f"at most {limits.max_inputs} inputs per request")
-        rows = []
         for i, value in enumerate(inputs):
-            if _chars(value) > limits.max_input_chars:
+            if chars(value) > limits.max_input_chars:
                 raise ApiError(413, f"input {i} is over {limits.max_input_chars} characters")
-            try:
-                rows.append((name, pool.to_example(name, value)))
-            except UnknownTask as exc:
-                raise ApiError(404, str(exc)) from None
-            except InputError as exc:
-                raise ApiError(422, f"input {i}: {exc}") from None
+        if name not in pool.prompts:
+            raise ApiError(404, f"no task named {name[:100]!r} is loaded (GET /v1/tasks lists them)")
+        rows = await asyncio.get_running_loop().run_in_executor(inputs_thread, _prepare, pool, name, inputs, limits)
         metrics.inputs += len(rows)
         return {"task": name, "predictions": _finite(name, await batcher.submit(rows))}
+
+
+def _prepare(pool: PromptPool, name: str, inputs: list, limits: Limits) -> list:
+    """Every input validated and tokenized (on the input thread), or the first one's error as a 4xx."""
+    rows = []
+    for i, value in enumerate(inputs):
+        try:
+            rows.append(pool.prepare(name, value, limits.max_sequences))
+        except UnknownTask as exc:  # unloaded meanwhile
+            raise ApiError(404, str(exc)) from None
+        except InputError as exc:
+            raise ApiError(422, f"input {i}: {exc}") from None
+    return rows
 
 
 def _finite(name: str, predictions: list[dict]) -> list[dict]:
@@ -240,35 +233,43 @@ def _finite(name: str, predictions: list[dict]) -> list[dict]:
     return predictions
 
 
-def _add_task_management(app: FastAPI, pool: PromptPool, limits: Limits, executor: ThreadPoolExecutor) -> None:
+def _add_task_management(app: FastAPI, pool: PromptPool, limits: Limits, tokens: Tokens, admin_thread) -> None:
     @app.get("/v1/tasks")
-    async def tasks() -> dict:
-        """The loaded prompts."""
-        return {"tasks": pool.describe()}
+    async def tasks(request: Request) -> dict:
+        """The loaded prompts (their paths on the server only for the admin)."""
+        return {"tasks": pool.describe(with_paths=tokens.is_admin(request.headers.get("authorization")))}
 
     @app.post("/v1/tasks", status_code=201)
     async def load(request: Request) -> dict:
-        """Load an artifact: ``{"path": "...", "name": "optional"}``."""
-        data = await read_json(request, limits)
+        """Load an artifact (admin token): ``{"path": "...", "name": "optional"}``."""
+        require(request, tokens.admin_refusal(request.headers.get("authorization")))
+        data = await read_json(request, limits.max_body_bytes, limits.max_json_depth)
         path, name = data.get("path"), data.get("name")
-        if not isinstance(path, str) or (name is not None and not isinstance(name, str)):
+        if not isinstance(path, str) or (name is not None and not isinstance(name, str)) or "\x00" in path:
             raise ApiError(422, "'path' must be a string (and 'name', if given)")
-        name = name or Path(path).resolve().name
-        if name in pool.prompts:
-            raise ApiError(409, f"a task named {name!r} is already loaded; DELETE it first or pick another name")
         try:
-            loaded = await asyncio.get_running_loop().run_in_executor(executor, pool.load, path, name)
+            loaded = await asyncio.get_running_loop().run_in_executor(admin_thread, pool.load, path, name)
+        except DuplicateTask as exc:
+            raise ApiError(409, str(exc)) from None
+        except LoadLimitExceeded as exc:
+            raise ApiError(413, str(exc)) from None
         except PTuningError as exc:
             raise ApiError(400, str(exc)) from None
+        except Exception as exc:  # an unreadable or inconsistent artifact is the caller's input too
+            log.exception("loading %s failed", path)
+            raise ApiError(400, f"{path[:200]}: could not load this artifact ({type(exc).__name__})") from None
+        log.info("loaded task %s from %s", loaded.name, path)
         return {"loaded": loaded.name, "task": loaded.task.name}
 
     @app.delete("/v1/tasks/{name}")
-    async def unload(name: str) -> dict:
-        """Unload a prompt."""
+    async def unload(name: str, request: Request) -> dict:
+        """Unload a prompt (admin token)."""
+        require(request, tokens.admin_refusal(request.headers.get("authorization")))
         try:
-            await asyncio.get_running_loop().run_in_executor(executor, pool.unload, name)
+            await asyncio.get_running_loop().run_in_executor(admin_thread, pool.unload, name)
         except UnknownTask as exc:
             raise ApiError(404, str(exc)) from None
+        log.info("unloaded task %s", name)
         return {"unloaded": name}
 
 
@@ -280,13 +281,3 @@ def _add_operations(app: FastAPI, pool: PromptPool, metrics: Metrics) -> None:
     @app.get("/metrics", response_class=PlainTextResponse)
     async def prometheus() -> str:
         return metrics.render(len(pool.prompts))
-
-
-def _chars(value) -> int:
-    if isinstance(value, str):
-        return len(value)
-    if isinstance(value, (list, tuple)):
-        return sum(_chars(v) for v in value)
-    if isinstance(value, dict):
-        return sum(_chars(v) for v in value.values())
-    return 0

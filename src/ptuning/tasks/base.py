@@ -229,6 +229,11 @@ class Task(ABC):
     def example_from_input(self, value: Any) -> Example:
         """One serving input (JSON value) as an unlabelled example; raises InputError when malformed."""
 
+    def example_input(self) -> Any:
+        """A made-up input of the shape :meth:`example_from_input` reads: what model cards show in their usage
+        examples (Python, ``curl``). None: the card points to ``ptuning tasks`` instead."""
+        return None
+
     # -- model -----------------------------------------------------------------------------
     @abstractmethod
     def featurize(self, examples: list[Example], tokenizer, max_length: int) -> Featurized:

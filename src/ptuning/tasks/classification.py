@@ -130,6 +130,12 @@ class ClassificationTask(Task):
             raise InputError(f"task {self.name} needs {n} non-empty text(s): {', '.join(self.text_columns)}")
         return Example(tuple(texts))
 
+    def example_input(self):
+        if len(self.text_columns) == 1:
+            return "a gripping, funny film"
+        pair = ["It rained all day.", "The ground is wet."]
+        return pair if len(self.text_columns) == 2 else [f"text {i + 1}" for i in range(len(self.text_columns))]
+
     # -- features, head, loss -------------------------------------------------------
     def featurize(self, examples: list[Example], tokenizer, max_length: int) -> Featurized:
         columns = list(zip(*(e.texts for e in examples), strict=False))

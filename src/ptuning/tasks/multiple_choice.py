@@ -88,6 +88,11 @@ class MultipleChoiceTask(Task):
             raise InputError(f"bad input: {exc}") from None
         return Example((context,), extra={"choices": choices})
 
+    def example_input(self):
+        if self.kind == "copa":
+            return {"premise": "The ground was wet.", "question": "cause", "choices": ["It rained.", "The sun shone."]}
+        return {"context": "She opened her umbrella", "choices": ["because it rained.", "because it was sunny."]}
+
     def featurize(self, examples: list[Example], tokenizer, max_length: int) -> Featurized:
         features = []
         for example in examples:

@@ -63,6 +63,9 @@ class MultiRCTask(ClassificationTask):
             raise InputError(f"task {self.name} takes an object with 'passage', 'question' and 'answer' texts")
         return Example((value["passage"], f"{value['question']} {value['answer']}"), extra={"group": None})
 
+    def example_input(self):
+        return {"passage": "The cast met in Paris. They filmed for a week.", "question": "Where?", "answer": "Paris"}
+
     def evaluate(self, logits: torch.Tensor, examples: list[Example], alignment: Alignment = ()) -> dict:
         predicted = [self.labels[i] for i in logits.argmax(dim=-1).tolist()]
         return metrics.multirc(predicted, [e.label for e in examples], [e.extra["group"] for e in examples])

@@ -164,6 +164,9 @@ class QATask(Task):
             raise InputError(f"task {self.name} takes an object with 'question' and 'context' texts")
         return Example((value["question"], value["context"]))
 
+    def example_input(self):
+        return {"question": "Where did the cast meet?", "context": "The cast met in Paris in June."}
+
     # -- features: windows over the context -------------------------------------------------
     def featurize(self, examples: list[Example], tokenizer, max_length: int) -> Featurized:
         """One feature per window; the alignment keeps each window's token -> context character offsets."""

@@ -76,6 +76,10 @@ class RecordTask(MultipleChoiceTask):
         except (KeyError, TypeError) as exc:
             raise InputError(f"task {self.name} takes passage, query (with @placeholder) and entities: {exc}") from None
 
+    def example_input(self):
+        passage = "The cast of the film met in Paris, then flew to Rome."
+        return {"passage": passage, "query": "The cast met in @placeholder.", "entities": ["Paris", "Rome"]}
+
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return nn.functional.cross_entropy(logits, labels, ignore_index=-100)
 

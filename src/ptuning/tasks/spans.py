@@ -94,6 +94,13 @@ class SpanClassificationTask(ClassificationTask):
             raise InputError(f"missing or bad span field: {exc}") from None
         return Example(texts, extra={"spans": spans})
 
+    def example_input(self):
+        if self.kind == "wic":
+            one, two = "He sat on the bank.", "The bank closed early."
+            return {"sentence1": one, "sentence2": two, "start1": 14, "end1": 18, "start2": 4, "end2": 8}
+        target = {"span1_index": 0, "span1_text": "The cup", "span2_index": 7, "span2_text": "it"}
+        return {"text": "The cup fell off the table because it was round.", "target": target}
+
     def featurize(self, examples: list[Example], tokenizer, max_length: int) -> Featurized:
         if not getattr(tokenizer, "is_fast", False):
             raise DataError(f"task {self.name} needs a fast tokenizer (offset mapping) for its spans")

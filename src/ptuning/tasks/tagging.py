@@ -227,6 +227,9 @@ class TaggingTask(Task):
             raise InputError(f"task {self.name} takes a list of tokens")
         return Example(tuple(value), extra={"scheme": "iob2", "lines": None, "predicate": None})
 
+    def example_input(self):
+        return ["John", "lives", "in", "Paris", "."]
+
     # -- features: windows of words ---------------------------------------------------
     def featurize(self, examples: list[Example], tokenizer, max_length: int) -> Featurized:
         """One feature per window of words; the alignment keeps which positions hold the words each window owns."""
