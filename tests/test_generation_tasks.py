@@ -236,3 +236,13 @@ def test_the_report_renders_generation_results(tmp_path, monkeypatch):
     text = report_generation.generation()
     assert "| ptv2 | 2 | 16 | 42.0 ± 2.8 | 50.0 ± 0.0 | 60.0 ± 0.0 | 0.100 | 4 | 2.50 | - |" in text
     assert "| zero-shot | 1 | 16 | 5.0 | 30.0 | 40.0 |" in text
+
+
+def test_a_long_source_is_cut_and_the_chat_templates_answer_cue_kept():
+    tokenizer = tiny_tokenizer()
+    tokenizer.chat_template = "{% for m in messages %}<s> {{ m['content'] }} </s>{% endfor %}{% if add_generation_prompt %} the end{% endif %}"
+    task = get_task("dialogsum")
+    ids = task.prompt_ids(" ".join(["good movie"] * 100), tokenizer, 30)
+    assert len(ids) == 30 and tokenizer.decode(ids[-3:]) == "</s> the end"  # the answer's cue survives the cut
+    short = task.prompt_ids("good movie", tokenizer, 30)
+    assert len(short) < 30 and tokenizer.decode(short).endswith("good movie </s> the end")

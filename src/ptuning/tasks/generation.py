@@ -180,6 +180,9 @@ class GenerationTask(Task):
         if len(source_ids) > keep:
             source = tokenizer.decode(source_ids[:keep], skip_special_tokens=True)
         ids = self._render(source, tokenizer)
+        while len(ids) > limit and keep > 0:  # cut the source, never the template's end (the answer's cue)
+            keep = min(keep, len(source_ids)) - (len(ids) - limit)
+            ids = self._render(tokenizer.decode(source_ids[: max(keep, 0)], skip_special_tokens=True), tokenizer)
         return ids[:limit]
 
     def _render(self, source: str, tokenizer) -> list[int]:
