@@ -240,7 +240,10 @@ def test_the_report_renders_generation_results(tmp_path, monkeypatch):
 
 def test_a_long_source_is_cut_and_the_chat_templates_answer_cue_kept():
     tokenizer = tiny_tokenizer()
-    tokenizer.chat_template = "{% for m in messages %}<s> {{ m['content'] }} </s>{% endfor %}{% if add_generation_prompt %} the end{% endif %}"
+    tokenizer.chat_template = (
+        "{% for m in messages %}<s> {{ m['content'] }} </s>{% endfor %}"
+        "{% if add_generation_prompt %} the end{% endif %}"
+    )
     task = get_task("dialogsum")
     ids = task.prompt_ids(" ".join(["good movie"] * 100), tokenizer, 30)
     assert len(ids) == 30 and tokenizer.decode(ids[-3:]) == "</s> the end"  # the answer's cue survives the cut
