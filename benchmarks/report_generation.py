@@ -34,7 +34,16 @@ def _mean(values: list[float]) -> str:
 
 def _table(task: str, rows: list[dict]) -> str:
     metrics = COLUMNS.get(task, ("bleu", "rougeL"))
-    header = ["method", "seeds", "test examples", *metrics, "trainable %", "artifact KB", "step s", "tok/s prompt/none"]
+    header = [
+        "method",
+        "seeds",
+        "test examples",
+        *metrics,
+        "trainable %",
+        "artifact KB",
+        "s/step (evals incl.)",
+        "tok/s prompt/none",
+    ]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for method in dict.fromkeys(r["method"] for r in rows):
         mine = [r for r in rows if r["method"] == method]
@@ -45,7 +54,8 @@ def _table(task: str, rows: list[dict]) -> str:
         cells = [method, str(len(mine)), str(first.get("examples", "-"))]
         cells += [_mean([r[m] for r in mine if m in r]) for m in metrics]
         cells += [f"{share:.3f}", f"{first.get('artifact_bytes', 0) / 1024:.0f}" if "artifact_bytes" in first else "-"]
-        cells += [f"{first['step_time_s']:.2f}" if "step_time_s" in first else "-", tokens]
+        step = first.get("seconds_per_step_with_evals")
+        cells += [f"{step:.2f}" if step is not None else "-", tokens]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

@@ -226,7 +226,8 @@ def test_the_report_renders_generation_results(tmp_path, monkeypatch):
         {"method": "zero-shot", "task": "e2e", "examples": 16, "bleu": 5.0, "rougeL": 30.0, "chrf": 40.0},
         *(
             {"method": "ptv2", "seed": s, "task": "e2e", "examples": 16, "bleu": b, "rougeL": 50.0, "chrf": 60.0,
-             "trainable_params": 115, "backbone_params": 115_000, "artifact_bytes": 4096, "step_time_s": 2.5}
+             "trainable_params": 115, "backbone_params": 115_000, "artifact_bytes": 4096,
+             "seconds_per_step_with_evals": 2.5}
             for s, b in ((1, 40.0), (2, 44.0))
         ),
     ]  # fmt: skip
