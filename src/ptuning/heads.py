@@ -68,3 +68,29 @@ class MultiTaskHead(nn.Module):
 
     def forward(self, hidden: torch.Tensor, attention_mask: torch.Tensor, task: str, **inputs) -> torch.Tensor:
         return self.heads[task](hidden, attention_mask, **inputs)
+
+
+class LanguageModelHead(nn.Module):
+    """The backbone's own LM head as a task head (generation): next-token logits ``(B, L, vocab)``.
+
+    It is the backbone's, not the task's: it starts frozen and is never saved with a prompt (an artifact would
+    otherwise carry the whole vocabulary matrix). With tied embeddings it is the input embedding matrix itself,
+    so fine-tuning trains it with the backbone and saves it there; a separate LM head stays frozen.
+    """
+
+    def __init__(self, output_embeddings: nn.Module) -> None:
+        super().__init__()
+        self.output = output_embeddings
+        self.output.requires_grad_(False)
+
+    def forward(self, hidden: torch.Tensor, attention_mask: torch.Tensor, **_) -> torch.Tensor:
+        return self.output(hidden)  # (B, L, H) -> (B, L, vocab)
+
+    def state_dict(self, *args, **kwargs) -> dict:
+        """Nothing of its own to save: the weights are the backbone's."""
+        return {}
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        if state_dict:
+            raise ValueError(f"an LM head loads nothing from an artifact, got {sorted(state_dict)[:3]}")
+        return nn.modules.module._IncompatibleKeys([], [])

@@ -59,8 +59,11 @@ class PTuningModel(nn.Module):
         return sum(p.numel() for p in self.encoder.parameters() if id(p) not in own)
 
     def parameter_groups(self, weight_decay: float) -> list[dict]:
-        """AdamW groups: the method decides for its parameters; the head decays its matrices."""
-        head = decay_groups(list(self.head.named_parameters()), weight_decay)
+        """AdamW groups: the method decides for its parameters (the backbone's, for fine-tuning); the head decays its
+        matrices."""
+        backbone = {id(p) for p in self.encoder.parameters()}  # an LM head tied to the embeddings is the backbone's
+        named = [(n, p) for n, p in self.head.named_parameters() if id(p) not in backbone]
+        head = decay_groups(named, weight_decay)
         groups = [g for g in self.method.parameter_groups(weight_decay) + head if g["params"]]
         grouped = [id(p) for g in groups for p in g["params"]]
         trainable = {id(p) for p in self.parameters() if p.requires_grad}

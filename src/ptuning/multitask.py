@@ -107,13 +107,13 @@ class MultiTaskData:
         part = next(p for p in self.parts if p.name == batch["task"])
         return getattr(head.heads[part.name], "loss", None) or part.task.loss
 
-    def evaluate(self, predict: Callable[[list[dict], Callable], torch.Tensor]) -> dict | None:
+    def evaluate(self, predict: Callable) -> dict | None:
         """Every task's metrics (``NAME/metric``) and ``mean`` of their main metrics; None: an output is not finite."""
         scores: dict = {}
         main = []
         for part, collate in zip(self.parts, self.collates, strict=True):
-            logits = predict(part.eval_set.features, with_task(collate, part.name))
-            if not torch.isfinite(logits).all():
+            logits = predict(part.eval_set.features, with_task(collate, part.name), part.task)
+            if torch.is_tensor(logits) and not torch.isfinite(logits).all():
                 return None
             own = part.task.evaluate(logits, part.eval_examples, part.eval_set.alignment)
             main.append(own[part.task.main_metric])

@@ -16,7 +16,9 @@ import torch
 from torch import nn
 
 from . import artifact, backbones, card, checkpoint, distill, mixture, runfile, warmstart
+from .decoding import check_decodable
 from .distill import DistillConfig
+from .encoders import Encoder
 from .errors import DataError, PTuningError
 from .finite import json_safe
 from .heads import POOLINGS, MultiTaskHead
@@ -31,7 +33,7 @@ from .splits import plan_splits
 from .stopping import Interrupted, TrainingDiverged
 from .tasks import Task, get_task
 from .tasks.readers import read_records
-from .train import UPDATES, TrainConfig, TrainData, predict_logits
+from .train import UPDATES, TrainConfig, TrainData, predict_logits  # noqa: F401 (predict_logits: re-exported)
 from .train import train as run_loop
 from .trainconfig import check_count, check_precision
 
@@ -127,6 +129,8 @@ def task_parts(request: TrainRequest, entries: list[MixtureEntry] | None) -> lis
         task = get_task(entry.task, **entry.options)
         if entry.options.get("crf") and task.family != "tagging":
             raise PTuningError(f"--crf applies to tagging tasks, not to {task.name} ({task.family})")
+        if task.uses_lm_head and len(entries) > 1:
+            raise PTuningError(f"{task.name} generates text with the LM head: train it alone, not in a mixture")
         task, train_examples, eval_examples, plan = training_examples(task, request, entry.data)
         parts.append(TaskPart(task.name, task, entry.data, entry.weight, train_examples, eval_examples, plan))
     return parts
@@ -211,12 +215,15 @@ def _build_model(request: TrainRequest, parts: list[TaskPart], entries):
     """``(model, tokenizer, backbone name, fingerprint, pooling)``: the backbone in ``--backbone-dtype``, checked
     against ``--optimizer`` before anything is written."""
     dtype = request.train.backbone_dtype
+    lm_head = parts[0].task.uses_lm_head  # a generation task (never in a mixture: see task_parts)
     backbone, tokenizer, name = backbones.load_backbone(
-        request.model, dropout=request.train.backbone_dropout, int8=dtype == "int8"
+        request.model, dropout=request.train.backbone_dropout, int8=dtype == "int8", lm_head=lm_head
     )
     fingerprint = backbones.fingerprint(backbone)  # the float32 weights' (kept on the module by a cast)
     pooling = _pooling(request.pooling, backbone, name)
-    model = PTuningModel(backbone, request.method, _heads(parts, entries, backbone.config.hidden_size, pooling))
+    encoder = Encoder(backbone)
+    model = PTuningModel(encoder, request.method, _heads(parts, entries, encoder, pooling))
+    _check_trainable(model, parts[0].task)
     if dtype in TORCH_DTYPES:  # after the method froze it; int8 was chosen at load time
         cast_frozen(model.backbone, dtype)
     UPDATES[request.train.optimizer].check(model, request.train)
@@ -228,11 +235,11 @@ def _selection_split(parts: list[TaskPart], entries) -> str | dict:
     return {p.name: p.plan.roles["selection"] for p in parts} if entries else parts[0].plan.roles["selection"]
 
 
-def _heads(parts: list[TaskPart], entries, hidden_size: int, pooling: str) -> nn.Module:
+def _heads(parts: list[TaskPart], entries, encoder: Encoder, pooling: str) -> nn.Module:
     """The task's head, or a mixture's heads (one per task, in the mixture's order) behind one module."""
     if entries is None:
-        return parts[0].task.build_head(hidden_size, pooling)
-    return MultiTaskHead({part.name: part.task.build_head(hidden_size, pooling) for part in parts})
+        return parts[0].task.head_for(encoder, pooling)
+    return MultiTaskHead({part.name: part.task.head_for(encoder, pooling) for part in parts})
 
 
 def _train_data(request, parts, multi: bool, model, tokenizer, max_length: int, backbone: tuple[str, str]):
@@ -252,6 +259,8 @@ def _train_data(request, parts, multi: bool, model, tokenizer, max_length: int, 
     data = TrainData(part.task, part.train_features, part.eval_set, part.eval_examples, part.task.collator(tokenizer))
     if request.distill is None:
         return data
+    if part.task.uses_lm_head:
+        raise PTuningError(f"--teacher distils a task head's outputs; {part.name} generates text: train it without one")
     with torch.random.fork_rng(devices=[]):  # loading the teacher leaves the run's random draws as they were
         teacher = distill.load_teacher(request.distill, part.task, tokenizer, *backbone)
     return distill.DistilledData(data, teacher, request.distill)
@@ -262,6 +271,18 @@ def _mixture_summary(entries: list[MixtureEntry], data: MultiTaskData) -> list[d
         {**entry.to_dict(), "train_examples": size, "probability": share}
         for entry, size, share in zip(entries, data.sizes, data.probabilities, strict=True)
     ]
+
+
+def _check_trainable(model: PTuningModel, task: Task) -> None:
+    """Refuse, before any work, a run with nothing to train or whose prompt cannot decode (a generation task)."""
+    if model.trainable_parameters() == 0:
+        raise PTuningError(
+            f"--method {model.config.method} trains nothing on task {task.name} (its head is the backbone's frozen "
+            "LM head): use ptv2, prompt-tuning or finetune"
+        )
+    if task.uses_lm_head:
+        with torch.no_grad():
+            check_decodable(model.method.prompt_inputs())
 
 
 def _write_run_files(output: Path, options: dict, parts: list[TaskPart]) -> None:
@@ -329,26 +350,43 @@ def evaluate(
     batch_size: int = 64,
     device: str = "auto",
     task: str | None = None,
+    max_eval_samples: int | None = None,
+    decoding: dict | None = None,
     record: bool = True,
     backbone_dtype: str | None = None,
 ) -> dict:
-    """The artifact's metrics on ``split`` of ``data`` (``task``: one task of a multi-task artifact); ``record``
-    adds them (and the command) to its model card. ``backbone_dtype`` None: the dtype it was trained in."""
+    """The artifact's metrics on ``split`` of ``data`` (its first ``max_eval_samples`` examples; ``task``: one task
+    of a multi-task artifact; ``decoding``: a generation task's options); ``record`` adds them (and the command) to
+    its model card. ``backbone_dtype`` None: the dtype it was trained in."""
+    check_count("--max-eval-samples", max_eval_samples)
+    _decoding_task(artifact_dir, decoding, task)  # refused before the backbone loads
     model, tokenizer, task, meta = artifact.load_artifact(
         artifact_dir, model_name=model_name, task=task, backbone_dtype=backbone_dtype
     )
+    task = task.with_decoding(**decoding) if decoding else task
     model.to(backbones.resolve_device(device))
-    scores = score_split(model, tokenizer, task, data, split, meta["max_length"], batch_size)
+    scores = score_split(model, tokenizer, task, data, split, meta["max_length"], batch_size, max_eval_samples)
     if record:
         name = shlex.quote(Path(artifact_dir).resolve().name)
         command = f"ptuning eval {name} --data {shlex.quote(runfile.local_path(data))} --split {split}"
         command += f" --task {task.name}" if "tasks" in meta else ""
+        if max_eval_samples:
+            command += f" --max-eval-samples {max_eval_samples}"
         card.record_evaluation(Path(artifact_dir), meta, scores, command)
     return scores
 
 
+def _decoding_task(artifact_dir: Path, decoding: dict | None, task: str | None, required: bool = False) -> None:
+    """Refuse decoding options for an artifact whose task does not generate (``required``: even without options)."""
+    if decoding or required:
+        entry, _ = artifact.select_task(artifact.read_meta(Path(artifact_dir)), artifact_dir, task)
+        get_task(entry["name"]).with_decoding(**(decoding or {}))
+
+
 def _finite_logits(logits):
     """Refuse outputs with NaN or infinity: they would become ``"score": NaN`` (not JSON) or meaningless metrics."""
+    if not torch.is_tensor(logits):  # generated texts
+        return logits
     bad = int((~logits.isfinite()).reshape(len(logits), -1).any(dim=1).sum()) if logits.numel() else 0
     if bad:
         raise PTuningError(
@@ -358,9 +396,11 @@ def _finite_logits(logits):
     return logits
 
 
-def score_split(model, tokenizer, task: Task, data: str, split: str, max_length: int, batch_size: int = 64) -> dict:
-    """The task's metrics on one labelled split of ``data``, for a model in memory (an artifact's, or any other)."""
-    examples = task.records_to_examples(task.load_split(data, split), labelled=True)
+def score_split(
+    model, tokenizer, task: Task, data: str, split: str, max_length: int, batch_size: int = 64, limit: int | None = None
+) -> dict:
+    """The task's metrics on one labelled split of ``data`` (its first ``limit`` examples), for a model in memory."""
+    examples = task.records_to_examples(task.load_split(data, split), labelled=True)[:limit]
     scores = score_examples(model, tokenizer, task, examples, {"max_length": max_length}, batch_size)
     return {"task": task.name, "split": split, "examples": len(examples), **scores}
 
@@ -368,7 +408,7 @@ def score_split(model, tokenizer, task: Task, data: str, split: str, max_length:
 def score_examples(model, tokenizer, task: Task, examples: list, meta: dict, batch_size: int = 64) -> dict:
     """The task's metrics on labelled ``examples`` at the artifact's ``max_length``."""
     featurized = task.featurize(examples, tokenizer, model.token_budget(meta["max_length"]))
-    logits = _finite_logits(predict_logits(model, featurized.features, task.collator(tokenizer), batch_size))
+    logits = _finite_logits(task.outputs(model, featurized.features, task.collator(tokenizer), batch_size))
     return task.evaluate(logits, examples, featurized.alignment)
 
 
@@ -381,19 +421,29 @@ def predict(
     device: str = "auto",
     task: str | None = None,
     backbone_dtype: str | None = None,
+    decoding: dict | None = None,
 ) -> int:
-    """Predictions for ``input_file`` in the task's own format; ``task`` picks one task of a multi-task artifact."""
+    """Predictions for ``input_file`` in the task's own format (generation: ``{"generated": ...}`` lines); ``task``
+    picks one task of a multi-task artifact."""
     input_file = Path(input_file)
     if not input_file.is_file():
         raise DataError("input file not found", input_file)
+    _decoding_task(artifact_dir, decoding, task)
     model, tokenizer, task, meta = artifact.load_artifact(
         artifact_dir, model_name=model_name, task=task, backbone_dtype=backbone_dtype
     )
+    task = task.with_decoding(**decoding) if decoding else task
     model.to(backbones.resolve_device(device))
     examples = task.records_to_examples(read_records(input_file, header=task.files.header), labelled=False)
     featurized = task.featurize(examples, tokenizer, model.token_budget(meta["max_length"]))
-    logits = _finite_logits(predict_logits(model, featurized.features, task.collator(tokenizer), batch_size))
+    logits = _finite_logits(task.outputs(model, featurized.features, task.collator(tokenizer), batch_size))
     rows = task.predictions(logits, examples, featurized.alignment)
     text = task.write_predictions(rows, examples, input_file, Path(output_file))  # JSONL, CoNLL, SQuAD's map
     atomic_write_bytes(Path(output_file), text.encode("utf-8"))
     return len(rows)
+
+
+def generate(artifact_dir: Path, input_file: Path, output_file: Path, decoding: dict | None = None, **kwargs) -> int:
+    """``ptuning generate``: :func:`predict` for a generation artifact, with decoding options; others are refused."""
+    _decoding_task(artifact_dir, decoding, kwargs.get("task"), required=True)
+    return predict(artifact_dir, input_file, output_file, decoding=decoding, **kwargs)

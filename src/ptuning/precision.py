@@ -100,20 +100,23 @@ def cast_frozen(backbone: nn.Module, name: str) -> None:
     backbone.to(TORCH_DTYPES[name])
 
 
-def load_int8(name: str, overrides: dict) -> nn.Module:
+def load_int8(name: str, overrides: dict, loader=None) -> nn.Module:
     """The backbone at ``name`` with its linear layers in 8 bits (bitsandbytes LLM.int8()), on the first GPU.
+
+    ``loader``: the transformers auto class (``AutoModel``; ``AutoModelForCausalLM`` keeps the LM head).
 
     Its fingerprint is the float32 weights': they are read once on the CPU for it (the cost of one extra load).
     Not exercised by the test suite (it needs bitsandbytes and a GPU).
     """
     from transformers import AutoModel, BitsAndBytesConfig
 
-    full = AutoModel.from_pretrained(name, **overrides)
-    recorded = keep_fingerprint(full)
+    loader = loader or AutoModel
+    full = loader.from_pretrained(name, **overrides)
+    recorded = keep_fingerprint(full.base_model)  # the base model's, as without int8 (base_model: itself)
     del full
     quantization = BitsAndBytesConfig(load_in_8bit=True)
-    backbone = AutoModel.from_pretrained(name, quantization_config=quantization, device_map={"": 0}, **overrides)
-    setattr(backbone, FINGERPRINT_ATTR, recorded)
+    backbone = loader.from_pretrained(name, quantization_config=quantization, device_map={"": 0}, **overrides)
+    setattr(backbone.base_model, FINGERPRINT_ATTR, recorded)
     return backbone
 
 

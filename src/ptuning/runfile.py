@@ -19,7 +19,16 @@ from .io import atomic_write_text
 
 CONFIG_FILE = "config.yaml"
 # Task options, by their command-line names (TrainRequest.task_options keys).
-TASK_OPTIONS = ("text_column", "text_pair_column", "label_column", "labels", "crf", "doc_stride", "split_by_article")
+TASK_OPTIONS = (
+    "text_column",
+    "text_pair_column",
+    "label_column",
+    "target_column",
+    "labels",
+    "crf",
+    "doc_stride",
+    "split_by_article",
+)
 # Keys a config file may not set: they say what to do with OUTPUT, not what the run is.
 NOT_IN_FILES = ("config",)
 
@@ -132,6 +141,7 @@ def request_from_options(options: dict):
             "text_column": options["text_column"],
             "text_pair_column": options["text_pair_column"],
             "label_column": options["label_column"],
+            "target_column": options.get("target_column"),  # generation tasks
             "labels": labels.split(",") if labels else None,
             "crf": options["crf"] or None,
             "doc_stride": options["doc_stride"],

@@ -300,10 +300,13 @@ class Trainer:
             return "time"
         return None
 
-    def _predict(self, features: list[dict], collate: Callable) -> torch.Tensor:
-        """Logits of the model being trained for evaluation ``features`` (gathered over processes)."""
-        batch_size = self.config.eval_batch_size
-        return predict_logits(self.model, features, collate, batch_size, self.accelerator, desc="evaluating")
+    def _predict(self, features: list[dict], collate: Callable, task=None):
+        """What ``task`` evaluates for ``features``, from the model being trained (gathered over processes): the
+        head's logits, or a generation task's decoded texts (``Task.outputs``); logits when no task is named."""
+        batch_size, accelerator = self.config.eval_batch_size, self.accelerator
+        if task is None:
+            return predict_logits(self.model, features, collate, batch_size, accelerator, desc="evaluating")
+        return task.outputs(self.model, features, collate, batch_size, accelerator, desc="evaluating")
 
     def _checkpoint(self) -> None:
         self.loop["elapsed_s"] = time.perf_counter() - self.started

@@ -29,6 +29,7 @@ from fastapi_offline import FastAPIOffline
 
 from ..errors import InputError, PTuningError
 from ..finite import all_finite
+from .generation import add_generate_route
 from .guard import ApiError, add_error_handling, chars, read_json, require
 from .metrics import Metrics
 from .pool import DuplicateTask, LoadLimitExceeded, PromptPool, UnknownTask
@@ -184,6 +185,7 @@ def create_app(
     app.state.pool, app.state.metrics, app.state.limits, app.state.tokens = pool, metrics, limits, tokens
     add_error_handling(app, metrics)
     _add_predict(app, pool, limits, tokens, metrics, batcher, executors.inputs)
+    add_generate_route(app, pool, limits, tokens, metrics)  # POST /v1/generate (generation.py)
     _add_task_management(app, pool, limits, tokens, executors.admin)
     _add_operations(app, pool, metrics)
     if scoring:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from ..decoding import DecodingConfig
 from ..errors import PTuningError
 from .base import DataFiles, Example, Featurized, Task, load_records
 from .classification import ClassificationTask
+from .generation import GenerationTask
 from .multiple_choice import MultipleChoiceTask
 from .multirc import MultiRCTask
 from .qa import QATask
@@ -290,6 +292,44 @@ TASKS: dict[str, Task] = {
             ),
             version_2=True,
         ),
+        GenerationTask(
+            name="e2e",
+            description="E2E NLG: a restaurant's meaning representation -> one sentence (multi-reference BLEU)",
+            files=DataFiles(train=("trainset.csv",), validation=("devset.csv",), test=("testset_w_refs.csv",)),
+            source_column="mr",
+            target_columns=("ref",),
+            instruction="Describe this restaurant in one sentence, using every attribute given.",
+            metric_names=("bleu", "rougeL", "chrf", "rouge1", "rouge2"),
+            group_by_source=True,
+            max_target_length=64,
+            default_max_length=192,
+            decoding=DecodingConfig(max_new_tokens=64),
+        ),
+        GenerationTask(
+            name="dialogsum",
+            description="DialogSum dialogue summary (no train file: dev trains, its last 50 select, test is reported)",
+            files=DataFiles(
+                train=("dialogsum.dev.jsonl",), validation=("dialogsum.dev.jsonl",), test=("dialogsum.test.jsonl",)
+            ),
+            source_column="dialogue",
+            target_columns=("summary", "summary1", "summary2", "summary3"),
+            instruction="Summarise this dialogue in one or two sentences.",
+            metric_names=("rougeL", "rouge1", "rouge2", "bleu"),
+            held_out=50,
+            id_column="fname",
+            max_target_length=96,
+            default_max_length=512,
+            decoding=DecodingConfig(max_new_tokens=96),
+        ),
+        GenerationTask(
+            name="text-generation",
+            description="Any CSV/TSV/JSONL with a source column and a target column (--text-column, --target-column)",
+            files=GENERIC,
+            source_column="text",
+            target_columns=("target",),
+            instruction="Continue.",
+            id_column="id",
+        ),
         ClassificationTask(
             name="text-classification",
             description="Any CSV/TSV/JSONL with a text column (and optional pair column) and a label column",
@@ -312,4 +352,4 @@ def get_task(name: str, **options) -> Task:
     return task.with_options(**given) if given else task
 
 
-__all__ = ["TASKS", "DataFiles", "Example", "Featurized", "Task", "get_task", "load_records"]
+__all__ = ["TASKS", "DataFiles", "Example", "Featurized", "GenerationTask", "Task", "get_task", "load_records"]

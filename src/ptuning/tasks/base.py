@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from ..errors import DataError
+from ..errors import DataError, PTuningError
 from ..finite import dumps
 from .readers import Record, find_split_file, read_hf, read_records
 
@@ -169,6 +169,7 @@ class Task(ABC):
     # The prompt lengths `ptuning sweep` searches by default (log scale). The paper's best lengths are short
     # for simple classification and around 100+ for sequence labelling and QA (Liu et al. 2022, section 4.3).
     sweep_prompt_lengths: ClassVar[tuple[int, int]] = (4, 256)
+    uses_lm_head: ClassVar[bool] = False  # the head is the backbone's LM head: load the causal-LM checkpoint
 
     @property
     def main_metric(self) -> str:
@@ -184,6 +185,10 @@ class Task(ABC):
     def with_options(self, **options) -> Task:
         """This task with command-line options (columns, labels, strides) applied."""
         return self
+
+    def with_decoding(self, **options) -> Task:
+        """This task with decoding options (``max_new_tokens``, ``num_beams``...): only generating tasks take them."""
+        raise PTuningError(f"task {self.name} ({self.family}) does not generate text: use `ptuning predict`")
 
     def state(self) -> dict:
         """What an artifact records to rebuild this exact task (JSON-serialisable)."""
@@ -243,6 +248,11 @@ class Task(ABC):
     @abstractmethod
     def build_head(self, hidden_size: int, pooling: str) -> nn.Module: ...
 
+    def head_for(self, encoder, pooling: str) -> nn.Module:
+        """The head on ``encoder`` (an :class:`~ptuning.encoders.Encoder`): what the pipeline, artifacts and the server
+        call. A new head of ``build_head`` by default; generation uses the backbone's own LM head."""
+        return self.build_head(encoder.geometry.hidden_size, pooling)
+
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return nn.functional.cross_entropy(logits, labels)
 
@@ -262,6 +272,19 @@ class Task(ABC):
         return None
 
     # -- outputs ---------------------------------------------------------------------------
+    def outputs(
+        self, model, features: list[dict], collate, batch_size: int, accelerator=None, desc: str = "predicting"
+    ):
+        """What :meth:`evaluate` and :meth:`predictions` read for ``features``, in their order.
+
+        By default the head's logits, one row per feature (forward passes, ``batches.predict_logits``); a family
+        that decodes returns its generated texts (``generation.py``). ``accelerator``: the training loop's, whose
+        processes each hold part of the features.
+        """
+        from ..batches import predict_logits
+
+        return predict_logits(model, features, collate, batch_size, accelerator, desc=desc)
+
     def join_units(self, parts: list[torch.Tensor]) -> torch.Tensor:
         """One example's logits, in the layout :meth:`predictions` reads, from the logits of its units.
 

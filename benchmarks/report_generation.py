@@ -1,0 +1,79 @@
+"""The "Generation" section of BENCHMARKS.md: ``benchmarks/generation.py``'s files under ``results/generation*/``.
+
+One table per task: each method's test metrics (mean ± std over seeds), trainable share of the backbone, artifact
+size, training step time and, where measured, greedy tokens/s with and without the prompt. No file: no section.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+
+from report_runs import results_dir
+
+COLUMNS = {"e2e": ("bleu", "rougeL", "chrf"), "dialogsum": ("rougeL", "rouge1", "rouge2")}
+
+
+def _files() -> list[dict]:
+    found = []
+    root = results_dir()
+    for path in sorted(root.glob("generation*/*.json")):
+        data = json.loads(path.read_text())
+        if isinstance(data, dict) and data.get("kind") == "generation":
+            found.append({**data, "file": str(path.relative_to(root.parent))})
+    return found
+
+
+def _mean(values: list[float]) -> str:
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return f"{values[0]:.1f}"
+    return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}"
+
+
+def _table(task: str, rows: list[dict]) -> str:
+    metrics = COLUMNS.get(task, ("bleu", "rougeL"))
+    header = [
+        "method",
+        "seeds",
+        "test examples",
+        *metrics,
+        "trainable %",
+        "artifact KB",
+        "s/step (evals incl.)",
+        "tok/s prompt/none",
+    ]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for method in dict.fromkeys(r["method"] for r in rows):
+        mine = [r for r in rows if r["method"] == method]
+        first = mine[0]
+        share = 100 * first.get("trainable_params", 0) / first["backbone_params"] if first.get("backbone_params") else 0
+        speed = [r["throughput"] for r in mine if r.get("throughput")]
+        tokens = f"{speed[0]['with_prompt']:.1f} / {speed[0]['no_prompt']:.1f}" if speed else "-"
+        cells = [method, str(len(mine)), str(first.get("examples", "-"))]
+        cells += [_mean([r[m] for r in mine if m in r]) for m in metrics]
+        cells += [f"{share:.3f}", f"{first.get('artifact_bytes', 0) / 1024:.0f}" if "artifact_bytes" in first else "-"]
+        step = first.get("seconds_per_step_with_evals")
+        cells += [f"{step:.2f}" if step is not None else "-", tokens]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def generation() -> str:
+    files = _files()
+    if not files:
+        return ""
+    parts = [
+        "## Generation (SmolLM2-135M-Instruct)\n",
+        "`benchmarks/generation.py`: each method trained with the library's pipeline on the subset its file states, "
+        "the selection split picking the checkpoint, then scored on the test sources (E2E: MRs with all their "
+        "references, sacreBLEU; DialogSum: three references each, trained on its dev file). zero-shot: the instruct "
+        "model with the task's instruction and no prompt.\n",
+    ]
+    for data in files:
+        args = data["args"]
+        setup = ", ".join(f"{k} {args[k]}" for k in ("max_train_samples", "epochs", "test_samples") if k in args)
+        parts.append(f"### {data['task']} ({data['file']}; {setup})\n")
+        parts.append(_table(data["task"], data["results"]))
+    return "\n".join(parts)

@@ -1,0 +1,252 @@
+"""The generation task family: readers, features (loss on target tokens only), metrics, train -> eval -> generate."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from gen_fixtures import save_tiny_decoder, tiny_tokenizer, write_dialogsum, write_e2e
+
+from ptuning import pipeline
+from ptuning.errors import PTuningError
+from ptuning.method import method_config
+from ptuning.tasks import get_task
+from ptuning.tasks import text_metrics as tm
+from ptuning.train import TrainConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def decoder_dir(tmp_path_factory) -> Path:
+    return save_tiny_decoder(tmp_path_factory.mktemp("tiny-llama"), "llama")
+
+
+def test_e2e_groups_the_references_of_one_mr_in_evaluation_splits_only(tmp_path):
+    data = write_e2e(tmp_path / "e2e", n_train=6, n_dev=3)
+    task = get_task("e2e")
+    train = task.records_to_examples(task.load_split(data, "train"), labelled=True)
+    dev = task.records_to_examples(task.load_split(data, "validation"), labelled=True)
+    assert len(train) == 6 and all(len(e.label) == 1 for e in train)
+    assert len(dev) == 3 and all(len(e.label) == 2 and e.label[1] == e.label[0] + " good" for e in dev)
+
+
+def test_dialogsum_trains_on_dev_minus_its_last_50_and_reports_test_with_three_references(tmp_path, capsys):
+    data = write_dialogsum(tmp_path / "ds", n_dev=60, n_test=4)
+    task = get_task("dialogsum")
+    train, selection = task.training_records(data)
+    assert "no training file" in capsys.readouterr().out
+    assert [r.fields["fname"] for r in train] == [f"dev_{i}" for i in range(10)]
+    assert [r.fields["fname"] for r in selection] == [f"dev_{i}" for i in range(10, 60)]
+    test = task.records_to_examples(task.load_split(data, "test"), labelled=True)
+    assert len(test) == 4 and all(len(e.label) == 3 for e in test) and test[0].id == "test_0"
+
+
+def test_features_put_the_loss_on_target_tokens_only():
+    tokenizer = tiny_tokenizer()
+    task = get_task("e2e")
+    examples = task.records_to_examples(
+        [_record({"mr": "name good , food bad", "ref": "the good bad ."}), _record({"mr": "name fine", "ref": "the"})],
+        labelled=True,
+    )
+    features = task.featurize(examples, tokenizer, 64).features
+    target = tokenizer("the good bad .", add_special_tokens=False)["input_ids"]
+    first = features[0]
+    n = first["prompt_length"]
+    assert first["labels"][:n] == [-100] * n and first["labels"][n:] == [*target, tokenizer.eos_token_id]
+    assert first["input_ids"][n:] == first["labels"][n:]
+    batch = task.collator(tokenizer)(features)
+    short = features[1]
+    padding = batch["input_ids"].shape[1] - len(short["input_ids"])
+    assert padding > 0 and batch["labels"][1, -padding:].tolist() == [-100] * padding  # padding: no loss
+    ids, mask = task.collator(tokenizer).prompts(features)  # decoding: the prompt alone, padded on the left
+    assert ids[1, -short["prompt_length"] :].tolist() == short["input_ids"][: short["prompt_length"]]
+    assert mask[1].tolist() == [0] * (ids.shape[1] - short["prompt_length"]) + [1] * short["prompt_length"]
+
+
+def test_the_loss_is_next_token_cross_entropy_on_the_target():
+    task = get_task("e2e")
+    logits = torch.randn(1, 4, 7)
+    labels = torch.tensor([[-100, -100, 5, 2]])
+    expected = torch.nn.functional.cross_entropy(logits[0, 1:3], torch.tensor([5, 2]))
+    assert torch.allclose(task.loss(logits, labels), expected)
+
+
+def _record(fields):
+    from ptuning.tasks.readers import Record
+
+    return Record(fields, "mem", 1)
+
+
+def test_metrics_use_every_reference():
+    refs = [["a cat sat on the mat .", "the dog ran in the park ."]]
+    assert tm.bleu(["the dog ran in the park ."], refs) == pytest.approx(100.0)
+    assert tm.bleu(["the dog ran in the park ."], [refs[0][:1]]) < 20  # only the first reference: far lower
+    scores = tm.compute(("rougeL", "rouge1", "rouge2", "chrf"), ["the dog ran in the park ."], refs)
+    assert scores["rougeL"] == pytest.approx(100.0) and scores["rouge2"] == pytest.approx(100.0)
+    assert scores["chrf"] == pytest.approx(100.0)
+    assert tm.compute(("rougeL",), ["x y z"], [["a b c"]])["rougeL"] == 0.0
+
+
+def test_a_generation_task_on_an_encoder_backbone_is_refused(tmp_path, tiny_bert_dir):
+    data = write_e2e(tmp_path / "e2e")
+    request = pipeline.TrainRequest(
+        task="e2e", data=str(data), output=tmp_path / "out", model=str(tiny_bert_dir), max_length=48
+    )
+    with pytest.raises(PTuningError, match="needs a decoder backbone"):
+        pipeline.train(request)
+
+
+@pytest.mark.parametrize("method", ["ptv2", "prompt-tuning", "finetune"])
+def test_train_evaluate_generate_for_every_decoder_method(tmp_path, decoder_dir, method):
+    data = write_e2e(tmp_path / "e2e")
+    out = tmp_path / method
+    lr = 5e-3 if method == "finetune" else None
+    summary = pipeline.train(
+        pipeline.TrainRequest(
+            task="e2e",
+            data=str(data),
+            output=out,
+            model=str(decoder_dir),
+            method=method_config(method, strict=False, prompt_length=4),
+            train=TrainConfig(epochs=2, batch_size=4, lr=lr, seed=1),
+            max_length=64,
+            max_eval_samples=2,
+        )
+    )
+    losses = [row["train_loss"] for row in summary["history"]]
+    assert losses[-1] < losses[0]  # the target tokens' loss falls
+    assert set(summary["best"]) == {"bleu", "rougeL", "chrf", "rouge1", "rouge2"}
+    scores = pipeline.evaluate(out, str(data), "test", max_eval_samples=3, decoding={"max_new_tokens": 6})
+    assert scores["examples"] == 3 and 0 <= scores["bleu"] <= 100
+    source = tmp_path / "in.jsonl"
+    source.write_text('{"mr": "name good , food bad , area fine"}\n{"mr": "name the"}\n{"mr": "area poor"}\n')
+    assert pipeline.generate(out, source, tmp_path / "out.jsonl", {"max_new_tokens": 5, "num_beams": 2}) == 3
+    rows = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert len(rows) == 3 and all(isinstance(r["generated"], str) for r in rows)
+    alone = tmp_path / "one.jsonl"
+    alone.write_text('{"mr": "name the"}\n')
+    pipeline.generate(out, alone, tmp_path / "one-out.jsonl", {"max_new_tokens": 5, "num_beams": 2})
+    assert json.loads((tmp_path / "one-out.jsonl").read_text()) == rows[1]  # in order, batch-independent
+
+
+def test_cli_generate_eval_and_refusals(tmp_path, decoder_dir, sst2_dir, tiny_bert_dir, monkeypatch, capsys):
+    data = write_e2e(tmp_path / "e2e")
+    out = tmp_path / "art"
+    common = ["--model", str(decoder_dir), "--max-length", "64", "--batch-size", "4", "--prompt-length", "3"]
+    train = ["train", "--task", "e2e", "--data", str(data), "--output", str(out), "--epochs", "1", *common]
+    assert _cli(monkeypatch, capsys, *train, "--max-eval-samples", "2")[0] == 0
+    source = tmp_path / "in.jsonl"
+    source.write_text('{"mr": "name good"}\n{"mr": "food bad"}\n')
+    args = ("generate", str(out), "--input", str(source), "--max-new-tokens", "4")
+    code, stdout, _ = _cli(monkeypatch, capsys, *args, "--output", str(tmp_path / "o.jsonl"))
+    assert code == 0 and "wrote 2 outputs" in stdout
+    assert len((tmp_path / "o.jsonl").read_text().splitlines()) == 2
+    code, stdout, _ = _cli(
+        monkeypatch, capsys, "eval", str(out), "--data", str(data), "--split", "test", "--max-eval-samples", "2"
+    )
+    assert code == 0 and json.loads(stdout)["examples"] == 2
+    code, _, stderr = _cli(monkeypatch, capsys, *args, "--output", str(tmp_path / "x.jsonl"), "--top-p", "2")
+    assert code == 2 and "--top-p" in stderr and "Traceback" not in stderr
+    sst = tmp_path / "sst"
+    pipeline.train(
+        pipeline.TrainRequest(
+            task="sst2",
+            data=str(sst2_dir),
+            output=sst,
+            model=str(tiny_bert_dir),
+            train=TrainConfig(epochs=1),
+            max_length=32,
+        )
+    )
+    code, _, stderr = _cli(monkeypatch, capsys, "generate", str(sst), "--input", str(source), "--output", "y.jsonl")
+    assert code == 2 and "does not generate text" in stderr
+
+
+def _cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
+    """``ptuning ARGS`` in this process (a subprocess would spend most of the test importing torch)."""
+    from ptuning import cli
+
+    monkeypatch.setattr(sys, "argv", ["ptuning", *args])
+    capsys.readouterr()
+    try:
+        cli.main()
+        code = 0
+    except SystemExit as exc:
+        code = exc.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.mark.skipif(not (DATA / "e2e" / "testset_w_refs.csv").is_file(), reason="shared E2E data absent")
+def test_real_e2e_and_dialogsum_splits():
+    e2e = get_task("e2e")
+    assert len(e2e.load_split(DATA / "e2e", "test")) == 630
+    assert len(e2e.load_split(DATA / "e2e", "validation")) == 547
+    dialogsum = get_task("dialogsum")
+    assert [len(dialogsum.load_split(DATA / "dialogsum", s)) for s in ("train", "validation", "test")] == [450, 50, 500]
+
+
+@pytest.mark.parametrize("method, message", [("linear-probe", "trains nothing"), ("apt", "cannot generate")])
+def test_methods_that_cannot_generate_are_refused_before_training(tmp_path, decoder_dir, method, message):
+    data = write_e2e(tmp_path / "e2e")
+    request = pipeline.TrainRequest(
+        task="e2e",
+        data=str(data),
+        output=tmp_path / "out",
+        model=str(decoder_dir),
+        method=method_config(method, strict=False, prompt_length=2),
+        max_length=64,
+    )
+    with pytest.raises(PTuningError, match=message):
+        pipeline.train(request)
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_report_renders_generation_results(tmp_path, monkeypatch):
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import report_generation
+    import report_runs
+
+    monkeypatch.setattr(report_runs, "RESULTS", tmp_path)
+    assert report_generation.generation() == ""  # no file: no section
+    rows = [
+        {"method": "zero-shot", "task": "e2e", "examples": 16, "bleu": 5.0, "rougeL": 30.0, "chrf": 40.0},
+        *(
+            {"method": "ptv2", "seed": s, "task": "e2e", "examples": 16, "bleu": b, "rougeL": 50.0, "chrf": 60.0,
+             "trainable_params": 115, "backbone_params": 115_000, "artifact_bytes": 4096,
+             "seconds_per_step_with_evals": 2.5}
+            for s, b in ((1, 40.0), (2, 44.0))
+        ),
+    ]  # fmt: skip
+    (tmp_path / "generation").mkdir()
+    data = {"kind": "generation", "task": "e2e", "args": {"max_train_samples": "48", "epochs": "1"}, "results": rows}
+    (tmp_path / "generation" / "e2e.json").write_text(json.dumps(data))
+    text = report_generation.generation()
+    assert "| ptv2 | 2 | 16 | 42.0 ± 2.8 | 50.0 ± 0.0 | 60.0 ± 0.0 | 0.100 | 4 | 2.50 | - |" in text
+    assert "| zero-shot | 1 | 16 | 5.0 | 30.0 | 40.0 |" in text
+
+
+def test_a_long_source_is_cut_and_the_chat_templates_answer_cue_kept():
+    tokenizer = tiny_tokenizer()
+    tokenizer.chat_template = (
+        "{% for m in messages %}<s> {{ m['content'] }} </s>{% endfor %}"
+        "{% if add_generation_prompt %} the end{% endif %}"
+    )
+    task = get_task("dialogsum")
+    ids = task.prompt_ids(" ".join(["good movie"] * 100), tokenizer, 30)
+    assert len(ids) == 30 and tokenizer.decode(ids[-3:]) == "</s> the end"  # the answer's cue survives the cut
+    short = task.prompt_ids("good movie", tokenizer, 30)
+    assert len(short) < 30 and tokenizer.decode(short).endswith("good movie </s> the end")
