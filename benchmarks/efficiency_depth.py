@@ -54,8 +54,8 @@ def worker(setting: str, args) -> dict:
     from transformers import AutoConfig
 
     from ptuning import backbones, pipeline
+    from ptuning.loop import TrainConfig
     from ptuning.method import method_config
-    from ptuning.train import TrainConfig
 
     depth = AutoConfig.from_pretrained(backbones.resolve_model_name(args.model)).num_hidden_layers
     method, layers, cache = parse(setting, depth)

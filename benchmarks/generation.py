@@ -29,10 +29,10 @@ import torch
 from ptuning import backbones, pipeline
 from ptuning.encoders import Encoder
 from ptuning.io import atomic_write_text
+from ptuning.loop import TrainConfig
 from ptuning.method import method_config
 from ptuning.model import PTuningModel
 from ptuning.tasks import get_task
-from ptuning.train import TrainConfig
 
 # Per-method settings (Li & Liang 2021 train prefixes at 5e-5..8e-5 through an MLP; a raw prefix takes ptv2's 5e-3).
 SETTINGS = {

@@ -35,9 +35,9 @@ import peft_prefix  # noqa: E402,F401  (registers the benchmark-only methods pef
 
 from ptuning.distill import DistillConfig  # noqa: E402
 from ptuning.io import atomic_write_text  # noqa: E402
+from ptuning.loop import TrainConfig  # noqa: E402
 from ptuning.method import method_class, method_config  # noqa: E402
 from ptuning.pipeline import TrainRequest, evaluate, train  # noqa: E402
-from ptuning.train import TrainConfig  # noqa: E402
 
 # Per-method settings: prompts need far larger rates and more epochs than fine-tuning.
 SETTINGS = {

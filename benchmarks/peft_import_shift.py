@@ -30,8 +30,8 @@ from safetensors.torch import save_file
 
 from ptuning import artifact, backbones, peft_interop, pipeline
 from ptuning.io import atomic_write_text
+from ptuning.loop import predict_logits
 from ptuning.tasks import get_task
-from ptuning.train import predict_logits
 
 VARIANTS = {  # name: (shift_positions, drop_token_types)
     "peft_conventions": (True, True),

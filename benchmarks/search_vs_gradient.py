@@ -110,10 +110,10 @@ def update_costs(task_name: str, args) -> dict:
 
     from ptuning import backbones, pipeline
     from ptuning.batches import _loader
+    from ptuning.loop import UPDATES, TrainConfig
     from ptuning.method import method_config
     from ptuning.model import PTuningModel
     from ptuning.tasks import get_task
-    from ptuning.train import UPDATES, TrainConfig
 
     directory, extra, _ = TASKS[task_name]
     options = dict(zip(extra[::2], extra[1::2], strict=True))

@@ -42,6 +42,32 @@ def train_argv(data, model_dir, output, *extra: str) -> list[str]:
     return ["train", "--task", "sst2", "--data", str(data), "--model", str(model_dir), "--output", str(output), *extra]
 
 
+def cli_in_process(*args: str):
+    """``ptuning ARGS`` through the real entry point (``cli.main``: one-line errors, exit codes), in this process.
+
+    A subprocess pays ~5 s of imports on this machine; tests that check the process itself (signals, launchers,
+    what transformers prints at import) keep using one. Returns a ``CompletedProcess`` like ``subprocess.run``.
+    """
+    import contextlib
+    import io
+    import subprocess
+    import sys
+
+    from ptuning import cli
+
+    out, err, argv = io.StringIO(), io.StringIO(), sys.argv
+    code = 0
+    sys.argv = ["ptuning", *map(str, args)]
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            cli.main()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    finally:
+        sys.argv = argv
+    return subprocess.CompletedProcess(["ptuning", *args], code, out.getvalue(), err.getvalue())
+
+
 def train_tiny(
     task: str,
     data,
@@ -56,8 +82,8 @@ def train_tiny(
 ) -> dict:
     """Train on a tiny model (batch 4): an artifact to serve or score in a test."""
     from ptuning import pipeline
+    from ptuning.loop import TrainConfig
     from ptuning.method import method_config
-    from ptuning.train import TrainConfig
 
     return pipeline.train(
         pipeline.TrainRequest(

@@ -19,11 +19,11 @@ from accelerate.utils import gather_object, set_seed
 
 from ptuning import backbones
 from ptuning.heads import SequenceClassificationHead
+from ptuning.loop import TrainConfig
 from ptuning.method import method_config
 from ptuning.model import PTuningModel
 from ptuning.optim import GradientUpdate
 from ptuning.shard import parameter_bytes, shard_frozen_backbone
-from ptuning.train import TrainConfig
 
 STEPS, GLOBAL_BATCH, LENGTH = 6, 8, 12
 

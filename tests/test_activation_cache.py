@@ -13,9 +13,9 @@ from test_tagging import write_conll
 from ptuning import pipeline
 from ptuning.activations import UNITS_KEY, ActivationCache, cache_key, units_of, with_units
 from ptuning.errors import PTuningError
+from ptuning.loop import TrainConfig
 from ptuning.method import method_config
 from ptuning.tasks.base import pad_collate
-from ptuning.train import TrainConfig
 
 LABELS = torch.tensor([0, 1, 2])
 

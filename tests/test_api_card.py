@@ -166,3 +166,16 @@ def test_eval_adds_its_row_and_card_regenerates_an_old_artifact(trained, tmp_pat
     accuracy = json.loads(scores.output.strip().splitlines()[-1])["accuracy"]
     text = (old / card.CARD_FILE).read_text()
     assert f"| validation (8 examples) | {accuracy:.4f} |" in text and "`ptuning eval old --data " in text
+
+
+def test_a_card_that_cannot_be_written_warns_and_keeps_the_artifact(tmp_path, tiny_bert_dir, monkeypatch, capsys):
+    """The card documents the artifact; a failure writing it must not end the run that saved the weights."""
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(card, "write_card", broken)
+    directory = save_random(tmp_path / "a", tiny_bert_dir, "sst2")
+    assert "model card not written (OSError: disk full)" in capsys.readouterr().out
+    assert not (directory / "README.md").exists()
+    assert "label" in ptuning.load(directory).predict(["fine"])[0]

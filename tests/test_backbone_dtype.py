@@ -27,11 +27,11 @@ from safetensors.torch import load_file
 from ptuning import artifact, backbones, pipeline
 from ptuning.errors import PTuningError
 from ptuning.heads import SequenceClassificationHead
+from ptuning.loop import TrainConfig
 from ptuning.method import method_config
 from ptuning.model import PTuningModel
 from ptuning.precision import cast_frozen, check_backbone_dtype
 from ptuning.serve.pool import PromptPool
-from ptuning.train import TrainConfig
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1"}
 FAMILIES = ["bert", "deberta-v2", "gpt2", "llama"]  # attention interface (encoder, decoder, GQA), own attention

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import train_argv
+from conftest import cli_in_process, train_argv
 
 from ptuning import artifact, pipeline
 from ptuning.errors import PTuningError
+from ptuning.loop import TrainConfig
 from ptuning.method import method_config
-from ptuning.train import TrainConfig
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1"}
 
@@ -56,23 +56,23 @@ def test_train_eval_predict_through_the_cli(tmp_path, sst2_dir, tiny_bert_dir):
     assert meta["method"]["method"] == "ptv2" and meta["task"]["labels"] == ["0", "1"]
     assert meta["backbone"]["fingerprint"] and meta["library_version"]
 
-    evaluated = cli("eval", str(out), "--data", str(sst2_dir), "--split", "validation")
+    evaluated = cli_in_process("eval", str(out), "--data", str(sst2_dir), "--split", "validation")
     assert evaluated.returncode == 0, evaluated.stderr
     scores = json.loads(evaluated.stdout.strip().splitlines()[-1])
     assert scores["accuracy"] == pytest.approx(summary["best"]["accuracy"])
 
     predictions = tmp_path / "pred.jsonl"
-    predicted = cli("predict", str(out), "--input", str(sst2_dir / "dev.tsv"), "--output", str(predictions))
+    predicted = cli_in_process("predict", str(out), "--input", str(sst2_dir / "dev.tsv"), "--output", str(predictions))
     assert predicted.returncode == 0, predicted.stderr
     rows = [json.loads(line) for line in predictions.read_text().splitlines()]
     assert len(rows) == 32 and all(r["label"] in ("0", "1") and 0.5 <= r["score"] <= 1 for r in rows)
 
-    on_cpu = cli("eval", str(out), "--data", str(sst2_dir), "--device", "cpu")
+    on_cpu = cli_in_process("eval", str(out), "--data", str(sst2_dir), "--device", "cpu")
     assert json.loads(on_cpu.stdout.strip().splitlines()[-1])["accuracy"] == scores["accuracy"]
-    unknown = cli("eval", str(out), "--data", str(sst2_dir), "--device", "tpu")
+    unknown = cli_in_process("eval", str(out), "--data", str(sst2_dir), "--device", "tpu")
     assert unknown.returncode == 2 and "unknown device 'tpu'" in unknown.stderr
 
-    listed = cli("tasks")
+    listed = cli_in_process("tasks")
     assert listed.returncode == 0 and "cb" in listed.stdout and "macro_f1" in listed.stdout
 
 
@@ -95,7 +95,7 @@ def _tiny_backbone(path):
 def test_bad_data_fails_with_one_line_and_writes_nothing(tmp_path, sst2_dir, tiny_bert_dir):
     (sst2_dir / "dev.tsv").write_text("sentence\tlabel\nfine film\t1\nodd film\tmaybe\n")
     out = tmp_path / "never"
-    result = cli(*train_argv(sst2_dir, tiny_bert_dir, out), "--epochs", "1")
+    result = cli(*train_argv(sst2_dir, tiny_bert_dir, out), "--epochs", "1")  # a real process: nothing else printed
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "dev.tsv:3: unknown label 'maybe'" in lines[0]
@@ -107,13 +107,13 @@ def test_unknown_task_and_method_are_one_line_errors(tmp_path, sst2_dir):
         (["--task", "nope", "--method", "ptv2"], "unknown task 'nope'"),
         (["--task", "sst2", "--method", "lora"], "unknown method 'lora'"),
     ):
-        result = cli("train", *args, "--data", str(sst2_dir), "--output", str(tmp_path / "x"))
+        result = cli_in_process("train", *args, "--data", str(sst2_dir), "--output", str(tmp_path / "x"))
         assert result.returncode == 2 and needle in result.stderr and "Traceback" not in result.stderr
 
 
 def test_backbone_dropout_outside_zero_to_one_is_refused_before_any_work(tmp_path, sst2_dir, tiny_bert_dir):
     out = tmp_path / "never"
-    result = cli(*train_argv(sst2_dir, tiny_bert_dir, out), "--backbone-dropout", "1.5")
+    result = cli_in_process(*train_argv(sst2_dir, tiny_bert_dir, out), "--backbone-dropout", "1.5")
     assert result.returncode == 2 and "--backbone-dropout 1.5 is not a rate" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and not out.exists()
 

@@ -18,9 +18,9 @@ from torch import nn
 from ptuning import artifact, distill, pipeline
 from ptuning.distill import DistillConfig, distillation_loss, kl_to_teacher
 from ptuning.errors import PTuningError
+from ptuning.loop import TrainConfig
 from ptuning.method import method_config
 from ptuning.tasks import get_task
-from ptuning.train import TrainConfig
 
 
 def request(output, model_dir, task, data, method="ptv2", epochs=1, **fields) -> pipeline.TrainRequest:

@@ -12,10 +12,10 @@ from gen_fixtures import save_tiny_decoder, tiny_tokenizer, write_dialogsum, wri
 
 from ptuning import pipeline
 from ptuning.errors import PTuningError
+from ptuning.loop import TrainConfig
 from ptuning.method import method_config
 from ptuning.tasks import get_task
 from ptuning.tasks import text_metrics as tm
-from ptuning.train import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"

@@ -14,12 +14,12 @@ from test_settings import run_main
 
 from ptuning import artifact, backbones, mixture, pipeline, warmstart
 from ptuning.errors import PTuningError
+from ptuning.loop import TrainConfig
 from ptuning.method import method_config
 from ptuning.model import PTuningModel
 from ptuning.serve.launch import named_artifacts
 from ptuning.serve.pool import PromptPool
 from ptuning.tasks import get_task
-from ptuning.train import TrainConfig
 
 
 def request(output, model_dir, **fields) -> pipeline.TrainRequest:

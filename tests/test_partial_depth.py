@@ -216,7 +216,7 @@ def test_artifacts_record_their_layers_and_the_pool_mixes_them(tmp_path, tiny_be
 
 
 def test_a_spec_beyond_the_backbone_stops_the_run_before_anything_is_written(tmp_path, sst2_dir, tiny_bert_dir):
-    from ptuning.train import TrainConfig
+    from ptuning.loop import TrainConfig
 
     request = pipeline.TrainRequest(
         task="sst2",

@@ -16,13 +16,13 @@ from torch.nn.functional import cross_entropy
 from ptuning import artifact, backbones, pipeline
 from ptuning.errors import PTuningError
 from ptuning.heads import SequenceClassificationHead
+from ptuning.loop import TrainConfig
 from ptuning.method import method_class, method_config
 from ptuning.method.prefix import DeepPrompt, Ptv2Config
 from ptuning.method.prompt_tuning import PromptTuning, PromptTuningConfig
 from ptuning.model import PTuningModel
 from ptuning.serve.pool import PromptPool
 from ptuning.tasks import get_task
-from ptuning.train import TrainConfig
 
 FAMILIES = ["bert", "llama", "deberta-v2"]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1"}

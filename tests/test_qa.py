@@ -10,10 +10,10 @@ from conftest import train_tiny
 
 from ptuning import artifact, pipeline
 from ptuning.errors import DataError
+from ptuning.loop import TrainConfig
 from ptuning.method import method_config
 from ptuning.tasks import get_task, load_records
 from ptuning.tasks import metrics as m
-from ptuning.train import TrainConfig
 
 CONTEXT = "the good cast was in the film and the plot was dull but the music was good and the scene was fine ."
 

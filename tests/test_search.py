@@ -13,10 +13,10 @@ from conftest import tiny_backbone
 from ptuning import artifact, backbones, pipeline
 from ptuning.errors import PTuningError
 from ptuning.heads import SequenceClassificationHead
+from ptuning.loop import TrainConfig
 from ptuning.method import method_config
 from ptuning.model import PTuningModel
 from ptuning.search import CmaUpdate, SearchSpace, candidate_loss
-from ptuning.train import TrainConfig
 
 pytest.importorskip("cma")
 

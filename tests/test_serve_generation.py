@@ -102,3 +102,14 @@ def test_generate_route_mixes_tasks_in_one_batch_and_equals_each_alone(generatio
         assert missing.status_code == 404
         wrong = client.post("/v1/generate", json={"task": "e2e", "inputs": [{"dialogue": "x"}]})
         assert wrong.status_code == 422 and "'mr'" in wrong.json()["error"]
+        predicted = client.post("/v1/predict", json={"task": "e2e", "inputs": E2E[:1]})  # was a 500
+        assert predicted.status_code == 422 and "/v1/generate" in predicted.json()["error"]
+
+
+def test_the_python_api_generates_for_a_generation_artifact(generation_artifacts, tmp_path):
+    """``ptuning.load(path).predict`` decodes (it read the head's logits before, which fails on texts)."""
+    import ptuning
+
+    predictor = ptuning.load(generation_artifacts["e2e"])
+    got = predictor.predict([{"mr": E2E[0]["mr"]}])
+    assert got == alone(generation_artifacts["e2e"], E2E[:1], tmp_path, max_new_tokens=64)

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import train_argv
+from conftest import cli_in_process, train_argv
 
 from ptuning import cli, pipeline
 from ptuning.errors import PTuningError
-from ptuning.train import TrainConfig
+from ptuning.loop import TrainConfig
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1"}
 SRC = Path(__file__).resolve().parents[1] / "src" / "ptuning"
@@ -28,14 +28,8 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
 
 def run_main(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
     """``ptuning ARGS`` in this process, through the real entry point (exit status, stdout, stderr)."""
-    monkeypatch.setattr(sys, "argv", ["ptuning", *args])
-    try:
-        cli.main()
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+    result = cli_in_process(*args)
+    return result.returncode, result.stdout, result.stderr
 
 
 @pytest.mark.parametrize(
@@ -159,7 +153,7 @@ def test_config_file_flags_override_it_and_the_resolved_config_runs_again(tmp_pa
         },
     )
     first = tmp_path / "first"
-    result = run_cli("train", "--config", str(config), "--epochs", "1", "--output", str(first))
+    result = cli_in_process("train", "--config", str(config), "--epochs", "1", "--output", str(first))
     assert result.returncode == 0, result.stderr
     assert not (tmp_path / "from-file").exists()  # --output on the command line won
     resolved = yaml.safe_load((first / "config.yaml").read_text())
@@ -170,7 +164,7 @@ def test_config_file_flags_override_it_and_the_resolved_config_runs_again(tmp_pa
     assert summary["epochs_run"] == 1 and summary["method"]["prompt_length"] == 3
 
     again = tmp_path / "again"
-    result = run_cli("train", "--config", str(first / "config.yaml"), "--output", str(again))
+    result = cli_in_process("train", "--config", str(first / "config.yaml"), "--output", str(again))
     assert result.returncode == 0, result.stderr
     rerun = json.loads((again / "metrics.json").read_text())
     assert rerun["best"] == summary["best"] and rerun["config"] == summary["config"]
@@ -225,7 +219,7 @@ def test_demo_refuses_a_non_empty_output_without_overwrite(tmp_path):
 
 
 OWNED = [
-    "train.py",
+    "loop.py",
     "trainconfig.py",
     "optim.py",
     "batches.py",

@@ -14,16 +14,16 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import train_argv, write_sst2
+from conftest import cli_in_process, train_argv, write_sst2
 from safetensors.torch import load_file
 
 from ptuning import artifact, backbones, batches, pipeline, train
 from ptuning.errors import PTuningError
+from ptuning.loop import TrainConfig
 from ptuning.method import method_config
 from ptuning.model import PTuningModel
 from ptuning.stopping import Interrupted, TrainingDiverged
 from ptuning.tasks import get_task
-from ptuning.train import TrainConfig
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1", "PYTHONUNBUFFERED": "1"}
 COMMON = ("--prompt-length", "4", "--batch-size", "8", "--max-length", "32", "--pooling", "mean")
@@ -175,7 +175,7 @@ def test_loss_turning_nan_stops_keeps_the_best_artifact_and_writes_no_nan(
 def test_diverging_learning_rate_on_the_command_line_exits_1_in_one_line(tmp_path, sst2_dir, tiny_bert_dir):
     out = tmp_path / "run"
     args = train_argv(sst2_dir, tiny_bert_dir, out, *COMMON, "--epochs", "2", "--lr", "1e30")
-    result = subprocess.run([sys.executable, "-m", "ptuning.cli", *args], env=ENV, capture_output=True, text=True)
+    result = cli_in_process(*args)
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: the training loss became nan at step ")
@@ -225,7 +225,7 @@ def test_predict_and_eval_refuse_a_nan_artifact_instead_of_writing_nan(tmp_path,
         ["predict", str(broken), "--input", str(sst2_dir / "dev.tsv"), "--output", str(predictions)],
         ["eval", str(broken), "--data", str(sst2_dir)],
     ):
-        result = subprocess.run([sys.executable, "-m", "ptuning.cli", *args], env=ENV, capture_output=True, text=True)
+        result = cli_in_process(*args)
         assert result.returncode == 2
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and "outputs are NaN or infinite for 32 of 32 inputs" in lines[0]
@@ -309,7 +309,7 @@ def test_resume_with_another_method_on_the_command_line_is_one_line_exit_2(check
     before = snapshot(out)
     args = train_argv(data, tiny_bert_dir, out, *COMMON, "--epochs", "1", "--eval-steps", "2", "--lr", "0.01")
     args += ["--seed", "3", "--method", "prompt-tuning", "--resume"]
-    result = subprocess.run([sys.executable, "-m", "ptuning.cli", *args], env=ENV, capture_output=True, text=True)
+    result = cli_in_process(*args)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         "error: --resume: this checkpoint was made with --method ptv2, not prompt-tuning "

@@ -20,13 +20,13 @@ from conftest import write_sst2
 
 from ptuning import cli, pipeline
 from ptuning.errors import PTuningError
+from ptuning.loop import TrainConfig
 from ptuning.method import method_class, method_config
 from ptuning.pipeline import TrainRequest
 from ptuning.sweep.space import build_space, suggest, without_fixed
 from ptuning.sweep.storage import HOST
 from ptuning.sweep.study import Sweep, SweepRequest, run_sweep
 from ptuning.tasks import get_task
-from ptuning.train import TrainConfig
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1"}
 SRC = Path(__file__).resolve().parents[1] / "src" / "ptuning"

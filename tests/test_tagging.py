@@ -10,11 +10,11 @@ from conftest import FAMILIES, WORDS, tiny_backbone, train_tiny
 
 from ptuning import artifact, pipeline
 from ptuning.errors import DataError
+from ptuning.loop import TrainConfig
 from ptuning.method import method_config
 from ptuning.model import PTuningModel
 from ptuning.tasks import get_task, load_records, schemes
 from ptuning.tasks.tagging import brackets_to_bio
-from ptuning.train import TrainConfig
 
 IOB1_DOC = """-DOCSTART- -X- -X- O
 

@@ -16,8 +16,8 @@ from conftest import train_argv
 from safetensors.torch import load_file
 
 from ptuning import pipeline
+from ptuning.loop import TrainConfig, lr_lambda
 from ptuning.method import method_config
-from ptuning.train import TrainConfig, lr_lambda
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1"}
 
@@ -224,10 +224,10 @@ def test_length_sorted_evaluation_returns_logits_in_input_order(head_kind):
     from conftest import tiny_backbone
 
     from ptuning.heads import SequenceClassificationHead
+    from ptuning.loop import predict_logits
     from ptuning.model import PTuningModel
     from ptuning.tasks.base import pad_collate
     from ptuning.tasks.tagging import TokenClassificationHead
-    from ptuning.train import predict_logits
 
     torch.manual_seed(0)
     head = SequenceClassificationHead(32, 3, "mean") if head_kind == "sequence" else TokenClassificationHead(32, 4)
@@ -243,7 +243,7 @@ def test_length_sorted_evaluation_returns_logits_in_input_order(head_kind):
 
 
 def test_group_by_length_batches_similar_lengths_and_covers_every_feature_once():
-    from ptuning.train import _loader, feature_length
+    from ptuning.loop import _loader, feature_length
 
     features = [dict(f, idx=i) for i, f in enumerate(_varied_features(n=400, seed=1))]
 

@@ -11,11 +11,7 @@ __all__ = ["Predictor", "load", "train"]
 
 
 def __getattr__(name: str):
-    if name == "train":  # the training-loop module, which forwards calls to api.train (see its end)
-        import importlib
-
-        return importlib.import_module(".train", __name__)
-    if name in ("Predictor", "load"):
+    if name in ("Predictor", "load", "train"):
         from . import api
 
         return getattr(api, name)

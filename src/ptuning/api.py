@@ -41,8 +41,7 @@ class Predictor:
         Each input is what the server's ``/v1/predict`` takes for the task (``predictor.example`` shows one);
         a malformed input is an :class:`~ptuning.errors.InputError` naming what the task expects.
         """
-        from .batches import predict_logits
-        from .pipeline import _finite_logits
+        from .inference import _finite_logits
 
         if isinstance(inputs, (str, dict)) or not isinstance(inputs, Sequence):
             raise PTuningError("predict() takes a list of inputs: predict([x]) for one input x")
@@ -51,7 +50,8 @@ class Predictor:
         examples = [self.task.example_from_input(value) for value in inputs]
         featurized = self.task.featurize(examples, self.tokenizer, self.model.token_budget(self.meta["max_length"]))
         collate = self.task.collator(self.tokenizer)
-        logits = _finite_logits(predict_logits(self.model, featurized.features, collate, self.batch_size))
+        outputs = self.task.outputs(self.model, featurized.features, collate, self.batch_size)  # texts: generation
+        logits = _finite_logits(outputs)
         return self.task.predictions(logits, examples, featurized.alignment)
 
     @property
@@ -61,7 +61,7 @@ class Predictor:
 
     def evaluate(self, data: str | Path, split: str = "validation") -> dict:
         """The task's metrics on a labelled split of ``data`` (a directory of the official files, or a file)."""
-        from .pipeline import score_split
+        from .inference import score_split
 
         return score_split(self.model, self.tokenizer, self.task, str(data), split, self.meta["max_length"])
 

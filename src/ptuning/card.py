@@ -268,7 +268,7 @@ def _usage(name: str, meta: dict, task, options: dict | None) -> str:
     else:
         body = dumps({"task": name, "inputs": [example if example is not None else "INPUT"]}, ensure_ascii=False)
         parts.append("Server (one backbone, any number of prompts; docs at `/docs`):")
-        curl = f"curl -s localhost:8000/v1/predict -d {shlex.quote(body)}"
+        curl = f"curl -s localhost:8000{task.serve_route} -d {shlex.quote(body)}"
         parts.append(f"```bash\nptuning serve {name}={name} --port 8000\n{curl}\n```")
     return "\n\n".join(parts)
 

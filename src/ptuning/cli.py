@@ -13,7 +13,7 @@ import sys
 import tempfile
 import typing
 from pathlib import Path
-from typing import Optional
+from typing import Annotated, Optional
 
 import typer
 
@@ -57,6 +57,14 @@ def _load_config_file(ctx: typer.Context, param: typer.CallbackParam, value: Opt
     return value
 
 
+ConfigFile = Annotated[
+    Optional[Path],
+    typer.Option(
+        is_eager=True, callback=_load_config_file, help="YAML file of these options (prompt_length: 20, ...)."
+    ),
+]
+
+
 @app.command()
 def train(
     ctx: typer.Context,
@@ -69,9 +77,7 @@ def train(
     teacher: opts.Teacher = None,
     distill_alpha: opts.DistillAlpha = None,
     distill_temperature: opts.DistillTemperature = None,
-    config: Optional[Path] = typer.Option(
-        None, is_eager=True, callback=_load_config_file, help="YAML file of these options (prompt_length: 20, ...)."
-    ),
+    config: ConfigFile = None,
     model: opts.Model = None,
     method: opts.Method = "ptv2",
     prompt_length: opts.PromptLength = None,
@@ -133,16 +139,11 @@ def train(
     resume: opts.Resume = TrainConfig.resume,
     overwrite: opts.Overwrite = False,
 ) -> None:
-    """Train a prompt (or a baseline) and keep the best-dev artifact in OUTPUT.
-
-    Options may also come from --config FILE (YAML, names with underscores); flags override the file.
-    """
-    from .pipeline import train as run
-    from .runfile import request_from_options
+    """Train a prompt (or a baseline) and keep the best-dev artifact in OUTPUT; --config FILE: flags override it."""
+    from . import pipeline, runfile
 
     _quiet_weight_loading()
-    options = {**ctx.params, "output": Path(ctx.params["output"])}
-    _print_outcome(run(request_from_options(options)), output)
+    _print_outcome(pipeline.train(runfile.request_from_options({**ctx.params, "output": Path(output)})), output)
 
 
 def _print_outcome(summary: dict, output: Path) -> None:

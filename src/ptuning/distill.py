@@ -139,7 +139,7 @@ def _padded(stored: list[torch.Tensor], batch: dict) -> torch.Tensor:
 
 
 class DistilledData:
-    """A single-task :class:`~ptuning.train.TrainData` whose batch loss adds the teacher's soft targets."""
+    """A single-task :class:`~ptuning.loop.TrainData` whose batch loss adds the teacher's soft targets."""
 
     def __init__(self, base, teacher: TeacherCache, config: DistillConfig) -> None:
         self.base, self.teacher, self.config = base, teacher, config

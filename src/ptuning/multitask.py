@@ -1,6 +1,6 @@
 """The training loop's side of a multi-task run: one shared prompt, one head per task.
 
-:class:`MultiTaskData` stands in for :class:`~ptuning.train.TrainData` (same members): its batches come
+:class:`MultiTaskData` stands in for :class:`~ptuning.loop.TrainData` (same members): its batches come
 from :class:`~ptuning.mixture.MixtureBatchSampler` (each batch from one task, tagged with ``task=NAME``,
 which :class:`~ptuning.heads.MultiTaskHead` routes), each batch's loss is its task's own, and each
 evaluation scores every task on its own selection split. The checkpoint is selected by ``mean``, the

@@ -1,12 +1,11 @@
-"""Train / evaluate / predict as functions: what the CLI and the benchmarks call.
+"""Training as a function: what ``ptuning train``, ``ptuning.train`` and the benchmarks call.
 
-Everything that can fail because of user input (data, flags, artifacts) is
-checked before the output directory is touched.
+Everything that can fail because of user input (data, flags, artifacts) is checked before the output directory
+is touched. Evaluation and prediction with a saved artifact are ``inference.py``'s (re-exported here).
 """
 
 from __future__ import annotations
 
-import shlex
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -15,14 +14,17 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import artifact, backbones, card, checkpoint, distill, mixture, runfile, warmstart
+from . import artifact, backbones, checkpoint, distill, mixture, runfile, warmstart
 from .decoding import check_decodable
 from .distill import DistillConfig
 from .encoders import Encoder
-from .errors import DataError, PTuningError
+from .errors import PTuningError
 from .finite import json_safe
 from .heads import POOLINGS, MultiTaskHead
-from .io import atomic_write_bytes, atomic_write_json
+from .inference import artifact_size, evaluate, generate, predict, score_examples, score_split  # noqa: F401
+from .io import atomic_write_json
+from .loop import UPDATES, TrainConfig, TrainData, predict_logits  # noqa: F401 (predict_logits: re-exported)
+from .loop import train as run_loop
 from .method import MethodConfig, method_class
 from .method.prefix import Ptv2Config
 from .mixture import MixtureEntry, check_temperature, entries_from_flags, read_tasks_file
@@ -32,9 +34,6 @@ from .precision import TORCH_DTYPES, cast_frozen, check_training_dtype
 from .splits import plan_splits
 from .stopping import Interrupted, TrainingDiverged
 from .tasks import Task, get_task
-from .tasks.readers import read_records
-from .train import UPDATES, TrainConfig, TrainData, predict_logits  # noqa: F401 (predict_logits: re-exported)
-from .train import train as run_loop
 from .trainconfig import check_count, check_precision
 
 
@@ -141,7 +140,7 @@ def train(request: TrainRequest, on_evaluation: Callable[[dict], str | None] | N
 
     Everything that can be refused (data, settings, a checkpoint made by another run, an ``--init-from``
     or ``--teacher`` artifact that does not fit) is refused before the output directory is created or changed.
-    ``on_evaluation`` is the training loop's hook after each evaluation (:func:`ptuning.train.train`): a
+    ``on_evaluation`` is the training loop's hook after each evaluation (:func:`ptuning.loop.train`): a
     sweep's pruner stops a trial there.
     """
     check_precision(request.train.mixed_precision)
@@ -335,115 +334,3 @@ def _finish(summary: dict, output: Path) -> dict:
     if summary.get("error"):
         raise TrainingDiverged(summary["error"])
     return summary
-
-
-def artifact_size(directory: Path) -> int:
-    names = (artifact.WEIGHTS, artifact.META, artifact.BACKBONE_WEIGHTS)
-    return sum((Path(directory) / n).stat().st_size for n in names if (Path(directory) / n).exists())
-
-
-def evaluate(
-    artifact_dir: Path,
-    data: str,
-    split: str = "validation",
-    model_name: str | None = None,
-    batch_size: int = 64,
-    device: str = "auto",
-    task: str | None = None,
-    max_eval_samples: int | None = None,
-    decoding: dict | None = None,
-    record: bool = True,
-    backbone_dtype: str | None = None,
-) -> dict:
-    """The artifact's metrics on ``split`` of ``data`` (its first ``max_eval_samples`` examples; ``task``: one task
-    of a multi-task artifact; ``decoding``: a generation task's options); ``record`` adds them (and the command) to
-    its model card. ``backbone_dtype`` None: the dtype it was trained in."""
-    check_count("--max-eval-samples", max_eval_samples)
-    _decoding_task(artifact_dir, decoding, task)  # refused before the backbone loads
-    model, tokenizer, task, meta = artifact.load_artifact(
-        artifact_dir, model_name=model_name, task=task, backbone_dtype=backbone_dtype
-    )
-    task = task.with_decoding(**decoding) if decoding else task
-    model.to(backbones.resolve_device(device))
-    scores = score_split(model, tokenizer, task, data, split, meta["max_length"], batch_size, max_eval_samples)
-    if record:
-        name = shlex.quote(Path(artifact_dir).resolve().name)
-        command = f"ptuning eval {name} --data {shlex.quote(runfile.local_path(data))} --split {split}"
-        command += f" --task {task.name}" if "tasks" in meta else ""
-        if max_eval_samples:
-            command += f" --max-eval-samples {max_eval_samples}"
-        card.record_evaluation(Path(artifact_dir), meta, scores, command)
-    return scores
-
-
-def _decoding_task(artifact_dir: Path, decoding: dict | None, task: str | None, required: bool = False) -> None:
-    """Refuse decoding options for an artifact whose task does not generate (``required``: even without options)."""
-    if decoding or required:
-        entry, _ = artifact.select_task(artifact.read_meta(Path(artifact_dir)), artifact_dir, task)
-        get_task(entry["name"]).with_decoding(**(decoding or {}))
-
-
-def _finite_logits(logits):
-    """Refuse outputs with NaN or infinity: they would become ``"score": NaN`` (not JSON) or meaningless metrics."""
-    if not torch.is_tensor(logits):  # generated texts
-        return logits
-    bad = int((~logits.isfinite()).reshape(len(logits), -1).any(dim=1).sum()) if logits.numel() else 0
-    if bad:
-        raise PTuningError(
-            f"the model's outputs are NaN or infinite for {bad} of {len(logits)} inputs; the artifact is broken "
-            "(was it trained with a diverging loss?): retrain it, with a lower --lr"
-        )
-    return logits
-
-
-def score_split(
-    model, tokenizer, task: Task, data: str, split: str, max_length: int, batch_size: int = 64, limit: int | None = None
-) -> dict:
-    """The task's metrics on one labelled split of ``data`` (its first ``limit`` examples), for a model in memory."""
-    examples = task.records_to_examples(task.load_split(data, split), labelled=True)[:limit]
-    scores = score_examples(model, tokenizer, task, examples, {"max_length": max_length}, batch_size)
-    return {"task": task.name, "split": split, "examples": len(examples), **scores}
-
-
-def score_examples(model, tokenizer, task: Task, examples: list, meta: dict, batch_size: int = 64) -> dict:
-    """The task's metrics on labelled ``examples`` at the artifact's ``max_length``."""
-    featurized = task.featurize(examples, tokenizer, model.token_budget(meta["max_length"]))
-    logits = _finite_logits(task.outputs(model, featurized.features, task.collator(tokenizer), batch_size))
-    return task.evaluate(logits, examples, featurized.alignment)
-
-
-def predict(
-    artifact_dir: Path,
-    input_file: Path,
-    output_file: Path,
-    model_name: str | None = None,
-    batch_size: int = 64,
-    device: str = "auto",
-    task: str | None = None,
-    backbone_dtype: str | None = None,
-    decoding: dict | None = None,
-) -> int:
-    """Predictions for ``input_file`` in the task's own format (generation: ``{"generated": ...}`` lines); ``task``
-    picks one task of a multi-task artifact."""
-    input_file = Path(input_file)
-    if not input_file.is_file():
-        raise DataError("input file not found", input_file)
-    _decoding_task(artifact_dir, decoding, task)
-    model, tokenizer, task, meta = artifact.load_artifact(
-        artifact_dir, model_name=model_name, task=task, backbone_dtype=backbone_dtype
-    )
-    task = task.with_decoding(**decoding) if decoding else task
-    model.to(backbones.resolve_device(device))
-    examples = task.records_to_examples(read_records(input_file, header=task.files.header), labelled=False)
-    featurized = task.featurize(examples, tokenizer, model.token_budget(meta["max_length"]))
-    logits = _finite_logits(task.outputs(model, featurized.features, task.collator(tokenizer), batch_size))
-    rows = task.predictions(logits, examples, featurized.alignment)
-    text = task.write_predictions(rows, examples, input_file, Path(output_file))  # JSONL, CoNLL, SQuAD's map
-    atomic_write_bytes(Path(output_file), text.encode("utf-8"))
-    return len(rows)
-
-
-def generate(artifact_dir: Path, input_file: Path, output_file: Path, decoding: dict | None = None, **kwargs) -> int:
-    """``ptuning generate``: :func:`predict` for a generation artifact, with decoding options; others are refused."""
-    _decoding_task(artifact_dir, decoding, kwargs.get("task"), required=True)
-    return predict(artifact_dir, input_file, output_file, decoding=decoding, **kwargs)

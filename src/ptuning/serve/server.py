@@ -213,6 +213,8 @@ def _add_predict(app: FastAPI, pool, limits: Limits, tokens: Tokens, metrics: Me
                 raise ApiError(413, f"input {i} is over {limits.max_input_chars} characters")
         if name not in pool.prompts:
             raise ApiError(404, f"no task named {name[:100]!r} is loaded (GET /v1/tasks lists them)")
+        if pool.prompts[name].task.uses_lm_head:  # it decodes; a forward pass has no answer for it
+            raise ApiError(422, f"task {name!r} generates text: POST /v1/generate")
         rows = await asyncio.get_running_loop().run_in_executor(inputs_thread, _prepare, pool, name, inputs, limits)
         metrics.inputs += len(rows)
         return {"task": name, "predictions": _finite(name, await batcher.submit(rows))}

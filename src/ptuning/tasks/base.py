@@ -170,6 +170,7 @@ class Task(ABC):
     # for simple classification and around 100+ for sequence labelling and QA (Liu et al. 2022, section 4.3).
     sweep_prompt_lengths: ClassVar[tuple[int, int]] = (4, 256)
     uses_lm_head: ClassVar[bool] = False  # the head is the backbone's LM head: load the causal-LM checkpoint
+    serve_route: ClassVar[str] = "/v1/predict"  # the server's route for this task's inputs (model cards show it)
 
     @property
     def main_metric(self) -> str:

@@ -74,8 +74,10 @@ class GenerationTask(Task):
     max_target_length: int = 64
     default_max_length: int = 256
     decoding: DecodingConfig = field(default_factory=DecodingConfig)
+    example_source: str = "A short text to continue."  # what model cards show as an input
     family: str = "generation"
     uses_lm_head: ClassVar[bool] = True
+    serve_route: ClassVar[str] = "/v1/generate"
 
     @property
     def data_format(self) -> str:
@@ -158,6 +160,9 @@ class GenerationTask(Task):
             example_id = record.fields.get(self.id_column) if self.id_column else None
             examples.append(Example((source,), label, f"{record.path}:{record.line}", example_id))
         return examples
+
+    def example_input(self) -> dict:
+        return {self.source_column: self.example_source}
 
     def example_from_input(self, value: Any) -> Example:
         """A string (the source), or an object with the task's source field (``{"mr": ...}`` for E2E)."""

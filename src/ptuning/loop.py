@@ -12,9 +12,7 @@ artifact so far kept).
 from __future__ import annotations
 
 import math
-import sys
 import time
-import types
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
@@ -367,17 +365,3 @@ def _time_is_up(elapsed_s: float, max_minutes: float, accelerator) -> bool:
     if accelerator.num_processes > 1:
         broadcast_object_list(decision, from_process=0)
     return decision[0]
-
-
-class _CallableModule(types.ModuleType):
-    """``ptuning.train(...)`` is the Python API (:func:`ptuning.api.train`), but importing this module makes it the
-    package's attribute ``train`` (Python sets a submodule on its package), so the module forwards calls there.
-    ``from ptuning.train import TrainConfig`` and the rest of this module are unchanged."""
-
-    def __call__(self, *args, **kwargs):
-        from .api import train
-
-        return train(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
