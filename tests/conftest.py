@@ -118,6 +118,15 @@ def tiny_backbone(family: str, seed: int = 0, **overrides):
     return model.eval()
 
 
+@pytest.fixture
+def one_thread():
+    """Tiny matrices: one thread is faster, and much faster on a busy machine (``pytestmark`` of a module)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def tiny_bert_dir(tmp_path_factory) -> Path:
     """A saved 2-layer BERT with a word-level vocabulary: a stand-in for a real checkpoint."""

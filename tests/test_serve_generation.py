@@ -19,12 +19,7 @@ E2E = [{"mr": "name good , food bad"}, "name fine , area poor , food dull", {"mr
 DIALOGUE = [{"dialogue": "good movie , bad plot"}, {"dialogue": "the end"}]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny matrices run faster on one thread
 
 
 def make_generation_artifact(directory, model_dir, task_name: str, method: str, P: int, seed: int):

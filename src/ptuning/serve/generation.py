@@ -21,7 +21,7 @@ from fastapi import FastAPI, Request
 from ..decoding import DecodingConfig, causal_lm_view, generate_ids
 from ..encoders import PrefixBatch, PrefixStack, PromptInputs
 from ..errors import InputError, PTuningError
-from .guard import ApiError, chars, read_json, require
+from .guard import ApiError, read_json, require
 from .pool import LoadedPrompt, PreparedRow, PromptPool, UnknownTask
 
 DECODING_FIELDS = ("max_new_tokens", "num_beams", "do_sample", "temperature", "top_p", "top_k", "seed")
@@ -97,7 +97,7 @@ class GenerationRunner:
 
 def add_generate_route(app: FastAPI, pool: PromptPool, limits, tokens, metrics) -> None:
     """Register ``POST /v1/generate`` on ``app`` (its own micro-batcher and thread, started at first use)."""
-    from .server import MicroBatcher
+    from .server import MicroBatcher, task_and_inputs
 
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ptuning-generate")
     batcher = MicroBatcher(GenerationRunner(pool), limits, metrics, executor)
@@ -107,16 +107,7 @@ def add_generate_route(app: FastAPI, pool: PromptPool, limits, tokens, metrics) 
         """Generate text for a list of inputs of one generation task (``{"mr": ...}`` for e2e)."""
         require(request, tokens.predict_refusal(request.headers.get("authorization")))
         data = await read_json(request, limits.max_body_bytes, limits.max_json_depth)
-        name, inputs = data.get("task"), data.get("inputs")
-        if not isinstance(name, str):
-            raise ApiError(422, "'task' must be a string naming a loaded task")
-        if not isinstance(inputs, list) or not inputs:
-            raise ApiError(422, "'inputs' must be a non-empty list")
-        if len(inputs) > limits.max_inputs:
-            raise ApiError(413, f"at most {limits.max_inputs} inputs per request")
-        for i, value in enumerate(inputs):
-            if chars(value) > limits.max_input_chars:
-                raise ApiError(413, f"input {i} is over {limits.max_input_chars} characters")
+        name, inputs = task_and_inputs(data, limits)
         config = _decoding(pool, name, data)
         prepared = await asyncio.get_running_loop().run_in_executor(executor, _prepare, pool, name, inputs)
         metrics.inputs += len(prepared)

@@ -201,16 +201,7 @@ def _add_predict(app: FastAPI, pool, limits: Limits, tokens: Tokens, metrics: Me
         """Predict for a list of inputs of one task."""
         require(request, tokens.predict_refusal(request.headers.get("authorization")))
         data = await read_json(request, limits.max_body_bytes, limits.max_json_depth)
-        name, inputs = data.get("task"), data.get("inputs")
-        if not isinstance(name, str):
-            raise ApiError(422, "'task' must be a string naming a loaded task")
-        if not isinstance(inputs, list) or not inputs:
-            raise ApiError(422, "'inputs' must be a non-empty list")
-        if len(inputs) > limits.max_inputs:
-            raise ApiError(413, f"at most {limits.max_inputs} inputs per request")
-        for i, value in enumerate(inputs):
-            if chars(value) > limits.max_input_chars:
-                raise ApiError(413, f"input {i} is over {limits.max_input_chars} characters")
+        name, inputs = task_and_inputs(data, limits)
         if name not in pool.prompts:
             raise ApiError(404, f"no task named {name[:100]!r} is loaded (GET /v1/tasks lists them)")
         if pool.prompts[name].task.uses_lm_head:  # it decodes; a forward pass has no answer for it
@@ -218,6 +209,21 @@ def _add_predict(app: FastAPI, pool, limits: Limits, tokens: Tokens, metrics: Me
         rows = await asyncio.get_running_loop().run_in_executor(inputs_thread, _prepare, pool, name, inputs, limits)
         metrics.inputs += len(rows)
         return {"task": name, "predictions": _finite(name, await batcher.submit(rows))}
+
+
+def task_and_inputs(data: dict, limits: Limits) -> tuple[str, list]:
+    """A request's ``task`` and ``inputs`` (``/v1/predict``, ``/v1/generate``), or the 4xx saying what is wrong."""
+    name, inputs = data.get("task"), data.get("inputs")
+    if not isinstance(name, str):
+        raise ApiError(422, "'task' must be a string naming a loaded task")
+    if not isinstance(inputs, list) or not inputs:
+        raise ApiError(422, "'inputs' must be a non-empty list")
+    if len(inputs) > limits.max_inputs:
+        raise ApiError(413, f"at most {limits.max_inputs} inputs per request")
+    for i, value in enumerate(inputs):
+        if chars(value) > limits.max_input_chars:
+            raise ApiError(413, f"input {i} is over {limits.max_input_chars} characters")
+    return name, inputs
 
 
 def _prepare(pool: PromptPool, name: str, inputs: list, limits: Limits) -> list:
