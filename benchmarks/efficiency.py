@@ -11,7 +11,9 @@ measured there too, so that ratio compares like with like.
     python benchmarks/efficiency.py --out benchmarks/results/cpu/efficiency.json
     python benchmarks/efficiency.py --peft-python .venv-peft/bin/python --out ...
 
-A method name may carry a variant: ``ptv2-reparam``, ``ptv2-checkpointing``, ``ptv2-bf16`` / ``ptv2-fp16`` (the
+A method name may carry a variant: the rows of ``methods.py`` that set options (``ptv2-ptp-noise``,
+``ptv2-ptp-adv``, ``prompt-tuning-residual``: each step is the method's own training loss, so PTP's extra passes
+count), ``ptv2-reparam``, ``ptv2-checkpointing``, ``ptv2-bf16`` / ``ptv2-fp16`` (the
 frozen backbone stored and run in that dtype, ``--backbone-dtype``), ``finetune-autocast`` (fp32 weights, forward
 under bf16 autocast: ``--mixed-precision bf16``, what fine-tuning can do instead). On a GPU (``--device cuda``)
 rows also carry the peak CUDA memory, and ``--pairs`` chooses the paired ratios:
@@ -48,6 +50,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 import efficiency_depth  # noqa: E402
 import peft_prefix  # noqa: E402,F401  (registers the benchmark-only method peft-prefix)
+from methods import VARIANTS as WITH_OPTIONS  # noqa: E402  (ptv2-ptp-noise, prompt-tuning-residual...: options set)
 
 from ptuning.io import atomic_write_text  # noqa: E402
 
@@ -72,9 +75,9 @@ def build(method: str, prompt_length: int, dropout: float | None = None, device:
     n_backbone = sum(p.numel() for p in backbone.parameters())
     head = SequenceClassificationHead(backbone.config.hidden_size, 2, "mean")
     method, variant = split_variant(method)
-    model = PTuningModel(
-        backbone, method_config(method, strict=False, prompt_length=prompt_length, reparam=variant == "reparam"), head
-    )
+    method, options = WITH_OPTIONS.get(method, (method, {}))
+    options = {"prompt_length": prompt_length, "reparam": variant == "reparam", **options}
+    model = PTuningModel(backbone, method_config(method, strict=False, **options), head)
     if variant == "checkpointing":
         model.enable_gradient_checkpointing()
     if variant in ("bf16", "fp16"):
@@ -112,8 +115,9 @@ def timed_step(model, optimizer, ids, mask, labels, autocast: bool = False) -> t
     """
     sync = torch.cuda.synchronize if ids.is_cuda else (lambda: None)
     start = time.perf_counter()
-    with torch.autocast(ids.device.type, dtype=torch.bfloat16, enabled=autocast):
-        loss = torch.nn.functional.cross_entropy(model(ids, mask), labels)
+    batch = {"input_ids": ids, "attention_mask": mask}
+    with torch.autocast(ids.device.type, dtype=torch.bfloat16, enabled=autocast):  # the method's own loss (PTP: 2+)
+        loss = model.training_loss(batch, labels, torch.nn.functional.cross_entropy)
     sync()
     forward = time.perf_counter()
     loss.backward()

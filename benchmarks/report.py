@@ -36,6 +36,7 @@ from report_quality import equal_time, gaps, headline, prompt_lengths, sweep_poi
 from report_rounds import detail, round_sections
 from report_runs import HERE, Run, load_runs, results_dir
 from report_serve import serve
+from report_since_ptv2 import since_ptv2
 from report_studies import (
     dropout_accuracy,
     dropout_section,
@@ -133,6 +134,7 @@ def main() -> None:
         "bound; round `cpu-fewglue-ft` reruns it on the few-shot schedule (`FEW_SHOT_SETTINGS` in methods.py: at most "
         "100 epochs, the prompts' patience 10).\n",
         fewshot_table(runs),
+        since_ptv2(runs),
         generation(),
         "# Lab notebook\n",
         "Everything below is the evidence the tables above are drawn from, and the studies that shaped the harness: "

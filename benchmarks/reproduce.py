@@ -6,6 +6,7 @@ budget, 3 seeds each, with ``methods.py`` (the same harness, early stopping on p
 
     python benchmarks/reproduce.py --budget cpu --dry-run     # the plan and its estimated time
     python benchmarks/reproduce.py --budget cpu               # runs it into benchmarks/results/reproduce-cpu/
+    python benchmarks/reproduce.py --budget gpu --methods since-ptv2 --dry-run   # issue 20's head-to-head
 
 * ``cpu``: the data this 2-core machine can train to convergence: CB, COPA and WSC whole, SST-2 on its first 4,000
   training sentences and CoNLL-2003 on its first 1,000 (their dev sets whole), with ``--backbone-dropout 0``
@@ -28,6 +29,12 @@ from pathlib import Path
 from report_runs import HERE, Run, load_runs
 
 METHODS = ["finetune", "ptv2", "prompt-tuning", "ptv1", "peft-prefix"]
+# `--methods since-ptv2`: the head-to-head of the methods published after P-Tuning v2 (issue 20), each at methods.py's
+# settings; ptv2 and plain prompt-tuning are the baselines every row is read against.
+METHOD_SETS = {
+    "summary": METHODS,
+    "since-ptv2": ["ptv2", "apt", "ptv2-ptp-noise", "ptv2-ptp-adv", "lpt", "prompt-tuning", "prompt-tuning-residual"],
+}
 SEEDS = "1,2,3"
 # budget -> (task, methods.py options that pick its data); the data each budget can train to convergence.
 PLANS: dict[str, list[tuple[str, list[str]]]] = {
@@ -46,11 +53,15 @@ BUDGET_OPTIONS = {
 }
 
 
-def plan(budget: str, data_root: Path, out_dir: Path) -> list[tuple[str, str, list[str], Path]]:
-    """Every cell of the budget: (task, method, the methods.py command, its output file)."""
+def plan(
+    budget: str, data_root: Path, out_dir: Path, methods: list[str] | None = None, tasks: list[str] | None = None
+) -> list[tuple[str, str, list[str], Path]]:
+    """Every cell of the budget (``methods``, ``tasks``: a part of it): (task, method, methods.py command, output)."""
     cells = []
     for task, options in PLANS[budget]:
-        for method in METHODS:
+        if tasks and task not in tasks:
+            continue
+        for method in methods or METHODS:
             out = out_dir / f"{task}-{method}.json"
             command = [sys.executable, str(HERE / "methods.py"), "--data-root", str(data_root), "--tasks", task]
             command += ["--methods", method, "--seeds", SEEDS, "--pooling", "mean", *options]
@@ -102,11 +113,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data-root", type=Path, default=Path("../shared/data"))
     parser.add_argument("--out-dir", type=Path, default=None, help="Default: benchmarks/results/reproduce-<budget>.")
     parser.add_argument("--dry-run", action="store_true", help="Print the plan and its estimated time only.")
+    parser.add_argument(
+        "--methods", default="summary", help="summary (the table's), since-ptv2 (issue 20's), or a comma list."
+    )
+    parser.add_argument("--tasks", default=None, help="A comma list of the budget's tasks (default: all of them).")
     args = parser.parse_args(argv)
     if not args.data_root.is_dir():
         raise SystemExit(f"no data at {args.data_root}: pass --data-root pointing at the shared data folder")
-    out_dir = args.out_dir or HERE / "results" / f"reproduce-{args.budget}"
-    cells = plan(args.budget, args.data_root, out_dir)
+    methods = METHOD_SETS.get(args.methods) or args.methods.split(",")
+    tasks = args.tasks.split(",") if args.tasks else None
+    known = [task for task, _ in PLANS[args.budget]]
+    if tasks and set(tasks) - set(known):
+        raise SystemExit(f"--tasks: the {args.budget} budget plans {', '.join(known)}")
+    suffix = "" if args.methods == "summary" else f"-{args.methods}" if args.methods in METHOD_SETS else "-custom"
+    out_dir = args.out_dir or HERE / "results" / f"reproduce-{args.budget}{suffix}"
+    cells = plan(args.budget, args.data_root, out_dir, methods, tasks)
     print(describe(cells, args.budget), flush=True)
     if args.dry_run:
         return

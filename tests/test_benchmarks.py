@@ -433,6 +433,13 @@ def test_reproduce_plans_every_cell_and_estimates_from_earlier_runs_of_that_mach
     assert len(cells) == len(reproduce.PLANS["cpu"]) * len(reproduce.METHODS)
     task, method, command, out = next(c for c in cells if c[:2] == ("sst2", "ptv2"))
     assert command[command.index("--max-train-samples") + 1] == "4000" and out == tmp_path / "out" / "sst2-ptv2.json"
+    head_to_head = reproduce.plan("gpu", tmp_path, tmp_path / "h2h", reproduce.METHOD_SETS["since-ptv2"], ["cb", "rte"])
+    assert [(task, method) for task, method, _, _ in head_to_head][:3] == [
+        ("cb", "ptv2"),
+        ("cb", "apt"),
+        ("cb", "ptv2-ptp-noise"),
+    ]
+    assert len(head_to_head) == 14 and all(c[2][c[2].index("--methods") + 1] == c[1] for c in head_to_head)
 
     def run(round_name, wall, **row):
         return report.Run(round_name, "cb", "x", 1, [], {"method": "ptv2", "wall_s": wall, **row})
@@ -463,3 +470,39 @@ def test_the_imported_peft_prefix_section_reads_its_file(tmp_path, monkeypatch):
     assert "| 3 | PEFT itself | P..P+L-1 | dropped | 75.0 | 50.0 | | |" in text
     assert "| 3 | no shift | 0..L-1 | dropped (PEFT's) | 75.0 | 50.0 | 4 | 2 |" in text
     assert "| 3 | neither | 0..L-1 | kept | 75.0 | 50.0 | 5 | 2.5 |" in text
+
+
+def test_the_since_ptv2_section_reads_its_round_and_the_paired_step_costs(tmp_path, monkeypatch):
+    """Issue 20's table: per method and task mean ± std, the mean over complete tasks, the gap to ptv2, the costs."""
+    import report_since_ptv2 as since
+
+    monkeypatch.setattr(report_runs, "RESULTS", tmp_path)
+    assert "No quality rows yet" in since.since_ptv2([])
+
+    def run(label, task, seed, value):
+        row = {"stopped_by": "patience", "trainable_params": 10, "backbone_params": 1000, "epochs_run": 3, "epochs": 9}
+        return report.Run("reproduce-gpu-since-ptv2", task, label, seed, [{"epoch": 1, "accuracy": value}], row)
+
+    runs = [run(m, "cb", s, 0.70 + 0.01 * i + 0.01 * s) for i, m in enumerate(since.METHODS) for s in (1, 2)]
+    runs.append(run("apt", "copa", 1, 0.5))  # copa: not every method ran it, so the mean leaves it out
+    text = since.since_ptv2(runs)
+    assert "| ptv2 | 71.5 ± 0.7 (1.00 %) | — | 71.5 | +0.0 |" in text
+    assert "| apt | 72.5 ± 0.7 (1.00 %) | 50.0 (1 seed) (1.00 %) | 72.5 | +1.0 |" in text
+    assert "every method ran (cb)" in text
+
+    setup = {"machine": "cpu", "threads": 2, "batch": 16, "length": 128, "prompt_length": 20, "steps": 20}
+    setup.update(date="d", command="python benchmarks/efficiency.py --methods finetune,ptv2,apt")
+    rows = [
+        {"method": m, "trainable_params": n, "trainable_pct": n / 10, "step_s": s, "peak_rss_mb": r}
+        for m, n, s, r in (("finetune", 1000, 2.0, 200.0), ("ptv2", 10, 1.0, 100.0), ("apt", 12, 1.5, 110.0))
+    ]
+    paired = [{"methods": ["ptv2", "apt"], "ratio": 1.25}]
+    (tmp_path / "cpu").mkdir()
+    (tmp_path / "cpu" / "efficiency-since-ptv2.json").write_text(
+        json.dumps({"setup": setup, "rows": rows, "paired": paired})
+    )
+    costs = since.since_ptv2([])
+    assert (
+        "| ptv2 | 10 | 1.000 | 1 | 1.000 | 1.000 |" in costs and "| apt | 12 | 1.200 | 1.250 | 1.500 | 1.100 |" in costs
+    )
+    assert "--methods finetune,ptv2,apt" in costs

@@ -104,6 +104,19 @@ def test_a_generation_task_on_an_encoder_backbone_is_refused(tmp_path, tiny_bert
         pipeline.train(request)
 
 
+def test_a_teacher_is_refused_for_a_generation_task_before_anything_is_written(tmp_path, decoder_dir):
+    from ptuning.distill import DistillConfig
+
+    data = write_e2e(tmp_path / "e2e")
+    request = pipeline.TrainRequest(
+        task="e2e", data=str(data), output=tmp_path / "out", model=str(decoder_dir), max_length=48,
+        distill=DistillConfig(teacher=str(tmp_path / "teacher")),
+    )  # fmt: skip
+    with pytest.raises(PTuningError, match="--teacher distils a task head's outputs; e2e generates text"):
+        pipeline.train(request)
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize("method", ["ptv2", "prompt-tuning", "finetune"])
 def test_train_evaluate_generate_for_every_decoder_method(tmp_path, decoder_dir, method):
     data = write_e2e(tmp_path / "e2e")

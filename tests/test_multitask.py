@@ -102,6 +102,11 @@ def test_tasks_file_and_flags_errors_are_one_line(monkeypatch, capsys, tmp_path,
     assert "--group-by-length does not apply" in refused(good, "--group-by-length")
     only = refused(None, "--task", "sst2", "--data", sst2, "--mix-temperature", "2")
     assert "--mix-temperature applies to a multi-task run" in only
+    from gen_fixtures import write_e2e
+
+    e2e = str(write_e2e(tmp_path / "e2e"))
+    mixed_generation = refused({"tasks": [{"task": "sst2", "data": sst2}, {"task": "e2e", "data": e2e}]})
+    assert "e2e generates text with the LM head: train it alone, not in a mixture" in mixed_generation
 
 
 def test_one_task_mixture_trains_exactly_like_the_single_task_run(parent, tiny_bert_dir, tmp_path):
