@@ -121,8 +121,8 @@ def main() -> None:
         summary_table(runs),
         "## Efficiency\n",
         efficiency(),
-        serve(),
         frozen_backbone_speedups(),
+        serve(),
         "## Low-resource: FewGLUE 32-shot\n",
         "FewGLUE's fixed files (`python benchmarks/methods.py --fewglue`, benchmarks/README.md): 32 training "
         "examples, the 32-example `dev32` split selects the checkpoint, and the full SuperGLUE validation set is "

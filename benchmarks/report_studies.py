@@ -149,6 +149,8 @@ def peft_import() -> str:
                 f"| {row['seed']} | {key.replace('_', ' ')} | {positions} | {types} | {100 * r['accuracy']:.1f} | "
                 f"{100 * r['macro_f1']:.1f} | {r['predictions_changed']} | {r['max_abs_logit_diff_vs_peft']:.3g} |"
             )
+    if len(rows) > 1:
+        lines += ["", *_peft_import_means(rows)]
     lines.append(
         "\nWith PEFT's conventions (the import's default) the artifact gives PEFT's logits (the largest difference "
         "is float rounding) and so its score. Numbering the real tokens from 0 instead (`--no-shift-positions`) "
@@ -156,6 +158,24 @@ def peft_import() -> str:
         "segment ids (`--keep-token-types`) moved this backbone's logits far less.\n"
     )
     return "\n".join(lines)
+
+
+def _peft_import_means(rows: list[dict]) -> list[str]:
+    """Accuracy mean ± std over the seeds for PEFT and each import, and the predictions changed in all."""
+    import statistics
+
+    def stat(values: list[float]) -> str:
+        return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}"
+
+    lines = [f"| import | accuracy over {len(rows)} seeds | predictions changed vs PEFT (all seeds) |", "|---|---|---|"]
+    lines.append(f"| PEFT itself | {stat([100 * r['peft']['accuracy'] for r in rows])} | |")
+    for key, _, _ in PEFT_IMPORT_VARIANTS:
+        changed = sum(r[key]["predictions_changed"] for r in rows)
+        total = sum(r["examples"] for r in rows)
+        lines.append(
+            f"| {key.replace('_', ' ')} | {stat([100 * r[key]['accuracy'] for r in rows])} | {changed} of {total} |"
+        )
+    return lines
 
 
 # ptv2 with the backbone's dropout (an earlier CPU round) and the same command with `--backbone-dropout 0`.

@@ -470,6 +470,10 @@ def test_the_imported_peft_prefix_section_reads_its_file(tmp_path, monkeypatch):
     assert "| 3 | PEFT itself | P..P+L-1 | dropped | 75.0 | 50.0 | | |" in text
     assert "| 3 | no shift | 0..L-1 | dropped (PEFT's) | 75.0 | 50.0 | 4 | 2 |" in text
     assert "| 3 | neither | 0..L-1 | kept | 75.0 | 50.0 | 5 | 2.5 |" in text
+    second = {**row, "seed": 4, "peft": {"accuracy": 0.85, "macro_f1": 0.5}}
+    (tmp_path / "cpu" / "peft_import_shift.json").write_text(json.dumps({"setup": setup, "rows": [row, second]}))
+    text = report_studies.peft_import()
+    assert "| PEFT itself | 80.0 ± 7.1 | |" in text and "| no shift | 75.0 ± 0.0 | 8 of 112 |" in text
 
 
 def test_the_since_ptv2_section_reads_its_round_and_the_paired_step_costs(tmp_path, monkeypatch):
