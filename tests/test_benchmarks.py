@@ -221,6 +221,15 @@ def test_efficiency_rows_split_each_step_into_forward_backward_and_optimizer(mon
     for row in (finetune, ptv2):
         assert all(row[f"{phase}_s"] > 0 for phase in efficiency.PHASES)
     assert ptv2["trainable_params"] < finetune["trainable_params"]
+    adversarial = efficiency.worker("ptv2-ptp-adv", 4, batch=2, length=8, steps=2)  # methods.py's option rows
+    assert adversarial["method"] == "ptv2-ptp-adv" and adversarial["trainable_params"] == ptv2["trainable_params"]
+    calls = []
+    built, _, _ = efficiency.build("ptv2-ptp-adv", 4)
+    forward = built.forward
+    monkeypatch.setattr(built, "forward", lambda *a, **k: calls.append(1) or forward(*a, **k))
+    optimizer = torch.optim.AdamW([p for p in built.parameters() if p.requires_grad])
+    efficiency.timed_step(built.train(), optimizer, *efficiency.fixed_batch(2, 8, "cpu"))
+    assert len(calls) >= 2  # the adversarial pass is timed: the step is the method's own training loss
 
 
 def test_efficiency_backbone_dropout_reaches_the_loaded_backbone(monkeypatch):
