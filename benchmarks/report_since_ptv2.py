@@ -2,7 +2,7 @@
 
 Two sources, each from one command: the quality rows of ``reproduce.py --methods since-ptv2`` (rounds named
 ``reproduce-<budget>-since-ptv2``, 3 seeds per cell, stopped on patience) and the step cost of every method measured
-against ptv2 in one process (``efficiency.py`` with the same methods, ``efficiency-since-ptv2.json``). A section with
+against ptv2 in one process (``efficiency.py`` with the same methods, ``since-ptv2-efficiency.json``). A section with
 no quality rows yet says so and gives the command, rather than leaving a table of dashes.
 """
 
@@ -16,7 +16,7 @@ from report_summary import _cell, _reported
 
 METHODS = ["ptv2", "apt", "ptv2-ptp-noise", "ptv2-ptp-adv", "lpt", "prompt-tuning", "prompt-tuning-residual"]
 TASKS = ["cb", "rte", "copa", "wsc", "sst2", "boolq", "conll03"]
-EFFICIENCY = ("cpu", "efficiency-since-ptv2.json")
+EFFICIENCY = ("cpu", "since-ptv2-efficiency.json")
 COMMAND = "python benchmarks/reproduce.py --budget gpu --methods since-ptv2"
 
 

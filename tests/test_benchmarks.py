@@ -511,7 +511,7 @@ def test_the_since_ptv2_section_reads_its_round_and_the_paired_step_costs(tmp_pa
     ]
     paired = [{"methods": ["ptv2", "apt"], "ratio": 1.25}]
     (tmp_path / "cpu").mkdir()
-    (tmp_path / "cpu" / "efficiency-since-ptv2.json").write_text(
+    (tmp_path / "cpu" / "since-ptv2-efficiency.json").write_text(
         json.dumps({"setup": setup, "rows": rows, "paired": paired})
     )
     costs = since.since_ptv2([])
