@@ -17,7 +17,7 @@ import torch
 from conftest import cli_in_process, train_argv, write_sst2
 from safetensors.torch import load_file
 
-from ptuning import artifact, backbones, batches, pipeline, train
+from ptuning import artifact, backbones, batches, loop, pipeline
 from ptuning.errors import PTuningError
 from ptuning.loop import TrainConfig
 from ptuning.method import method_config
@@ -52,7 +52,7 @@ def strict_json(text: str):
 
 def interrupt_at(monkeypatch, step: int) -> None:
     """Deliver a real SIGINT to this process right after the ``step``-th training batch of the run."""
-    original, calls = train.Trainer._step, []
+    original, calls = loop.Trainer._step, []
 
     def step_then_signal(self, batch):
         loss = original(self, batch)
@@ -61,7 +61,7 @@ def interrupt_at(monkeypatch, step: int) -> None:
             os.kill(os.getpid(), signal.SIGINT)
         return loss
 
-    monkeypatch.setattr(train.Trainer, "_step", step_then_signal)
+    monkeypatch.setattr(loop.Trainer, "_step", step_then_signal)
 
 
 def test_ctrl_c_saves_a_checkpoint_at_that_step_and_resume_matches_a_straight_run(
@@ -81,12 +81,12 @@ def test_ctrl_c_saves_a_checkpoint_at_that_step_and_resume_matches_a_straight_ru
 
     bars = []
 
-    class Bar(train.tqdm):
+    class Bar(loop.tqdm):
         def __init__(self, *args, **kwargs):
             bars.append((kwargs.get("total"), kwargs.get("initial", 0)))
             super().__init__(*args, **kwargs)
 
-    monkeypatch.setattr(train, "tqdm", Bar)
+    monkeypatch.setattr(loop, "tqdm", Bar)
     resumed = pipeline.train(request(sst2_dir, out, tiny_bert_dir, eval_steps=4, resume=True))
     assert bars[0] == (8, 3) and bars[1] == (8, 0)  # the epoch's full length, its done batches already counted
     assert resumed["stopped_by"] == "epochs" and resumed["steps"] == 24

@@ -48,7 +48,7 @@ def lr_scheduler(optimizer, config: TrainConfig, n_features: int) -> torch.optim
 class GradientUpdate:
     """``--optimizer adamw`` (the default): forward, backward through the frozen backbone, clip, AdamW step.
 
-    The training loop (``train.Trainer``) asks an update for five things: how to describe itself, how to resume
+    The training loop (``loop.Trainer``) asks an update for five things: how to describe itself, how to resume
     from a checkpoint, how Accelerate prepares it, one step on one batch, and how to checkpoint it. The other
     update, forward-only prompt search, is ``search.CmaUpdate``.
     """

@@ -196,7 +196,7 @@ def train(request: TrainRequest, on_evaluation: Callable[[dict], str | None] | N
         output,
         save_best,
         run,
-        on_start=lambda: _write_run_files(output, options, parts),  # not before: see train.train
+        on_start=lambda: _write_run_files(output, options, parts),  # not before: see loop.train
         on_evaluation=on_evaluation,
     )
     if summary["stopped_by"] == "stop_after_steps":  # the test hook simulates a kill: nothing more is written
