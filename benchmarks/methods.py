@@ -189,6 +189,8 @@ def run_one(task: str, method: str, data: Path, args) -> dict:
     batch_size = args.batch_size or task_settings.get("batch_size", 16)
     base, variant = VARIANTS.get(method, (method, {}))
     shift = {"shift_positions": True} if args.shift_positions and method == "ptv2" else {}
+    if args.prefix_layers and "prefix_layers" in method_class(base).config_class.option_names():
+        shift["prefix_layers"] = args.prefix_layers  # a method option like the shift: the config and the row take it
     config = method_config(base, strict=False, prompt_length=s.get("prompt_length", 0), **shift)
     max_length += method_class(base).prompt_positions(config)  # an input prompt's positions: same text budget
     with tempfile.TemporaryDirectory() as tmp:
@@ -234,6 +236,7 @@ def run_one(task: str, method: str, data: Path, args) -> dict:
         "prefix_init_std": args.prefix_init_std if base == "ptv2" else None,
         "method_options": variant or None,
         "shift_positions": bool(args.shift_positions) if method == "ptv2" else None,
+        "prefix_layers": shift.get("prefix_layers"),
         "backbone_dropout": args.backbone_dropout,
         **staged_row(args),
         "quick": bool(args.quick),
@@ -290,6 +293,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--shift-positions",
         action="store_true",
         help="ptv2, diagnostic: number real tokens from P, as PEFT's cache-based prefix does (ptv2 --shift-positions).",
+    )
+    parser.add_argument(
+        "--prefix-layers", default=None, help="ptv2, apt: the layers the prompt enters (top:K, A-B; default all)."
     )
     parser.add_argument("--patience", type=int, default=None, help="Override every method's patience.")
     parser.add_argument(

@@ -519,3 +519,18 @@ def test_the_since_ptv2_section_reads_its_round_and_the_paired_step_costs(tmp_pa
         "| ptv2 | 10 | 1.000 | 1 | 1.000 | 1.000 |" in costs and "| apt | 12 | 1.200 | 1.250 | 1.500 | 1.100 |" in costs
     )
     assert "--methods finetune,ptv2,apt" in costs
+
+
+def test_methods_prefix_layers_reaches_the_run_and_its_row(tmp_path, tiny_bert_dir):
+    """`methods.py --prefix-layers top:1` prompts the top layer only; methods without the option ignore it."""
+    from conftest import write_cb
+
+    data = write_cb(tmp_path / "cb")
+    argv = ["--model", str(tiny_bert_dir), "--max-epochs", "1", "--max-length", "32", "--prefix-layers", "top:1"]
+    args = methods.parse_args([*argv, "--work-dir", str(tmp_path / "w")])
+    args.seed = 1
+    row = methods.run_one("cb", "ptv2", data, args)
+    assert row["prefix_layers"] == "top:1" and row["best"] is not None
+    saved = json.loads(next((tmp_path / "w").glob("cb-ptv2-*")).joinpath("ptuning.json").read_text())
+    assert saved["method"]["prefix_layers"] != "all"
+    assert methods.run_one("cb", "prompt-tuning", data, args)["prefix_layers"] is None
