@@ -38,6 +38,7 @@ from report_runs import HERE, Run, load_runs, results_dir
 from report_serve import serve
 from report_since_ptv2 import since_ptv2
 from report_studies import (
+    depth_quality,
     dropout_accuracy,
     dropout_section,
     peft_import,
@@ -170,6 +171,7 @@ def main() -> None:
         peft_import(),
         efficiency_details(),
         partial_depth(),
+        depth_quality(runs),
         dropout_section(runs),
         reparam_steps(),
         "## Quick mode (CPU)\n",

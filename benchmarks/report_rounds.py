@@ -34,6 +34,7 @@ ROUNDS = [
     "cpu-peft-rte",
     "cpu-reparam-lr",
     "cpu-nodrop",
+    "cpu-depth",
 ]
 
 

@@ -229,3 +229,38 @@ def dropout_section(runs: list[Run]) -> str:
         "over the epochs it ran, a rough guide only: the cpu-nodrop runs shared the 2 cores two at a time, the earlier "
         "rounds' as their descriptions below say):\n\n" + table + "\n"
     )
+
+
+# ptv2 on CB with the prompt in every layer (cpu-nodrop's command) and the same command in the top layers only.
+DEPTH_ROWS = [
+    ("cb", "all 6", ("cpu-nodrop", "ptv2-nodrop")),
+    ("cb", "top 3 (`--prefix-layers top:3`)", ("cpu-depth", "ptv2-nodrop-top3")),
+    ("cb", "top 2 (`--prefix-layers top:2`)", ("cpu-depth", "ptv2-nodrop-top2")),
+]
+
+
+def depth_quality(runs: list[Run]) -> str:
+    """Dev accuracy against prompted depth, same command otherwise; nothing until a top-layers row exists."""
+    rows = []
+    for task, layers, key in DEPTH_ROWS:
+        members = sorted(
+            (r for r in runs if (r.round, r.label, r.task) == (*key, task) and r.row), key=lambda r: r.seed
+        )
+        if members:
+            rows.append((task, layers, key, members, statistics.mean(r.best[r.metric] for r in members)))
+    if len(rows) < 2:
+        return ""
+    full = {task: mean for task, layers, _, _, mean in rows if layers.startswith("all")}
+    lines = [
+        "\nWhat the depth costs in accuracy (dev, mean ± std over seeds; the same harness command but for "
+        "`--prefix-layers`, all runs stopped as `stopped by` says):\n",
+        "| task | prompted layers | round, row | seeds | dev accuracy | vs all layers | stopped by |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for task, layers, key, members, mean in rows:
+        gap = f"{100 * (mean - full[task]):+.1f}" if task in full else "—"
+        seeds = ",".join(str(r.seed) for r in members)
+        stops = ", ".join(sorted({r.stopped_by for r in members}))
+        values = [r.best[r.metric] for r in members]
+        lines.append(f"| {task} | {layers} | {', '.join(key)} | {seeds} | {pct(values)} | {gap} | {stops} |")
+    return "\n".join(lines) + "\n"

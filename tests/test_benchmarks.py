@@ -534,3 +534,17 @@ def test_methods_prefix_layers_reaches_the_run_and_its_row(tmp_path, tiny_bert_d
     saved = json.loads(next((tmp_path / "w").glob("cb-ptv2-*")).joinpath("ptuning.json").read_text())
     assert saved["method"]["prefix_layers"] != "all"
     assert methods.run_one("cb", "prompt-tuning", data, args)["prefix_layers"] is None
+
+
+def test_depth_quality_compares_top_layer_rows_with_the_full_depth_row():
+    import report_studies
+
+    def run(round_name, label, seed, value):
+        return report.Run(round_name, "cb", label, seed, [{"epoch": 1, "accuracy": value}], {"stopped_by": "patience"})
+
+    assert report_studies.depth_quality([run("cpu-nodrop", "ptv2-nodrop", 1, 0.8)]) == ""  # no top-layers row yet
+    runs = [run("cpu-nodrop", "ptv2-nodrop", s, v) for s, v in ((1, 0.78), (2, 0.80))]
+    runs += [run("cpu-depth", "ptv2-nodrop-top3", s, v) for s, v in ((1, 0.76), (2, 0.76))]
+    text = report_studies.depth_quality(runs)
+    assert "| cb | all 6 | cpu-nodrop, ptv2-nodrop | 1,2 | 79.0 ± 1.4 | +0.0 | patience |" in text
+    assert "| cb | top 3 (`--prefix-layers top:3`) | cpu-depth, ptv2-nodrop-top3 | 1,2 | 76.0 ± 0.0 | -3.0 |" in text
