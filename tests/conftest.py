@@ -42,6 +42,18 @@ def train_argv(data, model_dir, output, *extra: str) -> list[str]:
     return ["train", "--task", "sst2", "--data", str(data), "--model", str(model_dir), "--output", str(output), *extra]
 
 
+def save_artifact_of(directory, model, task, name: str, backbone, max_length: int = 32, pooling: str = "mean"):
+    """``model`` saved as an artifact of ``task`` on ``backbone`` (recorded as ``name``): random test artifacts."""
+    from ptuning import artifact, backbones
+
+    fingerprint = backbones.fingerprint(backbone)
+    artifact.save_artifact(
+        directory, model, task=task, backbone_name=name, backbone_fingerprint=fingerprint, max_length=max_length,
+        pooling=pooling,
+    )  # fmt: skip
+    return directory
+
+
 def cli_in_process(*args: str):
     """``ptuning ARGS`` through the real entry point (``cli.main``: one-line errors, exit codes), in this process.
 

@@ -10,7 +10,7 @@ from dataclasses import replace
 
 import pytest
 import torch
-from conftest import FAMILIES, WORDS, tiny_backbone, train_tiny, write_sst2
+from conftest import FAMILIES, WORDS, save_artifact_of, tiny_backbone, train_tiny, write_sst2
 from typer.testing import CliRunner
 
 from ptuning import artifact, backbones, pipeline
@@ -280,15 +280,7 @@ def test_artifact_round_trip_equals_the_trained_model(tmp_path, tiny_bert_dir, m
         for p in model.method.parameters():
             p.add_(0.3 * torch.randn_like(p))
     model.eval()
-    artifact.save_artifact(
-        tmp_path,
-        model,
-        task=task,
-        backbone_name=str(tiny_bert_dir),
-        backbone_fingerprint=backbones.fingerprint(backbone),
-        max_length=32,
-        pooling="cls",
-    )
+    save_artifact_of(tmp_path, model, task, str(tiny_bert_dir), backbone, 32, "cls")
     loaded, _, _, meta = artifact.load_artifact(tmp_path, model_name=str(tiny_bert_dir))
     ids, mask = torch.randint(5, 30, (3, 9)), torch.ones(3, 9, dtype=torch.long)
     mask[2, 6:] = 0

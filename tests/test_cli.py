@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import cli_in_process, train_argv
+from conftest import cli_in_process, save_artifact_of, train_argv
 
 from ptuning import artifact, pipeline
 from ptuning.errors import PTuningError
@@ -200,15 +200,7 @@ def test_minilm_p20_artifact_is_well_under_one_megabyte(tmp_path):
     task = get_task("rte")
     model = PTuningModel(backbone, method_config("ptv2", prompt_length=20, reparam=True), task.build_head(384, "cls"))
     assert isinstance(model.head, SequenceClassificationHead)
-    artifact.save_artifact(
-        tmp_path,
-        model,
-        task=task,
-        backbone_name=name,
-        backbone_fingerprint=backbones.fingerprint(backbone),
-        max_length=128,
-        pooling="cls",
-    )
+    save_artifact_of(tmp_path, model, task, name, backbone, 128, "cls")
     size = pipeline.artifact_size(tmp_path)
     assert size < 500_000, size  # 6 layers x 2 x 384 x 20 floats = 368 KB + head + json
 

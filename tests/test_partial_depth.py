@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import FAMILIES, tiny_backbone
+from conftest import FAMILIES, save_artifact_of, tiny_backbone
 
 from ptuning import artifact, backbones, pipeline
 from ptuning.backbones import geometry
@@ -171,15 +171,7 @@ def save(model: PTuningModel, directory, name: str, task):
         for p in model.parameters():
             if p.requires_grad:
                 p.normal_(std=0.5)
-    artifact.save_artifact(
-        directory,
-        model,
-        task=task,
-        backbone_name=name,
-        backbone_fingerprint=backbones.fingerprint(model.backbone),
-        max_length=32,
-        pooling="mean",
-    )
+    save_artifact_of(directory, model, task, name, model.backbone, 32, "mean")
     return directory
 
 

@@ -7,6 +7,7 @@ import threading
 
 import pytest
 import torch
+from conftest import save_artifact_of
 
 from ptuning import artifact, backbones, pipeline
 from ptuning.method import method_config
@@ -39,15 +40,7 @@ def make_artifact(directory, model_dir, task_name: str, method: str, P: int, see
         for p in model.parameters():
             if p.requires_grad:
                 p.normal_(std=0.5)
-    artifact.save_artifact(
-        directory,
-        model,
-        task=task,
-        backbone_name=name,
-        backbone_fingerprint=backbones.fingerprint(backbone),
-        max_length=32,
-        pooling="mean",
-    )
+    save_artifact_of(directory, model, task, name, backbone, 32, "mean")
     return directory
 
 

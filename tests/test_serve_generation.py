@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from conftest import save_artifact_of
 from gen_fixtures import save_tiny_decoder
 
 from ptuning import artifact, backbones, pipeline
@@ -32,15 +33,7 @@ def make_generation_artifact(directory, model_dir, task_name: str, method: str, 
     with torch.no_grad():
         for p in model.method.parameters():
             p.normal_(std=1.0)
-    artifact.save_artifact(
-        directory,
-        model,
-        task=task,
-        backbone_name=name,
-        backbone_fingerprint=backbones.fingerprint(backbone),
-        max_length=64,
-        pooling="last",
-    )
+    save_artifact_of(directory, model, task, name, backbone, 64, "last")
     return directory
 
 

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import cli_in_process, train_argv, write_sst2
+from conftest import cli_in_process, save_artifact_of, train_argv, write_sst2
 from safetensors.torch import load_file
 
-from ptuning import artifact, backbones, batches, loop, pipeline
+from ptuning import backbones, batches, loop, pipeline
 from ptuning.errors import PTuningError
 from ptuning.loop import TrainConfig
 from ptuning.method import method_config
@@ -206,15 +206,7 @@ def nan_artifact(directory: Path, model_dir: Path) -> Path:
     )
     with torch.no_grad():
         model.method.prefix_encoder.embedding.weight.fill_(float("nan"))
-    artifact.save_artifact(
-        directory,
-        model,
-        task=task,
-        backbone_name=name,
-        backbone_fingerprint=backbones.fingerprint(backbone),
-        max_length=32,
-        pooling="mean",
-    )
+    save_artifact_of(directory, model, task, name, backbone, 32, "mean")
     return directory
 
 
