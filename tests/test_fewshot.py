@@ -102,3 +102,22 @@ def test_few_shot_zero_is_refused_before_any_work(tmp_path):
     with pytest.raises(PTuningError, match="--few-shot"):
         pipeline.TrainRequest(task="cb", data=str(tmp_path), output=tmp_path / "out", few_shot=0)
     assert not (tmp_path / "out").exists()
+
+
+def test_a_training_set_of_one_label_is_warned_about(tmp_path, capsys):
+    """FewGLUE's WSC train file is all True: a classifier can only learn that, and the run says so."""
+    from conftest import write_sst2
+
+    from ptuning import pipeline
+
+    data = write_sst2(tmp_path / "sst2")
+    rows = (data / "train.tsv").read_text().splitlines()
+    (data / "train.tsv").write_text("\n".join([rows[0]] + [r for r in rows[1:] if r.endswith("\t1")]) + "\n")
+    request = pipeline.TrainRequest(task="sst2", data=str(data), output=tmp_path / "out")
+    pipeline.training_examples(get_task("sst2"), request)
+    assert "have the same label ('1'); a classifier trained on them can only predict it" in capsys.readouterr().out
+    pipeline.training_examples(
+        get_task("sst2"),
+        pipeline.TrainRequest(task="sst2", data=str(write_sst2(tmp_path / "b")), output=tmp_path / "o"),
+    )
+    assert "same label" not in capsys.readouterr().out

@@ -108,7 +108,24 @@ def training_examples(task: Task, request: TrainRequest, data: str | None = None
     task = task.with_labels_from(plan.train)
     train_examples = task.records_to_examples(plan.train, labelled=True)[: request.max_train_samples]
     eval_examples = task.records_to_examples(plan.selection, labelled=True)[: request.max_eval_samples]
+    _warn_one_label(task, train_examples)
     return task, train_examples, eval_examples, plan
+
+
+def _warn_one_label(task: Task, examples: list) -> None:
+    """Say when every training example has the same label: the classifier can only learn to predict it.
+
+    Data do this, not a bug: FewGLUE's WSC train file holds 32 positive examples only (PET trains WSC as span
+    generation), so a WSC classifier trained on it answers True everywhere.
+    """
+    labels = getattr(task, "labels", None) or ()
+    seen = {e.label for e in examples if isinstance(e.label, (bool, int, str))}
+    if len(labels) > 1 and len(examples) > 1 and len(seen) == 1:
+        print(
+            f"warning: all {len(examples)} training examples of {task.name} have the same label ({seen.pop()!r}); "
+            "a classifier trained on them can only predict it",
+            flush=True,
+        )
 
 
 def task_parts(request: TrainRequest, entries: list[MixtureEntry] | None) -> list[TaskPart]:
