@@ -122,18 +122,23 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     rows = []
+
+    def keep(row: dict) -> None:
+        """Add a row and rewrite the file: a run stopped later keeps every row finished before it."""
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+        args_text = {k: str(v) for k, v in vars(args).items()}
+        result = {"kind": "generation", "task": args.task, "args": args_text, "results": rows}
+        result["machine"] = {"platform": platform.platform(), "threads": torch.get_num_threads()}
+        atomic_write_text(args.out, json.dumps(result, indent=1) + "\n")
+
     with tempfile.TemporaryDirectory() as tmp:
         for method in args.methods.split(","):
             if method == "zero-shot":
-                rows.append(zero_shot(args.task, args.data, args.model, args.test_samples, args.batch_size))
+                keep(zero_shot(args.task, args.data, args.model, args.test_samples, args.batch_size))
             else:
                 for seed in [int(s) for s in args.seeds.split(",")]:
-                    rows.append(trained(args, method, seed, Path(tmp) / f"{method}-{seed}"))
-            print(json.dumps(rows[-1]), flush=True)
-            args_text = {k: str(v) for k, v in vars(args).items()}
-            result = {"kind": "generation", "task": args.task, "args": args_text, "results": rows}
-            result["machine"] = {"platform": platform.platform(), "threads": torch.get_num_threads()}
-            atomic_write_text(args.out, json.dumps(result, indent=1) + "\n")
+                    keep(trained(args, method, seed, Path(tmp) / f"{method}-{seed}"))
 
 
 if __name__ == "__main__":
