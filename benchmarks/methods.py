@@ -394,4 +394,9 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from ptuning.errors import PTuningError
+
+    try:
+        main()
+    except PTuningError as exc:  # a bad option (--prefix-layers top:99...): one line, as the command line says it
+        raise SystemExit(f"error: {exc}") from None

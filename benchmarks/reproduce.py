@@ -121,6 +121,11 @@ def main(argv: list[str] | None = None) -> None:
     if not args.data_root.is_dir():
         raise SystemExit(f"no data at {args.data_root}: pass --data-root pointing at the shared data folder")
     methods = METHOD_SETS.get(args.methods) or args.methods.split(",")
+    from methods import SETTINGS  # the harness's rows: a name it lacks would fail only when its cell runs
+
+    unknown = [m for m in methods if m not in SETTINGS]
+    if unknown:
+        raise SystemExit(f"--methods: no harness row {', '.join(unknown)}; choose from {', '.join(SETTINGS)}")
     tasks = args.tasks.split(",") if args.tasks else None
     known = [task for task, _ in PLANS[args.budget]]
     if tasks and set(tasks) - set(known):

@@ -442,6 +442,8 @@ def test_reproduce_plans_every_cell_and_estimates_from_earlier_runs_of_that_mach
     assert len(cells) == len(reproduce.PLANS["cpu"]) * len(reproduce.METHODS)
     task, method, command, out = next(c for c in cells if c[:2] == ("sst2", "ptv2"))
     assert command[command.index("--max-train-samples") + 1] == "4000" and out == tmp_path / "out" / "sst2-ptv2.json"
+    with pytest.raises(SystemExit, match="no harness row nope"):
+        reproduce.main(["--budget", "cpu", "--methods", "ptv2,nope", "--dry-run", "--data-root", str(tmp_path)])
     head_to_head = reproduce.plan("gpu", tmp_path, tmp_path / "h2h", reproduce.METHOD_SETS["since-ptv2"], ["cb", "rte"])
     assert [(task, method) for task, method, _, _ in head_to_head][:3] == [
         ("cb", "ptv2"),
