@@ -29,7 +29,7 @@ from report_efficiency import (
     frozen_backbone_speedups,
     partial_depth,
 )
-from report_fewshot import fewshot_table
+from report_fewshot import fewshot_section
 from report_generation import generation
 from report_plots import PLOTS, plots
 from report_quality import equal_time, gaps, headline, prompt_lengths, sweep_points, sweep_runs
@@ -74,6 +74,7 @@ __all__ = [
 ]
 
 OUT = HERE.parent / "BENCHMARKS.md"
+LEARNING_CURVES = "benchmarks/plots/learning_curves.png"  # drawn in the low-resource section, not with the others
 
 
 def settings_text() -> str:
@@ -124,20 +125,7 @@ def main() -> None:
         efficiency(),
         frozen_backbone_speedups(),
         serve(),
-        "## Low-resource: FewGLUE 32-shot\n",
-        "FewGLUE's fixed files (`python benchmarks/methods.py --fewglue`, benchmarks/README.md): 32 training "
-        "examples, the 32-example `dev32` split selects the checkpoint, and the full SuperGLUE validation set is "
-        "scored once with the selected artifact (`reported`). Mean ± std over training seeds; the majority class "
-        "of the validation set is the floor. This table is being filled: rows are added as runs finish, and a "
-        "row with fewer than 5 seeds is not yet a result. Prompts train for at most 60 epochs with patience 10. "
-        "Fine-tuning in round `cpu-fewglue` ran the harness's full-data schedule (at most 20 epochs, patience 4: at 32 "
-        "examples and batch 16, at most 40 optimizer steps; PET fine-tunes for 250), so read those rows as a lower "
-        "bound; round `cpu-fewglue-ft` reruns it on the few-shot schedule (`FEW_SHOT_SETTINGS` in methods.py: at most "
-        "100 epochs, the prompts' patience 10). FewGLUE's WSC train file holds 32 positive examples only (PET trains WSC "
-        "as span generation, not as a classifier), so the WSC rows train a classifier on one label: the prompts "
-        "predict True (almost) everywhere (31.2 % of dev32 and 36.5 % of val are True), and training now warns about such a "
-        "set. Those rows measure the data, not the methods.\n",
-        fewshot_table(runs),
+        fewshot_section(runs, LEARNING_CURVES if LEARNING_CURVES in images else None),
         since_ptv2(runs),
         generation(),
         "# Lab notebook\n",
@@ -150,7 +138,7 @@ def main() -> None:
         "says which.\n",
         "## Every converged row: best dev (and test) metric per task and method\n",
         headline(runs) + "\n",
-        *(f"![{p}]({p})\n" for p in images),
+        *(f"![{p}]({p})\n" for p in images if p != LEARNING_CURVES),
         "## P-Tuning v2 against fine-tuning\n",
         "The best ptv2 row of the table above per task against fine-tuning (means over the seeds run; test where "
         "both have a test figure, else dev). Several prompt runs were stopped by the time cap while still improving "

@@ -413,6 +413,71 @@ def test_learning_curves_average_each_k_over_draws(tmp_path):
     assert (tmp_path / "curves.png").stat().st_size > 1000
 
 
+def test_the_goal_verdict_averages_k_up_to_64_and_names_where_the_lines_cross():
+    """ptv2 − fine-tuning at K ≤ 64 over points with ≥ 5 draws of both; a sign change along K is a crossing."""
+    import report_fewshot
+
+    def point(k, mean, std, n=5):
+        return (k, mean, std, n)
+
+    curves = {
+        "rte": {
+            "ptv2": [point(16, 55.0, 1.0), point(32, 56.0, 1.0), point(64, 57.0, 1.0), point(128, 58.0, 1.0)],
+            "finetune": [point(16, 53.0, 3.0), point(32, 55.0, 3.0), point(64, 58.0, 3.0), point(128, 62.0, 2.0)],
+        },
+        "sst2": {"ptv2": [point(16, 70.0, 2.0, n=3)], "finetune": [point(16, 50.0, 9.0, n=3)]},  # too few draws
+    }
+    text = report_fewshot.goal_verdict(curves)
+    assert "met.**" in text and "not met" not in text
+    assert "the 3 points with ≥ 5 draws of both (rte K=16, rte K=32, rte K=64)" in text
+    assert "is +0.7 points on average" in text and "averages 1.0 for ptv2 against 3.0 for fine-tuning" in text
+    assert (
+        "- rte, ptv2 − fine-tuning by K: 16 +2.0, 32 +1.0, 64 -1.0, 128 -4.0; the lines cross between K=32 and K=64."
+        in text
+    )
+    assert "- sst2, ptv2 − fine-tuning by K: 16 +20.0; ptv2 leads at every K." in text
+    curves["rte"]["ptv2"][0] = point(16, 45.0, 1.0)  # the average turns negative
+    assert "not met" in report_fewshot.goal_verdict(curves)
+    assert report_fewshot.goal_verdict({"rte": {"ptv2": [point(16, 50.0, 1.0)]}}) == ""
+
+
+def test_the_learning_curve_ends_at_the_summary_tables_full_data_dev_metric(monkeypatch):
+    """``full`` comes from the summary cell of the same method (dev metric), only for methods with K-shot rows."""
+    import report_fewshot
+
+    monkeypatch.setattr(report_fewshot, "SUMMARY", [("rte", "full", {"ptv2": ("r2", "ptv2"), "ptv1": ("r2", "ptv1")})])
+
+    def shot(seed, value):
+        row = {"best": {"accuracy": 0.6}, "reported": {"accuracy": value}, "few_shot": 16, "epochs_run": 3}
+        return report.Run("cpu-fewshot", "rte", "ptv2", seed, [{"epoch": 1, "accuracy": 0.6}], row)
+
+    def standard(label, seed, dev):
+        return report.Run("r2", "rte", label, seed, [{"epoch": 1, "accuracy": dev}], {"epochs_run": 1})
+
+    runs = [shot(1, 0.5), standard("ptv2", 1, 0.60), standard("ptv2", 2, 0.64), standard("ptv1", 1, 0.7)]
+    curves = report_fewshot.curve_points(runs)
+    assert [(k, round(m, 1), n) for k, m, _, n in curves["rte"]["ptv2"]] == [(16, 50.0, 1), ("full", 62.0, 2)]
+    assert "ptv1" not in curves["rte"]
+    assert "| rte | ptv2 | 50.0 ± 0.0 (1) | 62.0 ± 2.8 (2) |" in report_fewshot.curve_table(curves)
+
+
+def test_the_fewglue_verdict_uses_the_few_shot_fine_tuning_round_and_leaves_wsc_out():
+    import report_fewshot
+
+    def run(task, label, round_name, seed, value):
+        row = {"best": {"accuracy": 0.5}, "reported": {"accuracy": value}, "fewglue": True, "epochs_run": 3}
+        return report.Run(round_name, task, label, seed, [{"epoch": 1, "accuracy": 0.5}], row)
+
+    runs = [run("cb", "ptv2", "cpu-fewglue", s, 0.60 + s / 100) for s in range(1, 6)]
+    runs += [run("cb", "finetune", "cpu-fewglue-ft", s, 0.55 + s / 100) for s in range(1, 6)]
+    runs += [run("cb", "finetune", "cpu-fewglue", s, 0.10) for s in range(1, 6)]  # the full-data schedule: not used
+    pairs = [("ptv2", "cpu-fewglue"), ("finetune", "cpu-fewglue-ft")]
+    runs += [run("wsc", m, r, s, 0.9 if m == "ptv2" else 0.1) for m, r in pairs for s in range(1, 6)]
+    text = report_fewshot.fewglue_verdict(runs)
+    assert "Over FewGLUE's cb (WSC left out" in text and "is +5.0 points" in text
+    assert report_fewshot.fewglue_verdict(runs[:4]) == ""  # fewer than 5 seeds: no verdict
+
+
 def test_summary_table_reports_test_metric_seeds_trainable_share_and_gap(monkeypatch):
     """The opening table: test F1 where the task has one, one-seed and time-cap marks, trainable %, the gap."""
     import report_summary
