@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import statistics
 import sys
 import tempfile
 import time
@@ -79,10 +80,14 @@ def trained(args, method: str, seed: int, out: Path) -> dict:
     return row
 
 
-def throughput(artifact_dir: Path, args) -> dict:
-    """Greedy tokens/s on the test prompts, with the artifact's prompt and with none (the same model, same inputs)."""
+def throughput(artifact_dir: Path, args, rounds: int = 3) -> dict:
+    """Greedy tokens/s on the test prompts with the artifact's prompt and with none, rounds interleaved.
+
+    The two settings alternate (ABBA...) so that a load change on a shared machine hits both; the overhead is the
+    median of the per-round ratios, the figure a noisy machine can still be trusted with.
+    """
     from ptuning import artifact
-    from ptuning.decoding import DecodingConfig, generate_ids
+    from ptuning.decoding import DecodingConfig
     from ptuning.encoders import PromptInputs
 
     model, tokenizer, task, meta = artifact.load_artifact(artifact_dir)
@@ -90,20 +95,30 @@ def throughput(artifact_dir: Path, args) -> dict:
     features = task.featurize(examples, tokenizer, model.token_budget(meta["max_length"])).features
     collate = task.collator(tokenizer)
     config = DecodingConfig(max_new_tokens=task.decoding.max_new_tokens)
-    result = {}
-    for label, prompt in (("with_prompt", model.method.prompt_inputs()), ("no_prompt", PromptInputs())):
-        tokens, started = 0, time.perf_counter()
-        for start in range(0, len(features), args.batch_size):
-            ids, mask = collate.prompts(features[start : start + args.batch_size])
-            with torch.no_grad():
-                new = generate_ids(
-                    model.encoder, model.head.output, prompt, ids, mask, config,
-                    eos_token_id=tokenizer.eos_token_id, pad_token_id=collate.pad_id,
-                )  # fmt: skip
-            tokens += int((new != collate.pad_id).sum())
-        result[label] = tokens / (time.perf_counter() - started)
-    result["overhead"] = result["no_prompt"] / result["with_prompt"]
-    return result
+    prompts = {"with_prompt": model.method.prompt_inputs(), "no_prompt": PromptInputs()}
+    speeds: dict = {label: [] for label in prompts}
+    for index in range(rounds):
+        for label in sorted(prompts, reverse=index % 2 == 1):
+            speeds[label].append(_tokens_per_second(model, tokenizer, collate, features, prompts[label], config, args))
+    ratios = [none / with_prompt for none, with_prompt in zip(speeds["no_prompt"], speeds["with_prompt"], strict=True)]
+    result = {label: statistics.median(values) for label, values in speeds.items()}
+    return {**result, "overhead": statistics.median(ratios), "rounds": rounds, "per_round": speeds}
+
+
+def _tokens_per_second(model, tokenizer, collate, features, prompt, config, args) -> float:
+    """One greedy pass over the features in batches: generated tokens (padding excluded) per second."""
+    from ptuning.decoding import generate_ids
+
+    tokens, started = 0, time.perf_counter()
+    for start in range(0, len(features), args.batch_size):
+        ids, mask = collate.prompts(features[start : start + args.batch_size])
+        with torch.no_grad():
+            new = generate_ids(
+                model.encoder, model.head.output, prompt, ids, mask, config,
+                eos_token_id=tokenizer.eos_token_id, pad_token_id=collate.pad_id,
+            )  # fmt: skip
+        tokens += int((new != collate.pad_id).sum())
+    return tokens / (time.perf_counter() - started)
 
 
 def main() -> None:

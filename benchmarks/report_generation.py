@@ -24,6 +24,20 @@ def _files() -> list[dict]:
     return found
 
 
+SETUP = ("model", "max_train_samples", "epochs", "batch_size", "max_eval_samples", "test_samples")
+
+
+def _by_setup(files: list[dict]) -> dict:
+    """Files of one task run on the same setup (seeds or methods added later) join into one table."""
+    groups: dict = {}
+    for data in files:
+        args = data["args"]
+        setup = ", ".join(f"{k} {args[k]}" for k in SETUP if k in args and k not in ("model", "batch_size"))
+        key = (data["task"], tuple(args.get(k) for k in SETUP))
+        groups.setdefault(key, (setup, []))[1].append(data)
+    return {(task, setup): group for (task, _), (setup, group) in groups.items()}
+
+
 def _mean(values: list[float]) -> str:
     if not values:
         return "-"
@@ -51,6 +65,8 @@ def _table(task: str, rows: list[dict]) -> str:
         share = 100 * first.get("trainable_params", 0) / first["backbone_params"] if first.get("backbone_params") else 0
         speed = [r["throughput"] for r in mine if r.get("throughput")]
         tokens = f"{speed[0]['with_prompt']:.1f} / {speed[0]['no_prompt']:.1f}" if speed else "-"
+        if speed and "rounds" in speed[0]:  # interleaved rounds: the median per-round ratio
+            tokens += f" ({speed[0]['overhead']:.2f}×)"
         cells = [method, str(len(mine)), str(first.get("examples", "-"))]
         cells += [_mean([r[m] for r in mine if m in r]) for m in metrics]
         cells += [f"{share:.3f}", f"{first.get('artifact_bytes', 0) / 1024:.0f}" if "artifact_bytes" in first else "-"]
@@ -71,9 +87,7 @@ def generation() -> str:
         "references, sacreBLEU; DialogSum: three references each, trained on its dev file). zero-shot: the instruct "
         "model with the task's instruction and no prompt.\n",
     ]
-    for data in files:
-        args = data["args"]
-        setup = ", ".join(f"{k} {args[k]}" for k in ("max_train_samples", "epochs", "test_samples") if k in args)
-        parts.append(f"### {data['task']} ({data['file']}; {setup})\n")
-        parts.append(_table(data["task"], data["results"]))
+    for (task, setup), group in _by_setup(files).items():
+        parts.append(f"### {task} ({', '.join(d['file'] for d in group)}; {setup})\n")
+        parts.append(_table(task, [row for d in group for row in d["results"]]))
     return "\n".join(parts)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -150,6 +152,28 @@ def test_train_evaluate_generate_for_every_decoder_method(tmp_path, decoder_dir,
     assert json.loads((tmp_path / "one-out.jsonl").read_text()) == rows[1]  # in order, batch-independent
 
 
+def test_the_benchmarks_throughput_interleaves_rounds_with_and_without_the_prompt(tmp_path, decoder_dir):
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import generation
+
+    data = write_e2e(tmp_path / "e2e")
+    request = pipeline.TrainRequest(
+        task="e2e",
+        data=str(data),
+        output=tmp_path / "ptv2",
+        model=str(decoder_dir),
+        method=method_config("ptv2", prompt_length=4),
+        train=TrainConfig(epochs=1, batch_size=4, seed=1),
+        max_length=64,
+        max_eval_samples=2,
+    )
+    pipeline.train(request)
+    args = argparse.Namespace(data=str(data), test_samples=3, batch_size=2)
+    result = generation.throughput(tmp_path / "ptv2", args, rounds=2)
+    assert [len(result["per_round"][k]) for k in ("with_prompt", "no_prompt")] == [2, 2]
+    assert result["with_prompt"] > 0 and result["no_prompt"] > 0 and result["overhead"] > 0
+
+
 def test_cli_generate_eval_and_refusals(tmp_path, decoder_dir, sst2_dir, tiny_bert_dir, monkeypatch, capsys):
     data = write_e2e(tmp_path / "e2e")
     out = tmp_path / "art"
@@ -245,6 +269,15 @@ def test_the_report_renders_generation_results(tmp_path, monkeypatch):
     text = report_generation.generation()
     assert "| ptv2 | 2 | 16 | 42.0 ± 2.8 | 50.0 ± 0.0 | 60.0 ± 0.0 | 0.100 | 4 | 2.50 | - |" in text
     assert "| zero-shot | 1 | 16 | 5.0 | 30.0 | 40.0 |" in text
+    seed3 = {**rows[1], "seed": 3, "bleu": 45.0, "throughput": {"with_prompt": 9.0, "no_prompt": 10.0}}
+    seed3["throughput"].update(overhead=1.08, rounds=3)
+    (tmp_path / "generation" / "e2e-seed3.json").write_text(json.dumps({**data, "results": [seed3]}))
+    other = {**data, "args": {"max_train_samples": "96", "epochs": "1"}}  # another setup: its own table
+    (tmp_path / "generation" / "e2e-more.json").write_text(json.dumps(other))
+    text = report_generation.generation()
+    assert text.count("### e2e") == 2 and re.search(r"generation/e2e-seed3\.json, \S+/e2e\.json;", text)
+    assert "| ptv2 | 3 | 16 | 43.0 ± 2.6 |" in text  # seed 3 joined seeds 1-2 of the same setup
+    assert "| 9.0 / 10.0 (1.08×) |" in text  # interleaved rounds: the median ratio shown
 
 
 def test_a_long_source_is_cut_and_the_chat_templates_answer_cue_kept():
