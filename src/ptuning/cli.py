@@ -19,6 +19,7 @@ import typer
 
 from . import cli_generate, cli_inspect, cli_peft, cli_serve
 from . import cli_options as opts
+from .cli_common import DEVICE_HELP, quiet_weight_loading
 from .errors import PTuningError
 from .finite import dumps
 from .trainconfig import TrainConfig
@@ -142,7 +143,7 @@ def train(
     """Train a prompt (or a baseline) and keep the best-dev artifact in OUTPUT; --config FILE: flags override it."""
     from . import pipeline, runfile
 
-    _quiet_weight_loading()
+    quiet_weight_loading()
     _print_outcome(pipeline.train(runfile.request_from_options({**ctx.params, "output": Path(output)})), output)
 
 
@@ -161,19 +162,6 @@ def _finite(value) -> bool:
     return isinstance(value, (int, float)) and math.isfinite(value)
 
 
-def _quiet_weight_loading() -> None:
-    """Silence transformers' "Loading weights" bar (printed at every backbone load, three times in
-    ``demo``); our own bars stay, and so do the hub's download bars unless the user turned them off."""
-    from huggingface_hub.utils import are_progress_bars_disabled, enable_progress_bars
-    from transformers.utils import logging as hf_logging
-
-    hub_off = are_progress_bars_disabled()
-    hf_logging.disable_progress_bar()  # also turns the hub's off ...
-    if not hub_off:
-        enable_progress_bars()  # ... which were on: downloads can take minutes
-
-
-DEVICE_HELP = "auto (the GPU when there is one) | cpu | cuda | cuda:N | mps."
 TASK_HELP = "Which task of a multi-task artifact (its tasks are listed in its ptuning.json)."
 
 
@@ -194,7 +182,7 @@ def evaluate(
     """Print the task's metrics on a split as one JSON object (a metric with no value is null)."""
     from .pipeline import evaluate as run
 
-    _quiet_weight_loading()
+    quiet_weight_loading()
     decoding = {k: v for k, v in {"max_new_tokens": max_new_tokens, "num_beams": num_beams}.items() if v is not None}
     options = {"max_eval_samples": max_eval_samples, "decoding": decoding, "backbone_dtype": backbone_dtype}
     scores = run(artifact, data, split, model, batch_size, device, task, **options)
@@ -222,12 +210,12 @@ def predict(
     """
     from .pipeline import predict as run
 
-    _quiet_weight_loading()
+    quiet_weight_loading()
     count = run(artifact, input, output, model, batch_size, device, task, backbone_dtype=backbone_dtype)
     typer.echo(f"wrote {count} predictions to {output}")
 
 
-cli_generate.register(app, _quiet_weight_loading, DEVICE_HELP)
+cli_generate.register(app)
 
 
 @app.command()
@@ -272,7 +260,7 @@ def demo(
 
     if output.is_dir() and any(output.iterdir()) and not overwrite:  # the rule `train` follows, before any work
         raise PTuningError(f"{output} is not empty; pass --overwrite to replace it")
-    _quiet_weight_loading()
+    quiet_weight_loading()
     sample = str(files("ptuning") / "samples" / "sentiment")
     typer.echo(f"training ptv2 (P=20) on {sample} with the bundled MiniLM backbone")
     summary = run_train(

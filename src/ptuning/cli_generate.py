@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Optional
 
 import typer
 
 from . import cli_options as opts
+from .cli_common import DEVICE_HELP, quiet_weight_loading
 
 
-def register(app: typer.Typer, quiet_weight_loading: Callable[[], None], device_help: str) -> None:
+def register(app: typer.Typer) -> None:
     """Add the ``generate`` command to ``app`` (the CLI module stays one screen per command)."""
 
     @app.command()
@@ -23,7 +23,7 @@ def register(app: typer.Typer, quiet_weight_loading: Callable[[], None], device_
         output: Path = typer.Option(..., "--output", help='JSONL out: {"generated": ...} per input, in order.'),
         model: Optional[str] = typer.Option(None, help="Backbone path, when it moved since training."),
         batch_size: int = typer.Option(16),
-        device: str = typer.Option("auto", help=device_help),
+        device: str = typer.Option("auto", help=DEVICE_HELP),
         max_new_tokens: opts.MaxNewTokens = None,
         num_beams: opts.NumBeams = None,
         do_sample: opts.DoSample = None,

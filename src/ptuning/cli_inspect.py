@@ -10,7 +10,7 @@ from typing import Optional
 
 import typer
 
-DEVICE_HELP = "auto (the GPU when there is one) | cpu | cuda | cuda:N | mps."
+from .cli_common import DEVICE_HELP, quiet_weight_loading
 
 
 def inspect_artifacts(
@@ -35,10 +35,9 @@ def inspect_artifacts(
 
     Writes inspect.json and PNG plots to --output (default ARTIFACT/inspect) and prints a short table.
     """
-    from .cli import _quiet_weight_loading
     from .inspection import InspectOptions, run
 
-    _quiet_weight_loading()
+    quiet_weight_loading()
     options = InspectOptions(data, split, samples, top_k, batch_size, model, device, plots)
     run(artifacts, options, output)
 

@@ -12,6 +12,7 @@ from typing import Optional
 import typer
 
 from . import cli_options as opts
+from .cli_common import quiet_weight_loading
 
 
 def import_peft(
@@ -47,10 +48,9 @@ def import_peft(
     overwrite: opts.Overwrite = False,
 ) -> None:
     """Turn a PEFT prefix-tuning adapter into a ptuning artifact (ptv2), checked against the backbone."""
-    from .cli import _quiet_weight_loading
     from .peft_interop import ImportRequest, import_adapter
 
-    _quiet_weight_loading()
+    quiet_weight_loading()
     columns = {"text_column": text_column, "text_pair_column": text_pair_column, "label_column": label_column}
     request = ImportRequest(
         adapter=adapter,

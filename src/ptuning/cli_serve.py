@@ -10,7 +10,7 @@ from typing import Optional
 
 import typer
 
-from .cli_inspect import DEVICE_HELP
+from .cli_common import DEVICE_HELP, quiet_weight_loading
 from .errors import PTuningError
 from .serve.tokens import ADMIN_ENV, PREDICT_ENV, Tokens
 
@@ -47,11 +47,10 @@ def serve(
     from .serve.launch import serve as run_server
 
     named_artifacts(artifacts)  # a name given twice: one line, before anything heavy loads
-    from .cli import _quiet_weight_loading
     from .serve.pool import LoadLimits
     from .serve.server import Limits
 
-    _quiet_weight_loading()
+    quiet_weight_loading()
     if not (math.isfinite(max_artifact_mb) and max_artifact_mb > 0) or max_prompt_length < 1:
         raise PTuningError("--max-artifact-mb must be a finite number > 0 and --max-prompt-length >= 1")
     request = ServeRequest(

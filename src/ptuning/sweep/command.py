@@ -18,6 +18,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from ..cli_common import quiet_weight_loading
 from ..errors import PTuningError
 
 Trials = Annotated[int, typer.Option(help="The study's total number of trials; a re-run runs only what is missing.")]
@@ -99,7 +100,6 @@ def sweep_command(train: Callable) -> Callable:
 
 
 def _run(values: dict) -> None:
-    from ..cli import _quiet_weight_loading
     from ..runfile import request_from_options
     from .space import read_space_file
     from .study import SweepRequest, run_sweep
@@ -127,7 +127,7 @@ def _run(values: dict) -> None:
         seeds=parse_seeds(own["seeds"]),
         sampler_seed=own["sampler_seed"],
     )
-    _quiet_weight_loading()
+    quiet_weight_loading()
     summary = run_sweep(request)
     typer.echo(describe(summary, output))
 
