@@ -16,6 +16,7 @@ from report_runs import Run, pct
 from report_summary import FULL, SUMMARY
 
 CURVE_METHODS = ("finetune", "ptv2", "prompt-tuning")
+CURVE_COLOURS = {"finetune": "tab:gray", "ptv2": "tab:blue", "prompt-tuning": "tab:orange"}  # the bar plot's
 GOAL_K = (16, 32, 64)  # the issue's goal: ptv2 >= fine-tuning at K <= 64
 MIN_DRAWS = 5
 # FewGLUE averages leave WSC out: its train file holds one label, so its rows measure the data (section text).
@@ -121,18 +122,26 @@ def _order(k) -> float:
     return float("inf") if k == "full" else float(k)
 
 
-def curve_table(curves: dict) -> str:
-    """Per task and method, the reported metric at each K: ``mean ± std (draws)``."""
+def curve_table(curves: dict, majority: dict) -> str:
+    """Per task and method, the reported metric at each K: ``mean ± std (draws)``; the task's majority class."""
     if not curves:
         return ""
     ks = sorted({p[0] for methods in curves.values() for pts in methods.values() for p in pts}, key=_order)
-    lines = ["| task | method | " + " | ".join(f"K={k}" for k in ks) + " |", "|---|---|" + "---|" * len(ks)]
+    header = "| task | method | " + " | ".join(f"K={k}" for k in ks) + " | majority class |"
+    lines = [header, "|---|---|" + "---|" * (len(ks) + 1)]
     for task, methods in sorted(curves.items()):
+        floor = f"{majority[task]:.1f}" if task in majority else "—"
         for label, points in sorted(methods.items()):
             at = {p[0]: p for p in points}
             cells = [f"{at[k][1]:.1f} ± {at[k][2]:.1f} ({at[k][3]})" if k in at else "—" for k in ks]
-            lines.append(f"| {task} | {label} | " + " | ".join(cells) + " |")
+            lines.append(f"| {task} | {label} | " + " | ".join(cells) + f" | {floor} |")
     return "\n".join(lines) + "\n"
+
+
+def majority_classes(runs: list[Run]) -> dict:
+    """``{task: percent}``: the validation set's majority class the K-shot rows recorded (none for tagging)."""
+    found = {r.task: 100 * r.row["majority"] for r in fewshot_runs(runs) if r.row.get("majority") is not None}
+    return dict(sorted(found.items()))
 
 
 def _gaps(methods: dict) -> dict:
@@ -159,9 +168,10 @@ def goal_verdict(curves: dict) -> str:
     ptv2_std, finetune_std = statistics.mean(g[3] for g in at_goal), statistics.mean(g[4] for g in at_goal)
     met = gap >= 0 and ptv2_std < finetune_std
     points = ", ".join(f"{t} K={k}" for t, k, *_ in at_goal)
+    noun = "points" if len(at_goal) > 1 else "point"
     text = (
         f"**Goal (ptv2 ≥ fine-tuning at K ≤ 64 on average over the tasks, with a smaller std across draws): "
-        f"{'met' if met else 'not met'}.** Over the {len(at_goal)} points with ≥ {MIN_DRAWS} draws of both ({points}), "
+        f"{'met' if met else 'not met'}.** Over the {len(at_goal)} {noun} with ≥ {MIN_DRAWS} draws of both ({points}), "
         f"ptv2 − fine-tuning is {gap:+.1f} points on average, and the std across draws averages {ptv2_std:.1f} for "
         f"ptv2 against {finetune_std:.1f} for fine-tuning.\n\n"
     )
@@ -210,7 +220,8 @@ def fewshot_section(runs: list[Run], plot: str | None) -> str:
     parts = ["## Low-resource: FewGLUE 32-shot and K-shot learning curves\n", INTRO, fewshot_table(runs)]
     parts.append(fewglue_verdict(runs))
     if curves:
-        parts += ["### K-shot learning curves\n", CURVES_INTRO, curve_table(curves), goal_verdict(curves)]
+        parts += ["### K-shot learning curves\n", CURVES_INTRO, curve_table(curves, majority_classes(runs))]
+        parts.append(goal_verdict(curves))
         parts.append(f"![{plot}]({plot})\n" if plot else "")
     return "\n".join(p for p in parts if p)
 
@@ -220,7 +231,8 @@ def plot_learning_curves(runs: list[Run], plt, path) -> bool:
     curves = curve_points(runs)
     if not curves:
         return False
-    fig, axes = plt.subplots(1, len(curves), figsize=(4.2 * len(curves), 3.6), squeeze=False)
+    floors = majority_classes(runs)
+    fig, axes = plt.subplots(1, len(curves), figsize=(max(4.2 * len(curves), 6.0), 3.8), squeeze=False)
     for ax, (task, methods) in zip(axes[0], sorted(curves.items()), strict=True):
         numeric = [p[0] for points in methods.values() for p in points if p[0] != "full"]
         full_at = 2 * max(numeric, default=256)  # where "full" sits on the log axis
@@ -228,11 +240,15 @@ def plot_learning_curves(runs: list[Run], plt, path) -> bool:
             shots = [p for p in points if p[0] != "full"]
             ks, means = [p[0] for p in shots], [p[1] for p in shots]
             draws = f"{min(p[3] for p in shots)}-{max(p[3] for p in shots)}" if shots else "0"
-            (line,) = ax.plot(ks, means, marker="o", label=f"{label} (draws {draws})")
-            ax.fill_between(ks, [p[1] - p[2] for p in shots], [p[1] + p[2] for p in shots], alpha=0.2)
+            colour = {"color": CURVE_COLOURS[label]} if label in CURVE_COLOURS else {}
+            (line,) = ax.plot(ks, means, marker="o", label=f"{label} (draws {draws})", **colour)
+            band = ([p[1] - p[2] for p in shots], [p[1] + p[2] for p in shots])
+            ax.fill_between(ks, *band, alpha=0.2, color=line.get_color())
             for p in points:
                 if p[0] == "full":  # another protocol: a hollow marker with its std, not joined to the line
                     ax.errorbar([full_at], [p[1]], yerr=[p[2]], fmt="o", mfc="none", color=line.get_color())
+        if task in floors:
+            ax.axhline(floors[task], color="grey", linestyle=":", linewidth=1)
         ax.set_xscale("log", base=2)
         ticks = sorted({*numeric, full_at})
         ax.set_xticks(ticks, [f"{t}" if t != full_at else "full" for t in ticks], fontsize=7)
@@ -241,7 +257,8 @@ def plot_learning_curves(runs: list[Run], plt, path) -> bool:
         ax.set_title(f"{task}: K-shot learning curve", fontsize=9)
         ax.legend(fontsize=7)
     fig.suptitle(
-        "MiniLM, one draw per seed (band: ± one std over draws; hollow: full data, standard protocol)", fontsize=8
+        "MiniLM, one draw per seed\nband: ± one std over draws; hollow: full data, standard protocol; dotted: majority",
+        fontsize=8,
     )
     fig.tight_layout()
     fig.savefig(path, dpi=110)

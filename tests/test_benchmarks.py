@@ -458,7 +458,9 @@ def test_the_learning_curve_ends_at_the_summary_tables_full_data_dev_metric(monk
     curves = report_fewshot.curve_points(runs)
     assert [(k, round(m, 1), n) for k, m, _, n in curves["rte"]["ptv2"]] == [(16, 50.0, 1), ("full", 62.0, 2)]
     assert "ptv1" not in curves["rte"]
-    assert "| rte | ptv2 | 50.0 ± 0.0 (1) | 62.0 ± 2.8 (2) |" in report_fewshot.curve_table(curves)
+    assert "| rte | ptv2 | 50.0 ± 0.0 (1) | 62.0 ± 2.8 (2) | 52.7 |" in report_fewshot.curve_table(
+        curves, {"rte": 52.7}
+    )
 
 
 def test_the_fewglue_verdict_uses_the_few_shot_fine_tuning_round_and_leaves_wsc_out():
