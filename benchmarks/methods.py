@@ -130,13 +130,18 @@ def prompt_length_for(task: str, method: str, args) -> int:
     return sweep or args.prompt_length or TASK_SETTINGS.get(task, {}).get("prompt_length", default)
 
 
-def majority_class(task_name: str, data: Path) -> float:
-    """Accuracy of always answering the most frequent label of the validation file: the floor of a few-shot table."""
+def majority_class(task_name: str, data: Path) -> float | None:
+    """Accuracy of always answering the most frequent label of the validation file: the floor of a few-shot table.
+
+    None where the task is not scored by accuracy (tagging and QA F1, MultiRC's F1a): no label to answer always.
+    """
     from collections import Counter
 
     from ptuning.tasks import get_task
 
     task = get_task(task_name)
+    if task.main_metric != "accuracy":
+        return None
     labels = [str(e.label) for e in task.records_to_examples(task.load_split(str(data), "validation"), labelled=True)]
     return max(Counter(labels).values()) / len(labels)
 
@@ -195,7 +200,10 @@ def run_one(task: str, method: str, data: Path, args) -> dict:
     max_length += method_class(base).prompt_positions(config)  # an input prompt's positions: same text budget
     with tempfile.TemporaryDirectory() as tmp:
         started = time.perf_counter()
-        run_dir = (args.work_dir or Path(tmp)) / f"{task}-{method}{args.tag}-P{s.get('prompt_length', 0)}-{args.seed}"
+        shots = f"-k{args.few_shot}" if args.few_shot else ""  # runs at several K may share --work-dir
+        run_dir = (
+            args.work_dir or Path(tmp)
+        ) / f"{task}-{method}{args.tag}-P{s.get('prompt_length', 0)}{shots}-{args.seed}"
         train_config = train_config_for(s, batch_size, args)
         options = {"max_length": max_length, "max_train_samples": args.max_train_samples}
         options.update(max_eval_samples=args.max_eval_samples, task_options=task_settings.get("task_options", {}))
@@ -344,6 +352,8 @@ def peft_row_elsewhere(task: str, seed: int, args) -> dict:
         argv = [a for a in sys.argv[1:]]
         command = [args.peft_python, __file__, *argv, "--tasks", task, "--methods", "peft-prefix"]
         command += ["--seeds", str(seed), "--out", f"{tmp}/row.json", "--prompt-lengths", "", "--peft-python", ""]
+        if args.shot is not None:  # this K only: the child would otherwise run the whole list and return its first
+            command += ["--few-shot", str(args.shot)]
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT / "benchmarks")])}
         done = subprocess.run(command, env=env, text=True)
         if done.returncode:
@@ -368,7 +378,7 @@ def main() -> None:
             data = boolq_split(data, args.work_dir or Path(tempfile.gettempdir()))
         for seed in [int(x) for x in args.seeds.split(",")]:
             args.seed, args.sweep_prompt_length = seed, prompt_length
-            args.few_shot = None if k in (None, "full") else int(k)
+            args.shot, args.few_shot = k, None if k in (None, "full") else int(k)
             peft_elsewhere = method == "peft-prefix" and args.peft_python
             row = peft_row_elsewhere(task, seed, args) if peft_elsewhere else run_one(task, method, data, args)
             row["sweep"] = prompt_length is not None

@@ -104,9 +104,17 @@ def curve_points(runs: list[Run]) -> dict:
     A method without K-shot rows of its own at ``full`` gets the summary table's full-data cell there.
     """
     grouped: dict = defaultdict(list)
+    seen: dict = {}
     for run in fewshot_runs(runs):
         if run.row.get("few_shot"):
-            grouped[(run.task, run.label, run.row["few_shot"])].append(100 * run.row["reported"][run.metric])
+            key = (run.task, run.label, run.row["few_shot"])
+            if (*key, run.seed) in seen:  # the same draw twice would count as two and shrink the std
+                raise SystemExit(
+                    f"{run.task} {run.label} K={key[2]} seed {run.seed} is in rounds {seen[(*key, run.seed)]} and "
+                    f"{run.round}: keep one of them"
+                )
+            seen[(*key, run.seed)] = run.round
+            grouped[key].append(100 * run.row["reported"][run.metric])
     curves: dict = defaultdict(lambda: defaultdict(list))
     for (task, label, k), values in sorted(grouped.items(), key=lambda item: (*item[0][:2], _order(item[0][2]))):
         curves[task][label].append((k, *_stats(values)))
@@ -139,8 +147,10 @@ def curve_table(curves: dict, majority: dict) -> str:
 
 
 def majority_classes(runs: list[Run]) -> dict:
-    """``{task: percent}``: the validation set's majority class the K-shot rows recorded (none for tagging)."""
-    found = {r.task: 100 * r.row["majority"] for r in fewshot_runs(runs) if r.row.get("majority") is not None}
+    """``{task: percent}``: the validation set's majority class the K-shot rows recorded, for accuracy tasks only
+    (an early CoNLL-2003 row recorded a label frequency, which is no floor for F1)."""
+    rows = [r for r in fewshot_runs(runs) if r.row.get("few_shot") and r.metric == "accuracy"]
+    found = {r.task: 100 * r.row["majority"] for r in rows if r.row.get("majority") is not None}
     return dict(sorted(found.items()))
 
 

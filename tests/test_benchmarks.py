@@ -410,6 +410,9 @@ def test_learning_curves_average_each_k_over_draws(tmp_path):
     points = report_fewshot.curve_points(runs)["rte"]["ptv2"]
     assert [(k, round(m, 1), n) for k, m, _, n in points] == [(16, 55.0, 2), (32, 70.0, 1), ("full", 80.0, 1)]
     assert report_fewshot.plot_learning_curves(runs, plt, tmp_path / "curves.png")
+    again = report.Run("cpu-fewshot-2", "rte", "ptv2", 2, [{"epoch": 1, "accuracy": 0.6}], run(16, 2, 0.9).row)
+    with pytest.raises(SystemExit, match="rte ptv2 K=16 seed 2 is in rounds cpu-fewshot and cpu-fewshot-2"):
+        report_fewshot.curve_points([*runs, again])
     assert (tmp_path / "curves.png").stat().st_size > 1000
 
 

@@ -74,6 +74,31 @@ def test_a_rare_class_keeps_a_slot_and_quotas_add_up():
         assert len(drawn) == k and "neutral" in {task.stratum(r) for r in drawn}
 
 
+def test_labels_tied_on_their_share_are_ordered_by_the_seed_not_by_name():
+    """Balanced labels and an odd K: which label gets the extra slot changes with the seed (it was always one)."""
+    from ptuning.tasks.readers import Record
+
+    task = get_task("cb")
+    labels = ["entailment", "contradiction"] * 20
+    records = [Record({"premise": "a", "hypothesis": "b", "label": x}, "f", i) for i, x in enumerate(labels)]
+    extra = {Counter(task.stratum(r) for r in draw(task, records, 5, random.Random(seed))).most_common(1)[0][0]
+             for seed in range(12)}  # fmt: skip
+    assert extra == {"entailment", "contradiction"}
+    two_of_three = {frozenset(task.stratum(r) for r in draw(task, records, 1, random.Random(seed)))
+                    for seed in range(12)}  # fmt: skip
+    assert len(two_of_three) == 2  # k below the number of labels: the seed picks the label
+
+
+def test_a_regression_task_draws_without_strata():
+    from ptuning.tasks.readers import Record
+
+    task = get_task("stsb")
+    records = [Record({"sentence1": "a", "sentence2": "b", "label": i / 10}, "f", i) for i in range(50)]
+    assert {task.stratum(r) for r in records} == {None}
+    draws = {tuple(r.line for r in draw(task, records, 3, random.Random(seed))) for seed in range(3)}
+    assert len(draws) == 3
+
+
 def test_passages_are_drawn_whole(tmp_path):
     data = fixtures.write("multirc", tmp_path / "multirc")
     plan = plan_splits(get_task("multirc"), str(data), few_shot=2, few_shot_seed=0)
@@ -102,6 +127,33 @@ def test_few_shot_zero_is_refused_before_any_work(tmp_path):
     with pytest.raises(PTuningError, match="--few-shot"):
         pipeline.TrainRequest(task="cb", data=str(tmp_path), output=tmp_path / "out", few_shot=0)
     assert not (tmp_path / "out").exists()
+
+
+def test_sample_caps_are_refused_with_a_k_shot_draw(tmp_path):
+    """A cut in file order would undo the stratified draw and leave few_shot.json naming unused records."""
+    from ptuning import pipeline
+
+    for cap in ({"max_train_samples": 8}, {"max_eval_samples": 8}):
+        with pytest.raises(PTuningError, match="--few-shot K draws the training and selection examples itself"):
+            pipeline.TrainRequest(task="cb", data=str(tmp_path), output=tmp_path / "out", few_shot=4, **cap)
+
+
+def test_a_k_shot_task_learns_its_labels_from_the_whole_training_file(tmp_path):
+    """K below the number of labels: the reported split's other labels are still known (no 'unknown label')."""
+    from ptuning import pipeline
+
+    data = write_cb(tmp_path / "cb")
+    request = pipeline.TrainRequest(
+        task="text-classification",
+        data=str(data),
+        output=tmp_path / "out",
+        few_shot=1,
+        task_options={"text_column": "premise", "text_pair_column": "hypothesis"},
+    )
+    task, train, _, plan = pipeline.training_examples(get_task("text-classification").with_options(
+        **request.task_options), request)  # fmt: skip
+    assert len(train) == 1 and set(task.labels) == {"entailment", "contradiction", "neutral"}
+    task.records_to_examples(plan.reported, labelled=True)  # every reported label is one the task knows
 
 
 def test_a_training_set_of_one_label_is_warned_about(tmp_path, capsys):

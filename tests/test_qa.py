@@ -179,3 +179,17 @@ def test_pool_serves_qa_windows_mixed_with_classification(tmp_path, tiny_bert_di
     assert mixed[1]["label"] in ("0", "1")
     with pytest.raises(Exception, match="'question' and 'context'"):
         pool.to_example("qa", "just a string")
+
+
+def test_a_reported_split_answers_with_the_calibrated_null_threshold_instead_of_tuning_one(monkeypatch):
+    """SQuAD 2.0: tuning the threshold on the split that is reported would leak it into the reported score."""
+    from ptuning.tasks.base import Example
+
+    task = get_task("squad_v2").calibrated({"null_threshold": 0.5})
+    examples = [Example(("q", "x y"), label={"text": ["x"]}), Example(("q", "x y"), label={"text": []})]
+    answers = {id(examples[0]): ("x", 1.0), id(examples[1]): ("y", 9.0)}  # (best span, null − span score)
+    monkeypatch.setattr(type(task), "best_answer", lambda self, logits, example, windows: answers[id(example)])
+    tuned = task.evaluate(torch.zeros(2), examples, [(), ()])
+    assert tuned["f1"] == 1.0 and tuned["null_threshold"] == 1.0  # the selection split tunes its own
+    reported = task.for_reporting().evaluate(torch.zeros(2), examples, [(), ()])
+    assert reported["f1"] == 0.5 and reported["null_threshold"] == 0.5  # the calibrated one: the span answer lost

@@ -64,6 +64,11 @@ class TrainRequest:
         check_count("--max-train-samples", self.max_train_samples)
         check_count("--max-eval-samples", self.max_eval_samples)
         check_count("--few-shot", self.few_shot)
+        if self.few_shot is not None and (self.max_train_samples or self.max_eval_samples):
+            raise PTuningError(
+                "--few-shot K draws the training and selection examples itself: drop --max-train-samples and "
+                "--max-eval-samples (a cut would undo the stratified draw)"
+            )
         if self.tasks_file is not None and (self.task or self.data):
             raise PTuningError("--tasks-file lists the tasks and their data: drop --task and --data")
         if self.tasks_file is None and not (self.task and self.data):
@@ -105,7 +110,7 @@ def _check_output(output: Path, resume: bool, overwrite: bool) -> None:
 def training_examples(task: Task, request: TrainRequest, data: str | None = None):
     """``(task, train examples, selection examples, split plan)``; the task learns its labels from train."""
     plan = plan_splits(task, data or request.data, request.few_shot, request.few_shot_seed)
-    task = task.with_labels_from(plan.train)
+    task = task.with_labels_from(plan.label_source)  # K-shot: the whole training file, not the K drawn
     train_examples = task.records_to_examples(plan.train, labelled=True)[: request.max_train_samples]
     eval_examples = task.records_to_examples(plan.selection, labelled=True)[: request.max_eval_samples]
     _warn_one_label(task, train_examples)
@@ -326,7 +331,7 @@ def _score_reported(output: Path, parts: list[TaskPart], request: TrainRequest, 
             output, model_name=request.model, task=part.name if multi else None
         )
         examples = task.records_to_examples(part.plan.reported, labelled=True)
-        reported[part.name] = scores = score_examples(model, tokenizer, task, examples, meta)
+        reported[part.name] = scores = score_examples(model, tokenizer, task.for_reporting(), examples, meta)
         shown = ", ".join(f"{k} {v:.4f}" for k, v in scores.items())
         print(f"reported split{f' ({part.name})' if multi else ''}: {shown}", flush=True)
     if not reported:

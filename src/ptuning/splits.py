@@ -33,6 +33,12 @@ class SplitPlan:
     reported: list[Record] | None  # None: the selection split is the reported one
     roles: dict[str, str]
     drawn: dict | None = field(default=None)
+    pool: list[Record] | None = None  # K-shot: the file drawn from, whose labels the task learns
+
+    @property
+    def label_source(self) -> list[Record]:
+        """What the task learns its label set from: a K-shot draw can miss a label the reported split holds."""
+        return self.pool if self.pool is not None else self.train
 
     def describe(self) -> str:
         return "; ".join(f"{role}: {source}" for role, source in self.roles.items())
@@ -80,7 +86,7 @@ def _k_shot(task: Task, data: str, k: int, seed: int) -> SplitPlan:
         "reported": _source(reported),
     }
     drawn = {"k": k, "seed": seed, "file": pool[0].path, "train": _ids(train), "selection": _ids(selection)}
-    return SplitPlan(train, selection, reported, roles, drawn)
+    return SplitPlan(train, selection, reported, roles, drawn, pool)
 
 
 def draw(task: Task, records: list[Record], k: int, rng: random.Random) -> list[Record]:
@@ -95,7 +101,9 @@ def draw(task: Task, records: list[Record], k: int, rng: random.Random) -> list[
     if len(strata) == 1:
         chosen = rng.sample(records, k)
     else:
-        quotas = _quotas({label: len(members) for label, members in strata.items()}, k)
+        ties = random.Random()
+        ties.setstate(rng.getstate())  # a copy: breaking ties leaves the draw's own sequence as it was
+        quotas = _quotas({label: len(members) for label, members in strata.items()}, k, ties)
         chosen = [
             r
             for label, members in sorted(strata.items(), key=lambda x: str(x[0]))
@@ -105,18 +113,21 @@ def draw(task: Task, records: list[Record], k: int, rng: random.Random) -> list[
     return sorted(chosen, key=lambda r: order[id(r)])
 
 
-def _quotas(sizes: dict, k: int) -> dict:
+def _quotas(sizes: dict, k: int, ties: random.Random) -> dict:
+    """Largest-remainder quotas; labels tied on their remainder (or on their quota, when a tiny ``k`` cannot
+    give every label a slot) are ordered by the seeded ``ties``, so the seed, not the label's name, decides."""
     labels = sorted(sizes, key=str)
+    rank = {label: position for position, label in enumerate(ties.sample(labels, len(labels)))}
     total = sum(sizes.values())
     exact = {label: k * sizes[label] / total for label in labels}
     quotas = {label: min(sizes[label], max(1 if k >= len(labels) else 0, int(exact[label]))) for label in labels}
-    by_remainder = sorted(labels, key=lambda label: (exact[label] - int(exact[label]), str(label)), reverse=True)
+    by_remainder = sorted(labels, key=lambda label: (-(exact[label] - int(exact[label])), rank[label]))
     while sum(quotas.values()) < k:
         for label in by_remainder:
             if sum(quotas.values()) < k and quotas[label] < sizes[label]:
                 quotas[label] += 1
     while sum(quotas.values()) > k:  # the floor of one per label overshot a tiny k
-        largest = max(labels, key=lambda label: (quotas[label], str(label)))
+        largest = min(labels, key=lambda label: (-quotas[label], rank[label]))
         quotas[largest] -= 1
     return quotas
 

@@ -208,6 +208,11 @@ class Task(ABC):
         so the best-dev artifact keeps the value its score was measured with."""
         return self
 
+    def for_reporting(self) -> Task:
+        """This task scoring a split that is only reported: nothing may be tuned on it (SQuAD 2.0 answers with
+        the null threshold the selection split calibrated, instead of tuning one on the reported split)."""
+        return self
+
     # -- data ------------------------------------------------------------------------------
     def load_split(self, data: str | Path, split: str) -> list[Record]:
         """The records of one split of ``data`` (a directory, a file or a hub id)."""

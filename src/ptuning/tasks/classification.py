@@ -52,8 +52,9 @@ class ClassificationTask(Task):
         return f"{files}: {cols} -> {self.label_column}"
 
     def stratum(self, record: Record) -> Hashable | None:
+        """The label; none for regression, whose scores are not classes (a draw by exact score would skew)."""
         value = record.fields.get(self.label_column)
-        return None if value is None else str(value)
+        return None if value is None or self.regression else str(value)
 
     def with_options(self, **options) -> ClassificationTask:
         """The generic task takes its columns from the command line."""

@@ -64,6 +64,7 @@ class QATask(Task):
     n_best: int = 20
     max_question_tokens: int = 64
     null_threshold: float = 0.0
+    tune_null_threshold: bool = True  # False for a reported split (for_reporting): the calibrated one is used
     split_by_article: float | None = None
     family: str = "qa"
     default_max_length: ClassVar[int] = 384  # the reference SQuAD setting
@@ -99,6 +100,9 @@ class QATask(Task):
         if not self.version_2 or "null_threshold" not in metrics:
             return self
         return replace(self, null_threshold=float(metrics["null_threshold"]))
+
+    def for_reporting(self) -> QATask:
+        return replace(self, tune_null_threshold=False)
 
     # -- reader -> examples ---------------------------------------------------------------
     def load_split(self, data: str | Path, split: str) -> list[Record]:
@@ -263,9 +267,11 @@ class QATask(Task):
         answers = [self.best_answer(logits, e, w) for e, w in zip(examples, alignment, strict=True)]
         if not self.version_2:
             return self._score([(text, e) for (text, _), e in zip(answers, examples, strict=True)])
-        # SQuAD 2.0: tune the null threshold on this set; the caller adopts it with `calibrated`
+        # SQuAD 2.0: tune the null threshold on this set (the caller adopts it with `calibrated`), unless the set
+        # is only reported: then answer with the calibrated threshold
+        thresholds = {diff for _, diff in answers} | {0.0} if self.tune_null_threshold else {self.null_threshold}
         best = None
-        for threshold in sorted({diff for _, diff in answers} | {0.0}):
+        for threshold in sorted(thresholds):
             chosen = [("" if diff > threshold else text, e) for (text, diff), e in zip(answers, examples, strict=True)]
             scores = self._score(chosen)
             if best is None or scores["f1"] > best[1]["f1"]:
