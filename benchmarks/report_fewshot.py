@@ -200,7 +200,7 @@ def _crossings(gaps: dict) -> str:
     if not crossed:
         leader = "ptv2" if gaps[ks[0]][0] >= 0 else "fine-tuning"
         return f"; {leader} leads at every K."
-    return "; the lines cross between " + " and ".join(f"K={a} and K={b}" for a, b in crossed) + "."
+    return "; the lines cross " + ", and ".join(f"between K={a} and K={b}" for a, b in crossed) + "."
 
 
 def fewglue_verdict(runs: list[Run]) -> str:
