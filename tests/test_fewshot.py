@@ -99,6 +99,25 @@ def test_a_regression_task_draws_without_strata():
     assert len(draws) == 3
 
 
+@pytest.mark.parametrize("task_name, shared", [("e2e", "mr"), ("boolq", "passage")])
+def test_the_selection_draw_shares_no_input_with_the_training_draw(tmp_path, task_name, shared):
+    """E2E repeats a meaning representation once per reference, BoolQ a passage once per question."""
+    task = get_task(task_name)
+    data = tmp_path / task_name
+    data.mkdir()
+    rows = [{shared: f"input {i % 6}", "ref" if task_name == "e2e" else "question": f"text {i}"} for i in range(24)]
+    if task_name == "e2e":
+        (data / "trainset.csv").write_text("mr,ref\n" + "".join(f'"{r["mr"]}","{r["ref"]}"\n' for r in rows))
+        (data / "devset.csv").write_text("mr,ref\n" + "".join(f'"{r["mr"]}","{r["ref"]}"\n' for r in rows[:4]))
+    else:
+        lines = [json.dumps({**r, "label": i % 2 == 0, "idx": i}) + "\n" for i, r in enumerate(rows)]
+        (data / "train.jsonl").write_text("".join(lines))
+        (data / "val.jsonl").write_text("".join(lines[:4]))
+    for seed in range(5):
+        plan = plan_splits(task, str(data), few_shot=3, few_shot_seed=seed)
+        assert not {r.fields[shared] for r in plan.train} & {r.fields[shared] for r in plan.selection}
+
+
 def test_passages_are_drawn_whole(tmp_path):
     data = fixtures.write("multirc", tmp_path / "multirc")
     plan = plan_splits(get_task("multirc"), str(data), few_shot=2, few_shot_seed=0)

@@ -76,8 +76,11 @@ def _k_shot(task: Task, data: str, k: int, seed: int) -> SplitPlan:
         )
     rng = random.Random(seed)
     train = draw(task, pool, k, rng)
-    taken = {id(r) for r in train}
-    selection = draw(task, [r for r in pool if id(r) not in taken], k, rng)
+    taken, units = {id(r) for r in train}, {task.draw_unit(r) for r in train} - {None}
+    rest = [r for r in pool if id(r) not in taken and task.draw_unit(r) not in units]
+    if len(rest) < k:
+        raise PTuningError(f"--few-shot {k}: after the training draw only {len(rest)} records share no input with it")
+    selection = draw(task, rest, k, rng)
     reported = task.load_split(data, "validation")
     name = Path(pool[0].path).name
     roles = {

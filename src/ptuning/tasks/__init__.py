@@ -82,6 +82,7 @@ TASKS: dict[str, Task] = {
             label_column="label",
             labels=("False", "True"),
             files=_superglue("boolq"),
+            shared_column="passage",  # several questions per passage: a K-shot draw keeps a passage on one side
         ),
         ClassificationTask(
             name="sst2",

@@ -226,6 +226,11 @@ class Task(ABC):
         """The label a few-shot draw stratifies ``record`` by; None: no label to stratify by (passages, sentences)."""
         return None
 
+    def draw_unit(self, record: Record) -> Hashable | None:
+        """What ``record`` shares with others (a BoolQ passage, an E2E meaning representation): a K-shot selection
+        draw leaves out every unit its training draw took, so no input is seen on both sides. None: itself."""
+        return None
+
     def select_split(self, records: list[Record], split: str) -> list[Record]:
         """The records of ``split`` among those read for it (all of them unless a task splits one file)."""
         return records

@@ -43,6 +43,7 @@ class ClassificationTask(Task):
     id_column: str | None = "idx"
     regression: bool = False
     positive: str = "1"
+    shared_column: str | None = None  # an input several records share (BoolQ's passage): see draw_unit
     family: str = "classification"
 
     @property
@@ -50,6 +51,9 @@ class ClassificationTask(Task):
         cols = " + ".join(self.text_columns)
         files = "/".join(self.files.train + self.files.validation)
         return f"{files}: {cols} -> {self.label_column}"
+
+    def draw_unit(self, record: Record) -> Hashable | None:
+        return record.fields.get(self.shared_column) if self.shared_column else None
 
     def stratum(self, record: Record) -> Hashable | None:
         """The label; none for regression, whose scores are not classes (a draw by exact score would skew)."""

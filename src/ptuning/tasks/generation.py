@@ -133,6 +133,10 @@ class GenerationTask(Task):
     def stratum(self, record: Record) -> Hashable | None:
         return None
 
+    def draw_unit(self, record: Record) -> Hashable | None:
+        """The source: E2E's training file holds several references of one meaning representation."""
+        return record.get(self.source_column)
+
     def _references(self, record: Record) -> list[str]:
         if "references" in record.fields:
             return list(record.fields["references"])
