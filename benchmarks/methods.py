@@ -225,7 +225,9 @@ def run_one(task: str, method: str, data: Path, args) -> dict:
         )
         wall = time.perf_counter() - started
         test = None
-        scored = task in TEST_SPLITS and not args.quick  # --quick: no full test pass
+        # --quick: no full test pass; a low-resource row reports its validation set (the test pass would double
+        # its evaluation time for a figure no table reads)
+        scored = task in TEST_SPLITS and not args.quick and not (args.few_shot or args.fewglue)
         if scored and summary.get("best") is not None:
             test = evaluate(run_dir, str(data), TEST_SPLITS[task], model_name=args.model)
     best = summary["best"]
