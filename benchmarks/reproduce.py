@@ -21,6 +21,7 @@ one (task, method) cell; a re-run skips the files that already exist, so an inte
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import subprocess
 import sys
@@ -36,6 +37,7 @@ METHOD_SETS = {
     "since-ptv2": ["ptv2", "apt", "ptv2-ptp-noise", "ptv2-ptp-adv", "lpt", "prompt-tuning", "prompt-tuning-residual"],
 }
 SEEDS = "1,2,3"
+STEP_RATIOS = HERE / "results" / "cpu" / "since-ptv2-efficiency.json"  # each method's step time / ptv2's, paired
 # budget -> (task, methods.py options that pick its data); the data each budget can train to convergence.
 PLANS: dict[str, list[tuple[str, list[str]]]] = {
     "cpu": [
@@ -90,19 +92,35 @@ def estimate(task: str, method: str, budget: str, runs: list[Run]) -> float | No
     return 3 * statistics.mean(walls) if walls else None
 
 
+def step_ratios(path: Path | None = None) -> dict[str, float]:
+    """``{method: its train step time / ptv2's}``, measured paired in one process (``efficiency.py --pairs``)."""
+    path = path or STEP_RATIOS
+    if not path.exists():
+        return {}
+    paired = json.loads(path.read_text()).get("paired", [])
+    return {p["methods"][1]: p["ratio"] for p in paired if p["methods"][0] == "ptv2"}
+
+
 def describe(cells: list, budget: str) -> str:
-    """The plan, one line per cell, with its estimated time and the total."""
-    runs = load_runs()
+    """The plan, one line per cell, with its estimated time and the total.
+
+    A method without earlier runs of a task, but with a measured step ratio to ptv2, is estimated as ptv2's runs of
+    that task times the ratio (it assumes as many epochs as ptv2 ran), and the line says so.
+    """
+    runs, ratios = load_runs(), step_ratios()
     lines, total, unknown = [], 0.0, 0
     for task, method, _, out in cells:
-        seconds = estimate(task, method, budget, runs)
+        seconds, how = estimate(task, method, budget, runs), ""
+        baseline = estimate(task, "ptv2", budget, runs)
+        if seconds is None and method in ratios and baseline is not None:
+            seconds, how = baseline * ratios[method], f" (ptv2's runs x step ratio {ratios[method]:.2f})"
         done = " (done)" if out.exists() else ""
         if seconds is None:
             unknown += 1
             lines.append(f"{task:8} {method:14} no earlier {budget} run to estimate from{done}")
         else:
             total += 0 if done else seconds
-            lines.append(f"{task:8} {method:14} ~{seconds / 60:5.0f} min{done}")
+            lines.append(f"{task:8} {method:14} ~{seconds / 60:5.0f} min{how}{done}")
     lines.append(f"estimated: {total / 3600:.1f} h for the cells with earlier runs; {unknown} cell(s) without")
     return "\n".join(lines)
 

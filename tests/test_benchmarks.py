@@ -529,6 +529,15 @@ def test_reproduce_plans_every_cell_and_estimates_from_earlier_runs_of_that_mach
     assert reproduce.estimate("cb", "ptv2", "cpu", runs) == 3 * 150
     assert reproduce.estimate("cb", "ptv2", "gpu", runs) == 15
     assert reproduce.estimate("cb", "finetune", "cpu", runs) is None
+    ratios = tmp_path / "ratios.json"
+    ratios.write_text(json.dumps({"paired": [{"methods": ["ptv2", "apt"], "ratio": 2.0}]}))
+    monkeypatch.setattr(reproduce, "STEP_RATIOS", ratios)
+    monkeypatch.setattr(reproduce, "load_runs", lambda: runs)
+    cells = [("cb", m, [], tmp_path / f"cb-{m}.json") for m in ("ptv2", "apt", "lpt")]
+    text = reproduce.describe(cells, "cpu")
+    assert "cb       apt            ~   15 min (ptv2's runs x step ratio 2.00)" in text  # 2 x 450 s
+    assert "lpt            no earlier cpu run to estimate from" in text
+    assert "estimated: 0.4 h for the cells with earlier runs; 1 cell(s) without" in text
 
 
 def test_the_imported_peft_prefix_section_reads_its_file(tmp_path, monkeypatch):
