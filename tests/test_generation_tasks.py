@@ -31,6 +31,14 @@ def decoder_dir(tmp_path_factory) -> Path:
     return save_tiny_decoder(tmp_path_factory.mktemp("tiny-llama"), "llama")
 
 
+def e2e_request(data: Path, output: Path, model: Path, method: str = "ptv2", **changes) -> pipeline.TrainRequest:
+    """A training request on toy E2E data with the tiny decoder: what each test changes is passed in."""
+    fields = {"method": method_config(method, strict=False, prompt_length=4), "max_length": 64}
+    fields.update(train=TrainConfig(epochs=1, batch_size=4, seed=1), max_eval_samples=2)
+    fields.update(changes)
+    return pipeline.TrainRequest(task="e2e", data=str(data), output=output, model=str(model), **fields)
+
+
 def test_e2e_groups_the_references_of_one_mr_in_evaluation_splits_only(tmp_path):
     data = write_e2e(tmp_path / "e2e", n_train=6, n_dev=3)
     task = get_task("e2e")
@@ -125,16 +133,7 @@ def test_train_evaluate_generate_for_every_decoder_method(tmp_path, decoder_dir,
     out = tmp_path / method
     lr = 5e-3 if method == "finetune" else None
     summary = pipeline.train(
-        pipeline.TrainRequest(
-            task="e2e",
-            data=str(data),
-            output=out,
-            model=str(decoder_dir),
-            method=method_config(method, strict=False, prompt_length=4),
-            train=TrainConfig(epochs=2, batch_size=4, lr=lr, seed=1),
-            max_length=64,
-            max_eval_samples=2,
-        )
+        e2e_request(data, out, decoder_dir, method, train=TrainConfig(epochs=2, batch_size=4, lr=lr, seed=1))
     )
     losses = [row["train_loss"] for row in summary["history"]]
     assert losses[-1] < losses[0]  # the target tokens' loss falls
@@ -157,17 +156,7 @@ def test_the_benchmarks_throughput_interleaves_rounds_with_and_without_the_promp
     import generation
 
     data = write_e2e(tmp_path / "e2e")
-    request = pipeline.TrainRequest(
-        task="e2e",
-        data=str(data),
-        output=tmp_path / "ptv2",
-        model=str(decoder_dir),
-        method=method_config("ptv2", prompt_length=4),
-        train=TrainConfig(epochs=1, batch_size=4, seed=1),
-        max_length=64,
-        max_eval_samples=2,
-    )
-    pipeline.train(request)
+    pipeline.train(e2e_request(data, tmp_path / "ptv2", decoder_dir))
     args = argparse.Namespace(data=str(data), test_samples=3, batch_size=2)
     result = generation.throughput(tmp_path / "ptv2", args, rounds=2)
     assert [len(result["per_round"][k]) for k in ("with_prompt", "no_prompt")] == [2, 2]
@@ -234,14 +223,7 @@ def test_real_e2e_and_dialogsum_splits():
 @pytest.mark.parametrize("method, message", [("linear-probe", "trains nothing"), ("apt", "cannot generate")])
 def test_methods_that_cannot_generate_are_refused_before_training(tmp_path, decoder_dir, method, message):
     data = write_e2e(tmp_path / "e2e")
-    request = pipeline.TrainRequest(
-        task="e2e",
-        data=str(data),
-        output=tmp_path / "out",
-        model=str(decoder_dir),
-        method=method_config(method, strict=False, prompt_length=2),
-        max_length=64,
-    )
+    request = e2e_request(data, tmp_path / "out", decoder_dir, method, train=TrainConfig())
     with pytest.raises(PTuningError, match=message):
         pipeline.train(request)
     assert not (tmp_path / "out").exists()
