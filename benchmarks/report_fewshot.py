@@ -164,8 +164,11 @@ def _gaps(methods: dict) -> dict:
     }
 
 
-def goal_verdict(curves: dict) -> str:
-    """The issue's goal, computed (ptv2 ≥ fine-tuning at K ≤ 64 on average, smaller std), and where lines cross."""
+def goal_verdict(curves: dict, majority: dict | None = None) -> str:
+    """The issue's goal, computed (ptv2 ≥ fine-tuning at K ≤ 64 on average, smaller std), and where lines cross.
+
+    Points where neither method beats the task's majority class are named: their gap is noise, not a lead.
+    """
     at_goal = [
         (task, k, *gap)
         for task, methods in sorted(curves.items())
@@ -183,14 +186,31 @@ def goal_verdict(curves: dict) -> str:
         f"**Goal (ptv2 ≥ fine-tuning at K ≤ 64 on average over the tasks, with a smaller std across draws): "
         f"{'met' if met else 'not met'}.** Over the {len(at_goal)} {noun} with ≥ {MIN_DRAWS} draws of both ({points}), "
         f"ptv2 − fine-tuning is {gap:+.1f} points on average, and the std across draws averages {ptv2_std:.1f} for "
-        f"ptv2 against {finetune_std:.1f} for fine-tuning.\n\n"
+        f"ptv2 against {finetune_std:.1f} for fine-tuning."
     )
+    text += _below_floor(curves, at_goal, majority or {}) + "\n\n"
     for task, methods in sorted(curves.items()):
         gaps = _gaps(methods)
         if gaps:
             text += f"- {task}, ptv2 − fine-tuning by K: " + ", ".join(f"{k} {g[0]:+.1f}" for k, g in gaps.items())
             text += _crossings(gaps) + "\n"
     return text + "\n"
+
+
+def _below_floor(curves: dict, at_goal: list, majority: dict) -> str:
+    """Name the goal's points where neither ptv2 nor fine-tuning reaches the majority class."""
+    means = {(t, m, p[0]): p[1] for t, methods in curves.items() for m, pts in methods.items() for p in pts}
+    floor = [
+        f"{t} K={k}"
+        for t, k, *_ in at_goal
+        if t in majority and all(means[(t, m, k)] < majority[t] for m in ("ptv2", "finetune"))
+    ]
+    if not floor:
+        return ""
+    return (
+        f" At {len(floor)} of them ({', '.join(floor)}) neither method reaches the majority class, so the gap there "
+        "is noise between two models that have not learnt the task."
+    )
 
 
 def _crossings(gaps: dict) -> str:
@@ -230,8 +250,9 @@ def fewshot_section(runs: list[Run], plot: str | None) -> str:
     parts = ["## Low-resource: FewGLUE 32-shot and K-shot learning curves\n", INTRO, fewshot_table(runs)]
     parts.append(fewglue_verdict(runs))
     if curves:
-        parts += ["### K-shot learning curves\n", CURVES_INTRO, curve_table(curves, majority_classes(runs))]
-        parts.append(goal_verdict(curves))
+        majority = majority_classes(runs)
+        parts += ["### K-shot learning curves\n", CURVES_INTRO, curve_table(curves, majority)]
+        parts.append(goal_verdict(curves, majority))
         parts.append(f"![{plot}]({plot})\n" if plot else "")
     return "\n".join(p for p in parts if p)
 

@@ -439,6 +439,9 @@ def test_the_goal_verdict_averages_k_up_to_64_and_names_where_the_lines_cross():
         in text
     )
     assert "- sst2, ptv2 − fine-tuning by K: 16 +20.0; ptv2 leads at every K." in text
+    assert "majority class" not in text
+    below = report_fewshot.goal_verdict(curves, {"rte": 55.5})  # both under the floor at K=16 only
+    assert "At 1 of them (rte K=16) neither method reaches the majority class" in below
     curves["rte"]["ptv2"][0] = point(16, 45.0, 1.0)  # the average turns negative
     assert "not met" in report_fewshot.goal_verdict(curves)
     assert report_fewshot.goal_verdict({"rte": {"ptv2": [point(16, 50.0, 1.0)]}}) == ""
@@ -629,3 +632,33 @@ def test_depth_quality_compares_top_layer_rows_with_the_full_depth_row():
     text = report_studies.depth_quality(runs)
     assert "| cb | all 6 | cpu-nodrop, ptv2-nodrop | 1,2 | 79.0 ± 1.4 | +0.0 | patience |" in text
     assert "| cb | top 3 (`--prefix-layers top:3`) | cpu-depth, ptv2-nodrop-top3 | 1,2 | 76.0 ± 0.0 | -3.0 |" in text
+
+
+def test_the_low_data_head_to_head_averages_complete_settings_and_weighs_parameters():
+    """ptv2's rows join the others' by setting and seed; the goal counts only methods at ≤ ptv2's parameters."""
+    import report_since_ptv2 as since
+
+    def run(method, task, seed, value, params, round_name="cpu-since", **protocol):
+        row = {"best": {"accuracy": 0.6, "f1": 0.6}, "reported": {"accuracy": value, "f1": value}, "epochs_run": 3}
+        row.update(epochs=60, stopped_by="patience", trainable_params=params, **protocol)
+        return report.Run(round_name, task, method, seed, [{"epoch": 1, "accuracy": 0.6, "f1": 0.6}], row)
+
+    offsets = {"ptv2": 0.0, "apt": 0.03, "ptv2-ptp-noise": 0.005, "ptv2-ptp-adv": 0.0, "lpt": -0.1}
+    offsets |= {"prompt-tuning": -0.02, "prompt-tuning-residual": 0.0}
+    params = {"apt": 150, "lpt": 1000, "prompt-tuning": 10, "prompt-tuning-residual": 600}
+    runs = [
+        run(m, task, seed, base + off + 0.01 * seed, params.get(m, 100), **{key: value})
+        for m, off in offsets.items()
+        for task, key, value, base in (("cb", "fewglue", True, 0.6), ("sst2", "few_shot", 64, 0.7))
+        for seed in range(1, 6)
+    ]
+    runs.append(run("ptv2", "sst2", 1, 0.9, 100, few_shot=32))  # another K: not a setting of the table
+    text = since.low_data_table(runs)
+    assert "| ptv2 | 1.00 | 63.0 ± 1.6 (5) | 73.0 ± 1.6 (5) | 68.0 | +0.0 | 1.6 |" in text
+    assert "| apt | 1.50 | 66.0 ± 1.6 (5) | 76.0 ± 1.6 (5) | 71.0 | +3.0 | 1.6 |" in text
+    assert "(cb (FewGLUE 32), sst2 (K=64))" in text
+    assert "on this low-data protocol: not met.** Best at ≤ ptv2's parameters: ptv2-ptp-noise +0.5." in text
+    assert "Best of all: apt +3.0 (trainable / ptv2 1.50)" in text
+    twice = run("ptv2", "cb", 1, 0.5, 100, round_name="cpu-fewglue", fewglue=True)
+    with pytest.raises(SystemExit, match="cb \\(FewGLUE 32\\) ptv2 seed 1 is in rounds cpu-since and cpu-fewglue"):
+        since.low_data_table([*runs, twice])
