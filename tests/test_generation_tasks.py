@@ -244,6 +244,8 @@ def test_the_report_renders_generation_results(tmp_path, monkeypatch):
              "seconds_per_step_with_evals": 2.5}
             for s, b in ((1, 40.0), (2, 44.0))
         ),
+        {"method": "finetune", "seed": 1, "task": "e2e", "examples": 16, "bleu": 43.5, "rougeL": 55.0, "chrf": 61.0,
+         "trainable_params": 115_000, "backbone_params": 115_000},
     ]  # fmt: skip
     (tmp_path / "generation").mkdir()
     data = {"kind": "generation", "task": "e2e", "args": {"max_train_samples": "48", "epochs": "1"}, "results": rows}
@@ -251,6 +253,8 @@ def test_the_report_renders_generation_results(tmp_path, monkeypatch):
     text = report_generation.generation()
     assert "| ptv2 | 2 | 16 | 42.0 ± 2.8 | 50.0 ± 0.0 | 60.0 ± 0.0 | 0.100 | 4 | 2.50 | - |" in text
     assert "| zero-shot | 1 | 16 | 5.0 | 30.0 | 40.0 |" in text
+    goal = "**Goal:** ptv2 bleu 42.0 (2 seeds); -1.5 against fine-tuning at 0.10 % of its trainable parameters: not "
+    assert goal + "within the goal (-1 bleu, ≤ 1 %); +37.0 against zero-shot (above it)." in text
     seed3 = {**rows[1], "seed": 3, "bleu": 45.0, "throughput": {"with_prompt": 9.0, "no_prompt": 10.0}}
     seed3["throughput"].update(overhead=1.08, rounds=3)
     (tmp_path / "generation" / "e2e-seed3.json").write_text(json.dumps({**data, "results": [seed3]}))
@@ -260,6 +264,7 @@ def test_the_report_renders_generation_results(tmp_path, monkeypatch):
     assert text.count("### e2e") == 2 and re.search(r"generation/e2e-seed3\.json, \S+/e2e\.json;", text)
     assert "| ptv2 | 3 | 16 | 43.0 ± 2.6 |" in text  # seed 3 joined seeds 1-2 of the same setup
     assert "| 9.0 / 10.0 (1.08×) |" in text  # interleaved rounds: the median ratio shown
+    assert "with the prefix at 1.08× the time per token without it (within the goal's 1.10×)" in text
 
 
 def test_a_long_source_is_cut_and_the_chat_templates_answer_cue_kept():
