@@ -231,11 +231,14 @@ def dropout_section(runs: list[Run]) -> str:
     )
 
 
-# ptv2 on CB with the prompt in every layer (cpu-nodrop's command) and the same command in the top layers only.
+# ptv2 with the prompt in every layer and the same command in the top layers only: CB (cpu-nodrop's command) and
+# SST-2 on its 4k subset (cpu-sst2's 20-epoch command; the layers below the prompt lose their dropout, as always).
 DEPTH_ROWS = [
     ("cb", "all 6", ("cpu-nodrop", "ptv2-nodrop")),
     ("cb", "top 3 (`--prefix-layers top:3`)", ("cpu-depth", "ptv2-nodrop-top3")),
     ("cb", "top 2 (`--prefix-layers top:2`)", ("cpu-depth", "ptv2-nodrop-top2")),
+    ("sst2", "all 6", ("cpu-sst2", "ptv2-e20")),
+    ("sst2", "top 3 (`--prefix-layers top:3`)", ("cpu-depth", "ptv2-e20-top3")),
 ]
 
 
