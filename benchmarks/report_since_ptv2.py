@@ -26,8 +26,9 @@ LOW_DATA_INTRO = (
     "(dev32 selects), SST-2 with K=64 drawn examples and CoNLL-2003 with K=32 drawn sentences (`--few-shot K`: as "
     "many more select); the full validation set is scored once (`reported`). Each seed is one draw, the same draw "
     "for every method; each method's harness defaults (prompt length and lr: the lab notebook's list; the "
-    "few-shot schedule, patience 10), backbone dropout 0, every run stopped on patience unless marked †. ptv2's and prompt-tuning's rows are the low-resource section's; the "
-    "others come from `python benchmarks/methods.py ... --methods apt,ptv2-ptp-noise,ptv2-ptp-adv,lpt,"
+    "few-shot schedule, patience 10), backbone dropout 0, every run stopped on patience unless marked †. ptv2's "
+    "and prompt-tuning's rows are the low-resource section's; the others come from "
+    "`python benchmarks/methods.py ... --methods apt,ptv2-ptp-noise,ptv2-ptp-adv,lpt,"
     "prompt-tuning-residual --out benchmarks/results/cpu-since/...` (benchmarks/README.md).\n"
 )
 
