@@ -5,7 +5,8 @@ main metric: E2E BLEU on the first ``--max-eval-samples`` dev MRs, DialogSum ROU
 dialogues), then scores the best artifact on the first ``--test-samples`` test sources (E2E: MRs with all their
 references; DialogSum: three references each). ``zero-shot`` is the backbone with no prompt (the instruct model
 reading the task's instruction in its chat template). ``--throughput`` also times greedy decoding of the test
-prompts with the trained prefix and without any (tokens/s), the prefix's overhead on generation.
+prompts with the trained prefix and without any (tokens/s, every row decoding the same number of tokens), the
+prefix's overhead on generation; ``--throughput-of DIR`` times an existing artifact that way and trains nothing.
 
     python benchmarks/generation.py --task e2e --data ../shared/data/e2e --methods zero-shot,ptv2 \
         --seeds 1 --max-train-samples 64 --max-eval-samples 16 --test-samples 24 --epochs 1 --out /tmp/gen.json
@@ -83,8 +84,10 @@ def trained(args, method: str, seed: int, out: Path) -> dict:
 def throughput(artifact_dir: Path, args, rounds: int = 3) -> dict:
     """Greedy tokens/s on the test prompts with the artifact's prompt and with none, rounds interleaved.
 
-    The two settings alternate (ABBA...) so that a load change on a shared machine hits both; the overhead is the
-    median of the per-round ratios, the figure a noisy machine can still be trusted with.
+    Both settings decode the same number of new tokens for every row (no stop at EOS): a model that stops early
+    leaves finished rows idle in its batch, so tokens/s under EOS stopping compares the two outputs' lengths, not
+    the prefix's cost (the first E2E measurement did, and read 1.26x). The two settings alternate (ABBA...) so that
+    a load change on a shared machine hits both; the overhead is the median of the per-round time ratios.
     """
     from ptuning import artifact
     from ptuning.decoding import DecodingConfig
@@ -99,14 +102,15 @@ def throughput(artifact_dir: Path, args, rounds: int = 3) -> dict:
     speeds: dict = {label: [] for label in prompts}
     for index in range(rounds):
         for label in sorted(prompts, reverse=index % 2 == 1):
-            speeds[label].append(_tokens_per_second(model, tokenizer, collate, features, prompts[label], config, args))
+            speeds[label].append(_tokens_per_second(model, collate, features, prompts[label], config, args))
     ratios = [none / with_prompt for none, with_prompt in zip(speeds["no_prompt"], speeds["with_prompt"], strict=True)]
     result = {label: statistics.median(values) for label, values in speeds.items()}
-    return {**result, "overhead": statistics.median(ratios), "rounds": rounds, "per_round": speeds}
+    result.update(overhead=statistics.median(ratios), rounds=rounds, per_round=speeds)
+    return {**result, "fixed_length": True, "new_tokens": config.max_new_tokens, "batch_size": args.batch_size}
 
 
-def _tokens_per_second(model, tokenizer, collate, features, prompt, config, args) -> float:
-    """One greedy pass over the features in batches: generated tokens (padding excluded) per second."""
+def _tokens_per_second(model, collate, features, prompt, config, args) -> float:
+    """One greedy pass over the features in batches, every row decoding ``config.max_new_tokens``: tokens per second."""
     from ptuning.decoding import generate_ids
 
     tokens, started = 0, time.perf_counter()
@@ -115,10 +119,23 @@ def _tokens_per_second(model, tokenizer, collate, features, prompt, config, args
         with torch.no_grad():
             new = generate_ids(
                 model.encoder, model.head.output, prompt, ids, mask, config,
-                eos_token_id=tokenizer.eos_token_id, pad_token_id=collate.pad_id,
+                eos_token_id=None, pad_token_id=collate.pad_id,
             )  # fmt: skip
-        tokens += int((new != collate.pad_id).sum())
+        tokens += new.numel()  # (B, new tokens): every row decoded every step
     return tokens / (time.perf_counter() - started)
+
+
+def speed_only(args) -> dict:
+    """``--throughput-of DIR``: the decoding speed of an existing artifact, nothing trained or scored.
+
+    The prefix's cost depends on its shape (layers, P), not on its values, so any artifact of the method and
+    prompt length measures it; the row names the artifact's method and prompt length.
+    """
+    meta = json.loads((args.throughput_of / "ptuning.json").read_text())
+    method = meta.get("method", {})
+    name = method.get("method", "ptv2") if isinstance(method, dict) else str(method)
+    length = method.get("prompt_length") if isinstance(method, dict) else None
+    return {"method": name, "prompt_length": length, "throughput": throughput(args.throughput_of, args)}
 
 
 def main() -> None:
@@ -134,6 +151,7 @@ def main() -> None:
     parser.add_argument("--max-eval-samples", type=int, default=50)
     parser.add_argument("--test-samples", type=int, default=None)
     parser.add_argument("--throughput", action="store_true")
+    parser.add_argument("--throughput-of", type=Path, default=None, help="time decoding with this artifact only")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     rows = []
@@ -147,6 +165,9 @@ def main() -> None:
         result["machine"] = {"platform": platform.platform(), "threads": torch.get_num_threads()}
         atomic_write_text(args.out, json.dumps(result, indent=1) + "\n")
 
+    if args.throughput_of is not None:
+        keep(speed_only(args))
+        return
     with tempfile.TemporaryDirectory() as tmp:
         for method in args.methods.split(","):
             if method == "zero-shot":

@@ -158,9 +158,30 @@ def test_the_benchmarks_throughput_interleaves_rounds_with_and_without_the_promp
     data = write_e2e(tmp_path / "e2e")
     pipeline.train(e2e_request(data, tmp_path / "ptv2", decoder_dir))
     args = argparse.Namespace(data=str(data), test_samples=3, batch_size=2)
-    result = generation.throughput(tmp_path / "ptv2", args, rounds=2)
+    from ptuning import decoding
+
+    calls = []
+    real = decoding.generate_ids
+
+    def spy(*a, **k):
+        calls.append(k["eos_token_id"])
+        return real(*a, **k)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(decoding, "generate_ids", spy)
+        result = generation.throughput(tmp_path / "ptv2", args, rounds=2)
     assert [len(result["per_round"][k]) for k in ("with_prompt", "no_prompt")] == [2, 2]
     assert result["with_prompt"] > 0 and result["no_prompt"] > 0 and result["overhead"] > 0
+    assert calls and set(calls) == {None}  # no stop at EOS: both settings decode the same number of tokens
+    assert result["fixed_length"] and result["new_tokens"] > 0 and result["batch_size"] == 2
+    out = tmp_path / "speed.json"
+    argv = ["generation.py", "--task", "e2e", "--data", str(data), "--test-samples", "3", "--batch-size", "2"]
+    argv += ["--throughput-of", str(tmp_path / "ptv2"), "--out", str(out)]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sys, "argv", argv)
+        generation.main()
+    (row,) = json.loads(out.read_text())["results"]
+    assert row["method"] == "ptv2" and row["prompt_length"] > 0 and row["throughput"]["fixed_length"]
 
 
 def test_cli_generate_eval_and_refusals(tmp_path, decoder_dir, sst2_dir, tiny_bert_dir, monkeypatch, capsys):
@@ -256,7 +277,7 @@ def test_the_report_renders_generation_results(tmp_path, monkeypatch):
     goal = "**Goal:** ptv2 bleu 42.0 (2 seeds); -1.5 against fine-tuning at 0.10 % of its trainable parameters: not "
     assert goal + "within the goal (-1 bleu, ≤ 1 %); +37.0 against zero-shot (above it)." in text
     seed3 = {**rows[1], "seed": 3, "bleu": 45.0, "throughput": {"with_prompt": 9.0, "no_prompt": 10.0}}
-    seed3["throughput"].update(overhead=1.08, rounds=3)
+    seed3["throughput"].update(overhead=1.08, rounds=3, fixed_length=True, new_tokens=8, batch_size=2)
     (tmp_path / "generation" / "e2e-seed3.json").write_text(json.dumps({**data, "results": [seed3]}))
     other = {**data, "args": {"max_train_samples": "96", "epochs": "1"}}  # another setup: its own table
     (tmp_path / "generation" / "e2e-more.json").write_text(json.dumps(other))
@@ -265,6 +286,17 @@ def test_the_report_renders_generation_results(tmp_path, monkeypatch):
     assert "| ptv2 | 3 | 16 | 43.0 ± 2.6 |" in text  # seed 3 joined seeds 1-2 of the same setup
     assert "| 9.0 / 10.0 (1.08×) |" in text  # interleaved rounds: the median ratio shown
     assert "with the prefix at 1.08× the time per token without it (within the goal's 1.10×)" in text
+    assert "‡" not in text and "Greedy decoding with and without" not in text
+    eos = {**seed3["throughput"], "overhead": 1.26}
+    del eos["fixed_length"]  # an early measurement that stopped at EOS: marked, kept out of the goal
+    speed = {"method": "ptv2", "prompt_length": 10, "throughput": {**seed3["throughput"], "overhead": 1.02}}
+    more = {**other, "results": [{**rows[1], "throughput": eos}, speed]}
+    (tmp_path / "generation" / "e2e-more.json").write_text(json.dumps(more))
+    text = report_generation.generation()
+    assert "(1.26×) ‡ |" in text and "so the ratio compares output lengths" in text
+    assert "/e2e-more.json | ptv2 | 10 | 2 | 8 | 9.0 | 10.0 | 1.020 (3 rounds) |" in text
+    assert "at 1.02× the time per token" in text and "1.26× the time" not in text
+    assert "bleu 40.0 (1 seed); -3.5 against fine-tuning (its own table) at 0.10 %" in text  # borrowed, named so
 
 
 def test_a_long_source_is_cut_and_the_chat_templates_answer_cue_kept():
