@@ -33,6 +33,7 @@ LOW_DATA_INTRO = (
 )
 
 METHODS = ["ptv2", "apt", "ptv2-ptp-noise", "ptv2-ptp-adv", "lpt", "prompt-tuning", "prompt-tuning-residual"]
+PUBLISHED_SINCE = ["apt", "ptv2-ptp-noise", "ptv2-ptp-adv", "lpt", "prompt-tuning-residual"]  # the goal's candidates
 TASKS = ["cb", "rte", "copa", "wsc", "sst2", "boolq", "conll03"]
 EFFICIENCY = ("cpu", "since-ptv2-efficiency.json")
 COMMAND = "python benchmarks/reproduce.py --budget gpu --methods since-ptv2"
@@ -156,13 +157,14 @@ def low_data_verdict(cells: dict, summary: dict, full: list[str]) -> str:
     if not full or summary.get("ptv2") is None:
         return ""
     base, base_std = summary["ptv2"]
-    gaps = {m: summary[m][0] - base for m in METHODS if m != "ptv2" and summary.get(m)}
+    gaps = {m: summary[m][0] - base for m in PUBLISHED_SINCE if summary.get(m)}  # plain prompt-tuning: a baseline
     lean = [m for m in gaps if (_largest_param_ratio(cells, m) or float("inf")) <= 1.0]
     best_lean = max(lean, key=gaps.get) if lean else None
     best_any = max(gaps, key=gaps.get)
     met = best_lean is not None and gaps[best_lean] >= GOAL_POINTS
     text = (
-        f"**Goal (a method ≥ {GOAL_POINTS:.1f} point over ptv2 on average at no more trainable parameters), on this "
+        f"**Goal (a method published since ptv2 ≥ {GOAL_POINTS:.1f} point over it on average at no more trainable "
+        "parameters), on this "
         f"low-data protocol: {'met' if met else 'not met'}.** "
     )
     if best_lean:
