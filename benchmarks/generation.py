@@ -131,11 +131,12 @@ def speed_only(args) -> dict:
     The prefix's cost depends on its shape (layers, P), not on its values, so any artifact of the method and
     prompt length measures it; the row names the artifact's method and prompt length.
     """
-    meta = json.loads((args.throughput_of / "ptuning.json").read_text())
-    method = meta.get("method", {})
-    name = method.get("method", "ptv2") if isinstance(method, dict) else str(method)
-    length = method.get("prompt_length") if isinstance(method, dict) else None
-    return {"method": name, "prompt_length": length, "throughput": throughput(args.throughput_of, args)}
+    method = json.loads((args.throughput_of / "ptuning.json").read_text())["method"]  # the artifact's method config
+    return {
+        "method": method["method"],
+        "prompt_length": method.get("prompt_length"),
+        "throughput": throughput(args.throughput_of, args),
+    }
 
 
 def main() -> None:
