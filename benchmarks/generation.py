@@ -139,6 +139,16 @@ def speed_only(args) -> dict:
     }
 
 
+def _check(parser: argparse.ArgumentParser, args) -> None:
+    """Refuse values that would divide by zero or read a missing artifact: one line, exit status 2."""
+    for flag in ("epochs", "batch_size", "max_train_samples", "max_eval_samples", "test_samples"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            parser.error(f"--{flag.replace('_', '-')} must be at least 1, got {value}")
+    if args.throughput_of is not None and not (args.throughput_of / "ptuning.json").is_file():
+        parser.error(f"--throughput-of {args.throughput_of}: not a ptuning artifact (no ptuning.json); train one first")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--task", choices=("e2e", "dialogsum"), required=True)
@@ -155,6 +165,7 @@ def main() -> None:
     parser.add_argument("--throughput-of", type=Path, default=None, help="time decoding with this artifact only")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
+    _check(parser, args)
     rows = []
 
     def keep(row: dict) -> None:

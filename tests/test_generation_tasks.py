@@ -310,3 +310,19 @@ def test_a_long_source_is_cut_and_the_chat_templates_answer_cue_kept():
     assert len(ids) == 30 and tokenizer.decode(ids[-3:]) == "</s> the end"  # the answer's cue survives the cut
     short = task.prompt_ids("good movie", tokenizer, 30)
     assert len(short) < 30 and tokenizer.decode(short).endswith("good movie </s> the end")
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [(["--batch-size", "0"], "--batch-size must be at least 1"), (["--throughput-of", "nowhere"], "not a ptuning")],
+)
+def test_the_generation_benchmark_refuses_bad_values_in_one_line(tmp_path, monkeypatch, capsys, extra, message):
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import generation
+
+    out = tmp_path / "out.json"
+    argv = ["generation.py", "--task", "e2e", "--data", str(tmp_path), "--out", str(out), *extra]
+    monkeypatch.setattr(sys, "argv", argv)
+    with pytest.raises(SystemExit) as stop:
+        generation.main()
+    assert stop.value.code == 2 and message in capsys.readouterr().err and not out.exists()
