@@ -126,7 +126,8 @@ def staged_row(args) -> dict:
     return {"init_from": args.init_from, "teacher": teacher if args.teacher else None}
 
 
-def run_one(task: str, method: str, data: Path, args) -> dict:
+def settings_for(task: str, method: str, args) -> dict:
+    """The method's settings, the low-resource schedule, the task's overrides and the flags, in that order."""
     task_settings = TASK_SETTINGS.get(task, {})
     s = dict(SETTINGS[method])
     if args.fewglue or args.few_shot:
@@ -136,6 +137,12 @@ def run_one(task: str, method: str, data: Path, args) -> dict:
     s["lr"] = args.lr or task_settings.get("lr", {}).get(method, s["lr"])
     s["epochs"] = args.max_epochs or s["epochs"]  # the row records what the run used, not the default
     s["patience"] = args.patience or s["patience"]
+    return s
+
+
+def run_one(task: str, method: str, data: Path, args) -> dict:
+    task_settings = TASK_SETTINGS.get(task, {})
+    s = settings_for(task, method, args)
     max_length = args.max_length or task_settings.get("max_length", 256)
     batch_size = args.batch_size or task_settings.get("batch_size", 16)
     base, variant = VARIANTS.get(method, (method, {}))
