@@ -126,6 +126,34 @@ def speed_table(files: list[dict]) -> str:
     return "\n".join(head + lines) + "\n"
 
 
+def step_table() -> str:
+    """``generation_steps.py`` files: each method's training step timed in one process, as a ratio to the first."""
+    root = results_dir()
+    lines = []
+    for path in sorted(root.glob("generation*/*.json")):
+        data = json.loads(path.read_text())
+        if not isinstance(data, dict) or data.get("kind") != "generation-steps":
+            continue
+        for row in data["rows"]:
+            share = 100 * row["trainable_params"] / row["backbone_params"]
+            lines.append(
+                f"| {data['task']} | {path.relative_to(root.parent)} | {row['method']} | {share:.3f} | "
+                f"{data['args']['batch_size']} | {row['seconds_per_step']:.2f} | "
+                f"{row['ratio']:.2f} × {row['ratio_to']} ({len(row['per_round'])} rounds) |"
+            )
+    if not lines:
+        return ""
+    head = [
+        "### Training step time, paired\n",
+        "`generation_steps.py`: every method's model on the same backbone, one fixed batch of real training pairs, "
+        "forward + backward + AdamW; the methods take turns in rounds of alternating order in one process, so the "
+        "ratio (median over rounds) is free of the load changes that the tables' whole-run `s/step` absorbs.\n",
+        "| task | file | method | trainable % | batch | s/step | step ratio |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    return "\n".join(head + lines) + "\n"
+
+
 def _verdict(task: str, rows: list[dict], references: list[dict], speed_rows: list[dict]) -> str:
     """The issue's goal, computed for one table: ptv2 against fine-tuning, zero-shot and its own prefix overhead.
 
@@ -199,5 +227,5 @@ def generation() -> str:
         parts.append(f"### {task} ({', '.join(d['file'] for d in group)}; {setup})\n")
         eos = any(r.get("throughput") and not r["throughput"].get("fixed_length") for r in rows)
         parts += [_table(task, rows), EOS_NOTE if eos else "", _verdict(task, rows, references, speed_rows)]
-    parts.append(speed_table(files))
+    parts += [step_table(), speed_table(files)]
     return "\n".join(p for p in parts if p)
