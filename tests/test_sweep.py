@@ -337,7 +337,10 @@ def test_two_processes_share_one_sqlite_study(tmp_path, tiny_bert_dir):
 def test_sigterm_mid_trial_then_the_same_command_finishes(tmp_path, tiny_bert_dir):
     data = write_sst2(tmp_path / "sst2", n_train=32, n_dev=8)
     out = tmp_path / "out"
-    argv = sweep_argv(data, tiny_bert_dir, out, "--trials", "1", "--epochs", "4", "--prompt-length", "4")
+    # 30 epochs that patience cannot cut short: on an idle machine 4 epochs of the tiny model ended between two
+    # polls, so the signal came after the trial had finished (a flaky failure in a clean-clone CI run)
+    extra = ("--trials", "1", "--epochs", "30", "--patience", "30", "--prompt-length", "4")
+    argv = sweep_argv(data, tiny_bert_dir, out, *extra)
     run = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
     deadline = time.monotonic() + 300
     while not any(p.stat().st_size for p in out.glob("trials/trial-*/metrics.jsonl")):  # the first epoch ended
